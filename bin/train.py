@@ -1,0 +1,40 @@
+"""Meta-trains a learner with LITE and reports held-out-class accuracy with a 95% CI.
+
+  python bin/train.py --gin_config=gin/demo_protonets.gin --train_dir=/tmp/lite_demo
+  python bin/train.py --gin_config=gin/demo_protonets.gin --train_dir=/tmp/x \
+      --gin_bindings="lite.num_backprop=10"
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+from lite_tf import config
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string('gin_config', [], 'gin config files (repeatable).')
+flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings, e.g. "lite.num_backprop=10".')
+flags.DEFINE_string('train_dir', None, 'Directory for the operative config and weights.')
+flags.mark_flag_as_required('train_dir')
+
+
+def main(argv):
+  del argv
+  try:
+    config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
+    from lite_tf.training import train  # pylint: disable=g-import-not-at-top
+    result = train.run_training(FLAGS.train_dir)
+  except config.USER_ERRORS as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(f"held-out-class accuracy: {100 * result['test_accuracy']:.2f}% "
+        f"+/- {100 * result['test_ci95']:.2f}% (95% CI over {result['num_test_episodes']} "
+        'test episodes)')
+
+
+if __name__ == '__main__':
+  app.run(main)

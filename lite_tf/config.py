@@ -1,0 +1,35 @@
+"""gin parsing shared by the binaries, with errors that name the file or binding at fault."""
+
+import os
+
+import gin
+
+from lite_tf import episode as episode_lib
+
+
+def register_configurables():
+  """Imports every module that defines gin configurables, so any gin file can name them."""
+  # pylint: disable=g-import-not-at-top,unused-import
+  from lite_tf import backbones
+  from lite_tf.learners import protonets
+  from lite_tf.lite import model
+  from lite_tf.training import train
+
+
+class ConfigError(ValueError):
+  """A gin file or binding that cannot be used."""
+
+
+# Errors that come from what the user gave (flags, gin, data), reported without a traceback.
+USER_ERRORS = (ConfigError, episode_lib.EpisodeError, ValueError, FileNotFoundError)
+
+
+def parse(config_files, bindings):
+  register_configurables()
+  for path in config_files:
+    if not os.path.exists(path):
+      raise ConfigError(f'--gin_config: no such file {path!r}')
+  try:
+    gin.parse_config_files_and_bindings(config_files, bindings, finalize_config=False)
+  except (ValueError, KeyError, SyntaxError, ImportError) as e:
+    raise ConfigError(f'gin config {list(config_files)} / bindings {list(bindings)}: {e}') from e

@@ -1,0 +1,1 @@
+"""Episode sources. Data never imports learners."""

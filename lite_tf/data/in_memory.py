@@ -1,0 +1,92 @@
+"""Fixed way/shot episodes from classes held in memory (the built-in demo data, image folders).
+
+Sampling is a pure function of (seed, episode index), so a pipeline can start at any episode and
+reproduce exactly the episodes an uninterrupted run would have seen.
+"""
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from lite_tf import episode as episode_lib
+
+
+def to_unit_range(images):
+  """uint8 [0, 255] -> float32 [-1, 1]."""
+  return images.astype(np.float32) / 127.5 - 1.0
+
+
+@gin.configurable
+class EpisodeSampler:
+  """Samples `way`-way episodes with `shot` support and `query_shot` query images per class.
+
+  Args:
+    images_by_class: {class id: [num, size, size, 3] uint8 images}.
+    way, shot, query_shot: episode shape.
+    seed: episode i is drawn from RandomState((seed, i)).
+  """
+
+  def __init__(self, images_by_class, way=5, shot=5, query_shot=10, seed=0):
+    self.class_ids = sorted(images_by_class)
+    self.images_by_class = images_by_class
+    if way > len(self.class_ids):
+      raise ValueError(f'EpisodeSampler.way={way} exceeds the {len(self.class_ids)} classes '
+                       'available in this split')
+    too_small = [c for c in self.class_ids if len(images_by_class[c]) < shot + query_shot]
+    if too_small:
+      raise ValueError(f'classes {too_small} have fewer than shot + query_shot = '
+                       f'{shot + query_shot} images')
+    self.way, self.shot, self.query_shot, self.seed = way, shot, query_shot, seed
+
+  def episode(self, index):
+    """Episode number `index` as a dict of numpy arrays (see lite_tf.episode)."""
+    rng = np.random.RandomState(np.random.SeedSequence([self.seed, index]).generate_state(2))
+    classes = rng.choice(self.class_ids, self.way, replace=False)
+    support, query, support_ids, query_ids = [], [], [], []
+    for c in classes:
+      picks = rng.choice(len(self.images_by_class[c]), self.shot + self.query_shot,
+                         replace=False)
+      support.append(self.images_by_class[c][picks[:self.shot]])
+      query.append(self.images_by_class[c][picks[self.shot:]])
+      support_ids += [c] * self.shot
+      query_ids += [c] * self.query_shot
+    local = {c: i for i, c in enumerate(classes)}
+    return {
+        'support_images': to_unit_range(np.concatenate(support)),
+        'support_labels': np.asarray([local[c] for c in support_ids], np.int32),
+        'query_images': to_unit_range(np.concatenate(query)),
+        'query_labels': np.asarray([local[c] for c in query_ids], np.int32),
+        'way': np.int32(self.way),
+        'support_class_ids': np.asarray(support_ids, np.int64),
+        'query_class_ids': np.asarray(query_ids, np.int64),
+    }
+
+  def episodes(self, start=0):
+    """Python iterator over episodes start, start + 1, ..."""
+    index = start
+    while True:
+      yield self.episode(index)
+      index += 1
+
+  def as_dataset(self, start=0, num_episodes=None):
+    """tf.data.Dataset of episode dicts, beginning at episode `start`."""
+    size = self.images_by_class[self.class_ids[0]].shape[1]
+    n_support, n_query = self.way * self.shot, self.way * self.query_shot
+    signature = {
+        'support_images': tf.TensorSpec([n_support, size, size, 3], tf.float32),
+        'support_labels': tf.TensorSpec([n_support], tf.int32),
+        'query_images': tf.TensorSpec([n_query, size, size, 3], tf.float32),
+        'query_labels': tf.TensorSpec([n_query], tf.int32),
+        'way': tf.TensorSpec([], tf.int32),
+        'support_class_ids': tf.TensorSpec([n_support], tf.int64),
+        'query_class_ids': tf.TensorSpec([n_query], tf.int64),
+    }
+    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start),
+                                             output_signature=signature)
+    if num_episodes is not None:
+      dataset = dataset.take(num_episodes)
+    return dataset.prefetch(2)
+
+
+def episode_from_dict(d):
+  return episode_lib.Episode.from_dict({k: tf.convert_to_tensor(v) for k, v in d.items()})

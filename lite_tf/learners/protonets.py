@@ -1,0 +1,52 @@
+"""Prototypical Networks (Snell et al., 2017) trained with LITE.
+
+Class prototypes are the means of the support embeddings; logits are negative squared Euclidean
+distances to them (Snell et al., Eq. 1-2). The whole backbone learns.
+"""
+
+import gin
+import tensorflow as tf
+
+from lite_tf import backbones
+from lite_tf.learners import base
+
+
+def class_means(features, labels, way):
+  """Per-class means of features [n, d] -> [way, d]; classes without examples get zeros."""
+  labels = tf.cast(labels, tf.int32)
+  sums = tf.math.unsorted_segment_sum(features, labels, way)
+  counts = tf.math.unsorted_segment_sum(tf.ones_like(labels, features.dtype), labels, way)
+  return sums / tf.maximum(counts, 1.0)[:, None]
+
+
+def squared_euclidean_logits(query_features, prototypes):
+  """-||q - p||^2 for query features [q, d] and prototypes [way, d] -> [q, way]."""
+  q_sq = tf.reduce_sum(tf.square(query_features), axis=1, keepdims=True)
+  p_sq = tf.reduce_sum(tf.square(prototypes), axis=1)[None, :]
+  return -(q_sq - 2.0 * tf.matmul(query_features, prototypes, transpose_b=True) + p_sq)
+
+
+class ProtoNets(base.Learner):
+  """ProtoNets over a backbone chosen by name (see lite_tf.backbones)."""
+
+  def __init__(self, backbone='conv4', image_size=84, **kwargs):
+    super().__init__(**kwargs)
+    self.image_size = image_size
+    self.backbone_name = backbone
+    self.backbone = backbones.create(backbone)
+    self.backbone.build((None, image_size, image_size, 3))
+
+  def support_contributions(self, images, training=False):
+    return self.backbone(images, training=training)
+
+  def adapt(self, contributions, labels, way):
+    return class_means(contributions, labels, way)
+
+  def query_logits(self, task, images, training=False):
+    return squared_euclidean_logits(self.backbone(images, training=training), task)
+
+
+@gin.configurable('protonets')
+def make_protonets(backbone='conv4', image_size=84):
+  """gin constructor: `train.learner = @protonets()` with `protonets.backbone = 'resnet18'`."""
+  return ProtoNets(backbone=backbone, image_size=image_size)

@@ -1,0 +1,56 @@
+"""Gradient-free evaluation of per-example functions in chunks.
+
+Each chunk is one iteration of a sequential `tf.while_loop` (parallel_iterations=1), so in eager
+mode and in graph mode alike only one chunk's activations are alive at a time and none are kept
+for a backward pass.
+"""
+
+import tensorflow as tf
+
+
+def chunked_map(fn, images, indices, chunk_size, like):
+  """Computes stop_gradient(fn(images[indices])) chunk by chunk.
+
+  Args:
+    fn: per-example function, [m, ...] images -> nest of [m, ...] tensors.
+    images: [n, size, size, 3].
+    indices: [m] int32 rows of `images` to process (may be empty).
+    chunk_size: Python int > 0, rows per chunk.
+    like: a nest shaped like fn's output (used for dtypes and trailing shapes, so that an empty
+      `indices` gives correctly shaped empty outputs).
+  Returns:
+    A nest like `like` of [m, ...] tensors, in the order of `indices`.
+  """
+  if chunk_size <= 0:
+    raise ValueError(f'chunk_size must be positive; got {chunk_size}')
+  likes = tf.nest.flatten(like)
+  specs = [(t.dtype, t.shape[1:]) for t in likes]
+  num = tf.shape(indices)[0]
+  num_chunks = (num + chunk_size - 1) // chunk_size
+  arrays = [tf.TensorArray(dtype, size=num_chunks, infer_shape=False,
+                           element_shape=tf.TensorShape([None]).concatenate(shape))
+            for dtype, shape in specs]
+
+  def body(i, arrays):
+    start = i * chunk_size
+    chunk = indices[start:tf.minimum(start + chunk_size, num)]
+    outputs = tf.nest.flatten(fn(tf.gather(images, chunk)))
+    return i + 1, [a.write(i, tf.stop_gradient(o)) for a, o in zip(arrays, outputs)]
+
+  _, arrays = tf.while_loop(lambda i, _: i < num_chunks, body, (tf.constant(0), arrays),
+                            parallel_iterations=1)
+  outputs = []
+  for (dtype, shape), array, like_t in zip(specs, arrays, likes):
+    empty_shape = tf.concat([[0], tf.shape(like_t)[1:]], 0)
+    out = tf.cond(num_chunks > 0, array.concat,
+                  lambda dtype=dtype, empty_shape=empty_shape: tf.zeros(empty_shape, dtype))
+    outputs.append(tf.ensure_shape(out, tf.TensorShape([None]).concatenate(shape)))
+  return tf.nest.pack_sequence_as(like, outputs)
+
+
+def chunked_apply(fn, images, chunk_size):
+  """stop_gradient(fn(images)) over all rows, `chunk_size` rows at a time (no `like` needed)."""
+  first = fn(images[:1])
+  n = tf.shape(images)[0]
+  rest = chunked_map(fn, images, tf.range(1, n), chunk_size, first)
+  return tf.nest.map_structure(lambda a, b: tf.concat([tf.stop_gradient(a), b], 0), first, rest)

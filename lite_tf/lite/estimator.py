@@ -1,0 +1,172 @@
+"""The LITE gradient estimator (Bronskill et al., 2021, Eq. 5-6).
+
+For a task with N support images and a learner whose task adaptation aggregates per-example
+support contributions e_i = e(x_i), the meta-training loss of a query batch is
+L(e_1, ..., e_N). LITE back-propagates through a random subset H of the support set only:
+
+  grad ~= dL/dtheta|query path + (N/|H|) * sum_{i in H} dL/de_i de_i/dtheta
+
+The forward value is unchanged (every e_i enters the loss), and averaged over all |H|-subsets
+the estimate equals the full gradient for learners that are linear in the contributions'
+gradients (ProtoNets). The N-|H| other contributions are computed without gradient, in chunks,
+outside the tape, so their activations are freed at once.
+
+Query sets are processed in batches; every batch draws a fresh subset H, its loss is weighted
+by its share of the query set, and gradients are summed over batches, so that with |H| >= N the
+result is exactly the gradient of the mean query loss.
+"""
+
+import tensorflow as tf
+
+from lite_tf.lite import chunking
+
+
+def scale_gradient(x, scale):
+  """Returns x with its forward value unchanged and its gradient multiplied by `scale`."""
+  stopped = tf.stop_gradient(x)
+  return stopped + scale * (x - stopped)
+
+
+def sample_backprop_indices(seed, num_support, num_backprop):
+  """A uniformly random subset of size min(num_backprop, num_support) of range(num_support).
+
+  Args:
+    seed: [2] int stateless seed.
+  Returns:
+    (subset [h] int32, complement [num_support - h] int32).
+  """
+  permutation = tf.random.experimental.stateless_shuffle(tf.range(num_support), seed=seed)
+  h = tf.minimum(num_backprop, num_support)
+  return permutation[:h], permutation[h:]
+
+
+def _complement(indices, n):
+  mask = tf.scatter_nd(indices[:, None], tf.ones_like(indices, tf.bool), [n])
+  return tf.boolean_mask(tf.range(n), tf.logical_not(mask))
+
+
+def _as_dense(grads, variables):
+  return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+          for g, v in zip(grads, variables)]
+
+
+def _scatter_rows(base, indices, rows):
+  return tf.nest.map_structure(
+      lambda b, r: tf.tensor_scatter_nd_update(b, indices[:, None], r), base, rows)
+
+
+def _query_loss(logits, labels):
+  losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.cast(labels, tf.int32), logits=logits)
+  return tf.reduce_mean(losses)
+
+
+def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, query_batch_size,
+                        seed=(0, 0), backprop_indices=None):
+  """LITE gradient of the mean query cross-entropy of one task.
+
+  Args:
+    learner: a lite_tf.learners.base.Learner.
+    episode: a lite_tf.episode.Episode.
+    variables: list of variables to differentiate (usually learner.trainable_variables).
+    num_backprop: |H|, int > 0; values >= N back-propagate the whole support set (exact).
+    chunk_size: rows per chunk of the gradient-free support forward pass.
+    query_batch_size: query examples per batch.
+    seed: [2] int stateless seed; batch b draws its subset with fold_in(seed, b).
+    backprop_indices: optional [num_query_batches, h] int32 subsets to use instead of random
+      draws (for tests: enumerate subsets).
+  Returns:
+    loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one).
+    grads: list of tensors aligned with `variables`.
+    predictions: [num_query] int32 argmax of the query logits.
+  """
+  if isinstance(num_backprop, int) and num_backprop <= 0:
+    raise ValueError(f'num_backprop (|H|) must be positive; got {num_backprop}')
+  if query_batch_size <= 0:
+    raise ValueError(f'query_batch_size must be positive; got {query_batch_size}')
+  images = episode.support_images
+  labels = episode.support_labels
+  way = tf.cast(episode.way, tf.int32)
+  n = tf.shape(images)[0]
+  num_query = tf.shape(episode.query_images)[0]
+  num_batches = (num_query + query_batch_size - 1) // query_batch_size
+  seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+
+  def subset(b):
+    if backprop_indices is not None:
+      chosen = tf.cast(backprop_indices[b], tf.int32)
+      return chosen, _complement(chosen, n)
+    return sample_backprop_indices(
+        tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64)), n, num_backprop)
+
+  def contributions_fn(x):
+    return learner.support_contributions(x, training=False)
+
+  def query_batch(b, cache):
+    """Loss share, gradients, predictions and the filled cache for query batch b."""
+    chosen, rest = subset(b)
+    scale = tf.cast(n, tf.float32) / tf.cast(tf.shape(chosen)[0], tf.float32)
+    start = b * query_batch_size
+    end = tf.minimum(start + query_batch_size, num_query)
+    with tf.GradientTape() as tape:
+      chosen_contributions = contributions_fn(tf.gather(images, chosen))
+      if cache is None:
+        with tape.stop_recording():
+          rest_contributions = chunking.chunked_map(
+              contributions_fn, images, rest, chunk_size, chosen_contributions)
+          cache = tf.nest.map_structure(
+              lambda c: tf.zeros(tf.concat([[n], tf.shape(c)[1:]], 0), c.dtype),
+              chosen_contributions)
+          cache = _scatter_rows(cache, rest, rest_contributions)
+          cache = _scatter_rows(cache, chosen,
+                                tf.nest.map_structure(tf.stop_gradient, chosen_contributions))
+      scaled = tf.nest.map_structure(lambda c: scale_gradient(c, scale), chosen_contributions)
+      contributions = _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache), chosen,
+                                    scaled)
+      task = learner.adapt(contributions, labels, way)
+      logits = learner.query_logits(task, episode.query_images[start:end], training=False)
+      share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)
+      loss = _query_loss(logits, episode.query_labels[start:end]) * share
+    grads = _as_dense(tape.gradient(loss, variables), variables)
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return loss, grads, predictions, cache
+
+  loss, grads, predictions, cache = query_batch(tf.constant(0), None)
+  predictions_array = tf.TensorArray(tf.int32, size=num_batches, infer_shape=False,
+                                     element_shape=[None]).write(0, predictions)
+
+  def body(b, loss, grads, predictions_array):
+    batch_loss, batch_grads, batch_predictions, _ = query_batch(b, cache)
+    return (b + 1, loss + batch_loss, [g + bg for g, bg in zip(grads, batch_grads)],
+            predictions_array.write(b, batch_predictions))
+
+  _, loss, grads, predictions_array = tf.while_loop(
+      lambda b, *_: b < num_batches, body, (tf.constant(1), loss, grads, predictions_array),
+      parallel_iterations=1)
+  return loss, grads, predictions_array.concat()
+
+
+def full_task_gradients(learner, episode, variables):
+  """Exact gradient of the mean query cross-entropy, back-propagating the whole support set."""
+  with tf.GradientTape() as tape:
+    logits = learner(episode.to_dict(), training=False)
+    loss = _query_loss(logits, episode.query_labels)
+  grads = _as_dense(tape.gradient(loss, variables), variables)
+  return loss, grads, tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):
+  """Test-time adaptation in one gradient-free forward pass of the support set, chunked.
+
+  Returns:
+    logits [num_query, way].
+  """
+  contributions = chunking.chunked_apply(
+      lambda x: learner.support_contributions(x, training=False), episode.support_images,
+      chunk_size)
+  task = learner.adapt(contributions, episode.support_labels, tf.cast(episode.way, tf.int32))
+  task = tf.nest.map_structure(tf.stop_gradient, task)
+  logits = chunking.chunked_apply(
+      lambda x: learner.query_logits(task, x, training=False), episode.query_images,
+      query_batch_size)
+  return logits

@@ -1,0 +1,97 @@
+"""LiteModel: a Keras model whose `train_step` meta-trains a learner with LITE under `fit`.
+
+Each element of the training dataset is one episode (a dict, see lite_tf.episode). Gradients of
+several tasks are averaged before one Adam step by the optimizer's
+`gradient_accumulation_steps` (see `make_optimizer`'s `tasks_per_step`).
+"""
+
+import gin
+import keras
+import tensorflow as tf
+
+from lite_tf import episode as episode_lib
+from lite_tf.lite import estimator
+
+
+def _unpack(data):
+  """fit() passes a dataset element as is; train_on_batch() passes (x, y, sample_weight)."""
+  return data[0] if isinstance(data, (tuple, list)) else data
+
+
+@gin.configurable
+def make_optimizer(learning_rate=1e-3, tasks_per_step=1):
+  """Adam that steps once per `tasks_per_step` tasks, on the mean of their gradients."""
+  if tasks_per_step < 1:
+    raise ValueError(f'make_optimizer.tasks_per_step must be >= 1; got {tasks_per_step}')
+  return keras.optimizers.Adam(
+      learning_rate=learning_rate,
+      gradient_accumulation_steps=tasks_per_step if tasks_per_step > 1 else None)
+
+
+class LiteModel(keras.Model):
+  """Meta-trains `learner` with LITE.
+
+  Args:
+    learner: a lite_tf.learners.base.Learner.
+    num_backprop: |H|, support examples back-propagated per query batch (H >= N is exact).
+    chunk_size: support examples per chunk of the gradient-free forward pass.
+    query_batch_size: query examples per batch; gradients are accumulated over batches.
+    seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
+  """
+
+  def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
+               **kwargs):
+    super().__init__(**kwargs)
+    for name, value in (('num_backprop', num_backprop), ('chunk_size', chunk_size),
+                        ('query_batch_size', query_batch_size)):
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(f'LiteModel.{name} must be a positive integer; got {value!r}')
+    self.learner = learner
+    self.num_backprop = num_backprop
+    self.chunk_size = chunk_size
+    self.query_batch_size = query_batch_size
+    self.seed = seed
+    self.tasks_seen = keras.Variable(0, dtype='int64', trainable=False, name='tasks_seen')
+    self.loss_tracker = keras.metrics.Mean(name='loss')
+    self.accuracy_tracker = keras.metrics.Mean(name='accuracy')
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker, self.accuracy_tracker]
+
+  def call(self, inputs, training=False):
+    return self.learner(inputs, training=False)
+
+  def train_step(self, data):
+    episode = episode_lib.Episode.from_dict(_unpack(data))
+    with tf.control_dependencies(episode_lib.episode_assertions(episode)):
+      seed = tf.stack([tf.constant(self.seed, tf.int64), tf.identity(self.tasks_seen.value)])
+    variables = self.trainable_variables
+    loss, grads, predictions = estimator.lite_task_gradients(
+        self.learner, episode, variables, self.num_backprop, self.chunk_size,
+        self.query_batch_size, seed=seed)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    self.tasks_seen.assign_add(1)
+    return self._update_metrics(loss, predictions, episode.query_labels)
+
+  def test_step(self, data):
+    episode = episode_lib.Episode.from_dict(_unpack(data))
+    logits = estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
+                                         self.query_batch_size)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(episode.query_labels, tf.int32), logits=logits))
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return self._update_metrics(loss, predictions, episode.query_labels)
+
+  def _update_metrics(self, loss, predictions, labels):
+    self.loss_tracker.update_state(loss)
+    self.accuracy_tracker.update_state(
+        tf.reduce_mean(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)))
+    return {m.name: m.result() for m in self.metrics}
+
+
+@gin.configurable('lite')
+def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0):
+  """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
+  return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
+                   query_batch_size=query_batch_size, seed=seed)

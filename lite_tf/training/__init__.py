@@ -1,0 +1,1 @@
+"""Training and evaluation loops used by the binaries in bin/."""

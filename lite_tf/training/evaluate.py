@@ -1,0 +1,42 @@
+"""Evaluation over test episodes: mean accuracy with a 95% confidence interval."""
+
+import numpy as np
+import tensorflow as tf
+
+from lite_tf import episode as episode_lib
+from lite_tf.lite import estimator
+
+
+def confidence_interval_95(accuracies):
+  """(mean, half-width) with half-width = 1.96 * std / sqrt(K) over K episode accuracies."""
+  accuracies = np.asarray(accuracies, np.float64)
+  if accuracies.size == 0:
+    raise ValueError('no episodes to average')
+  return float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(accuracies.size))
+
+
+def evaluate_episodes(learner, episodes, num_episodes, chunk_size=64, query_batch_size=64):
+  """Adapts to each episode in one forward pass and scores its query set.
+
+  Args:
+    learner: a lite_tf.learners.base.Learner.
+    episodes: iterable of episode dicts.
+    num_episodes: how many episodes to evaluate.
+  Returns:
+    (mean accuracy, 95% half-width, [num_episodes] per-episode accuracies).
+  """
+
+  @tf.function(reduce_retracing=True)
+  def predict(episode_dict):
+    logits = estimator.adapt_and_predict(learner, episode_lib.Episode.from_dict(episode_dict),
+                                         chunk_size, query_batch_size)
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+  accuracies = []
+  for i, episode_dict in enumerate(episodes):
+    if i >= num_episodes:
+      break
+    predictions = predict({k: tf.convert_to_tensor(v) for k, v in episode_dict.items()})
+    accuracies.append(np.mean(predictions.numpy() == np.asarray(episode_dict['query_labels'])))
+  mean, half_width = confidence_interval_95(accuracies)
+  return mean, half_width, np.asarray(accuracies)

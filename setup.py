@@ -1,0 +1,32 @@
+"""lite_tf: memory-efficient episodic meta-learning (LITE) in TensorFlow / Keras 3.
+
+TensorFlow itself is chosen through an extra so that a CPU machine never pulls a CUDA build:
+  pip install -e '.[cpu]'    # tensorflow-cpu (Linux x86-64, Windows)
+  pip install -e '.[gpu]'    # tensorflow[and-cuda] (Linux, NVIDIA GPUs)
+  pip install -e '.[macos]'  # tensorflow (macOS, and Linux aarch64 where tensorflow is CPU-only)
+"""
+
+import setuptools
+
+setuptools.setup(
+    name='lite_tf',
+    version='0.1.0',
+    description='Memory-efficient episodic meta-learning (LITE) with TensorFlow and Keras 3',
+    packages=setuptools.find_packages(include=['lite_tf', 'lite_tf.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'absl-py>=1.4',
+        'gin-config>=0.5',
+        'keras>=3.5',
+        'numpy>=1.24',
+        # Fonts (DejaVu, STIX) for the built-in glyph demo data; Pillow comes with it.
+        'matplotlib>=3.7',
+    ],
+    extras_require={
+        'cpu': ['tensorflow-cpu>=2.16'],
+        'gpu': ['tensorflow[and-cuda]>=2.16'],
+        'macos': ['tensorflow>=2.16'],
+        'data': ['tensorflow-datasets>=4.9'],
+        'test': ['pytest>=7'],
+    },
+)
