@@ -1,0 +1,153 @@
+"""Peak memory and seconds per step of LITE against exact back-propagation.
+
+Every (mode, support size) runs in a fresh process; a watchdog kills a process whose resident
+set passes --memory_limit_gb and reports that configuration as not fitting.
+
+  python bin/benchmark_memory.py --backbone=resnet18 --image_size=224 \
+      --support_sizes=100,250,500,1000 --num_backprop=40 --chunk_size=40 \
+      --query_batch_size=40 --modes=floor,lite,full --malloc=default \
+      --output=docs/benchmarks/resnet18_224_default.json
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('backbone', 'resnet18', 'Backbone name (lite_tf.backbones).')
+flags.DEFINE_integer('image_size', 224, 'Image side S.')
+flags.DEFINE_list('support_sizes', ['100', '250', '500', '1000'], 'Support set sizes N.')
+flags.DEFINE_integer('num_backprop', 40, '|H|, support images back-propagated.')
+flags.DEFINE_integer('chunk_size', 40, 'Chunk size of the gradient-free forward pass.')
+flags.DEFINE_integer('query_batch_size', 40, 'Query batch size (the query set is one batch).')
+flags.DEFINE_integer('way', 10, 'Classes per task.')
+flags.DEFINE_integer('steps', 2, 'Timed steps after one warm-up step.')
+flags.DEFINE_list('modes', ['floor', 'lite', 'full'], 'Which of floor, lite, full to run.')
+flags.DEFINE_enum('malloc', 'default', ['default', 'no_mmap'],
+                  'glibc malloc: default, or no_mmap (MALLOC_MMAP_MAX_=0, high trim threshold).')
+flags.DEFINE_float('memory_limit_gb', 18.0, 'Kill a run whose RSS passes this; reported as OOM.')
+flags.DEFINE_string('output', None, 'Write the results as JSON here (atomically).')
+flags.DEFINE_string('child_mode', None, 'Internal: run one configuration in this process.')
+flags.DEFINE_integer('child_support_size', None, 'Internal.')
+
+
+def _child_env():
+  env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC='true', TF_CPP_MIN_LOG_LEVEL='2')
+  if FLAGS.malloc == 'no_mmap':
+    env.update(MALLOC_MMAP_MAX_='0', MALLOC_TRIM_THRESHOLD_=str(64 * 1024 ** 3))
+  return env
+
+
+def _rss_bytes(pid):
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      for line in f:
+        if line.startswith('VmRSS:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return 0
+
+
+def _run_child(mode, support_size):
+  cmd = [sys.executable, os.path.abspath(__file__), f'--child_mode={mode}',
+         f'--child_support_size={support_size}', f'--backbone={FLAGS.backbone}',
+         f'--image_size={FLAGS.image_size}', f'--num_backprop={FLAGS.num_backprop}',
+         f'--chunk_size={FLAGS.chunk_size}', f'--query_batch_size={FLAGS.query_batch_size}',
+         f'--way={FLAGS.way}', f'--steps={FLAGS.steps}', f'--malloc={FLAGS.malloc}']
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=_child_env())
+  killed = {'oom': False, 'max_rss': 0}
+  limit = FLAGS.memory_limit_gb * 1024 ** 3
+
+  def watch():
+    while proc.poll() is None:
+      rss = _rss_bytes(proc.pid)
+      killed['max_rss'] = max(killed['max_rss'], rss)
+      if rss > limit:
+        killed['oom'] = True
+        proc.kill()
+        return
+      time.sleep(0.05)
+
+  watcher = threading.Thread(target=watch, daemon=True)
+  watcher.start()
+  out, err = proc.communicate()
+  watcher.join()
+  base = {'mode': mode, 'support_size': support_size}
+  if killed['oom']:
+    return dict(base, error=f'did not fit: RSS passed {FLAGS.memory_limit_gb:g} GB')
+  for line in out.splitlines():
+    if line.startswith('RESULT '):
+      return json.loads(line[len('RESULT '):])
+  if proc.returncode in (-9, 137):
+    return dict(base, error='killed (out of memory?)')
+  return dict(base, error=f'exit {proc.returncode}: {err.strip().splitlines()[-1:]}')
+
+
+def _gb(x):
+  return f'{x / 1024 ** 3:.2f}' if x is not None else '-'
+
+
+def main(argv):
+  del argv
+  if FLAGS.child_mode:
+    from lite_tf.benchmarks import memory  # pylint: disable=g-import-not-at-top
+    memory.main_child(mode=FLAGS.child_mode, backbone=FLAGS.backbone,
+                      image_size=FLAGS.image_size, support_size=FLAGS.child_support_size,
+                      num_backprop=FLAGS.num_backprop, chunk_size=FLAGS.chunk_size,
+                      query_batch_size=FLAGS.query_batch_size, way=FLAGS.way, steps=FLAGS.steps)
+    return
+  if FLAGS.num_backprop <= 0:
+    sys.exit(f'error: --num_backprop must be positive; got {FLAGS.num_backprop}')
+  unknown = set(FLAGS.modes) - {'floor', 'lite', 'full'}
+  if unknown:
+    sys.exit(f'error: --modes has unknown entries {sorted(unknown)}; expected floor, lite, full')
+  sizes = [int(s) for s in FLAGS.support_sizes]
+  results, floor, full_failed = [], None, False
+  print(f'{"mode":6} {"N":>5} {"TF peak GB":>11} {"RSS+ GB":>8} {"s/step":>7} '
+        f'{"peak/floor":>10} {"step/parts":>10}', flush=True)
+  runs = [('floor', FLAGS.num_backprop)] if 'floor' in FLAGS.modes else []
+  runs += [(m, n) for n in sizes for m in ('lite', 'full') if m in FLAGS.modes]
+  for mode, n in runs:
+    if mode == 'full' and full_failed:
+      results.append({'mode': mode, 'support_size': n,
+                      'error': 'skipped: a smaller N did not fit'})
+      print(f'{mode:6} {n:5} skipped (a smaller N did not fit)', flush=True)
+      continue
+    r = _run_child(mode, n)
+    results.append(r)
+    if 'error' in r:
+      full_failed |= mode == 'full'
+      print(f'{mode:6} {n:5} {r["error"]}', flush=True)
+      continue
+    if mode == 'floor':
+      floor = r
+    ratio = (f'{r["allocator_peak_bytes"] / floor["allocator_peak_bytes"]:.3f}'
+             if floor and r['allocator_peak_bytes'] else '-')
+    parts = f'{r["step_over_parts"]:.3f}' if 'step_over_parts' in r else '-'
+    print(f'{mode:6} {n:5} {_gb(r["allocator_peak_bytes"]):>11} '
+          f'{_gb(r["peak_rss_above_start_bytes"]):>8} {r["step_seconds"]:7.2f} {ratio:>10} '
+          f'{parts:>10}', flush=True)
+  if FLAGS.output:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(FLAGS.output)))
+    with os.fdopen(fd, 'w') as f:
+      json.dump({'flags': {k: FLAGS[k].value for k in (
+          'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
+          'query_batch_size', 'way', 'steps', 'malloc', 'memory_limit_gb')},
+                 'results': results}, f, indent=1)
+    os.replace(tmp, FLAGS.output)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,163 @@
+"""Peak memory and time of one meta-training step: LITE against exact back-propagation.
+
+Modes (each run in a fresh process by bin/benchmark_memory.py):
+  lite:  LITE step on a task of N support images (|H| back-propagated, the rest gradient-free in
+         chunks) and one query batch; also times its parts separately in the same process.
+  full:  exact back-propagation through all N support images and the query batch.
+  floor: exact back-propagation through a task of only |H| support images and one query batch
+         (what must hold gradients in any case).
+
+Memory is read two ways: the TF allocator peak (`tf.config.experimental.get_memory_info`
+after `reset_memory_stats`; on CPU this needs TF_CPU_ALLOCATOR_USE_BFC=true, which the parent
+binary sets) and the process's peak resident set (VmHWM, reset through /proc/self/clear_refs)
+above its resident set just before the first step.
+"""
+
+import json
+import os
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lite_tf.episode import Episode
+from lite_tf.learners.protonets import ProtoNets
+from lite_tf.lite import chunking
+from lite_tf.lite import estimator
+from lite_tf.lite import model as lite_model
+
+
+def _status_kib(field):
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith(field + ':'):
+        return int(line.split()[1])
+  raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def current_rss_bytes():
+  return _status_kib('VmRSS') * 1024
+
+
+def peak_rss_bytes():
+  return _status_kib('VmHWM') * 1024
+
+
+def reset_peak_rss():
+  """Resets VmHWM to the current RSS (Linux >= 4.0); returns False where that is not allowed."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
+
+
+def _device():
+  gpus = tf.config.list_logical_devices('GPU')
+  return gpus[0].name if gpus else '/device:CPU:0'
+
+
+def _allocator_peak(device):
+  try:
+    return tf.config.experimental.get_memory_info(device)['peak']
+  except (ValueError, RuntimeError):
+    return None
+
+
+def _reset_allocator(device):
+  try:
+    tf.config.experimental.reset_memory_stats(device)
+  except (ValueError, RuntimeError):
+    pass
+
+
+def random_episode(num_support, num_query, image_size, way, seed=0):
+  rng = np.random.RandomState(seed)
+  def images(n):
+    return np.clip(rng.normal(0.0, 0.5, (n, image_size, image_size, 3)), -1, 1).astype(np.float32)
+  support_labels = np.arange(num_support) % way
+  query_labels = np.arange(num_query) % min(way, num_support)
+  return Episode.from_numpy(images(num_support), support_labels, images(num_query),
+                            query_labels, way)
+
+
+def _timed(fn, steps):
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    out = fn()
+    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, 'numpy') else t, out)
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
+        way, steps):
+  """Runs warm-up + `steps` steps of `mode`; returns a dict of measurements."""
+  keras.utils.set_random_seed(0)
+  device = _device()
+  learner = ProtoNets(backbone=backbone, image_size=image_size)
+  n = num_backprop if mode == 'floor' else support_size
+  episode = random_episode(n, query_batch_size, image_size, way)
+  # Build on a tiny task: a full-size call here would grow the allocator's pool (and the RSS)
+  # before the measurement starts.
+  learner(random_episode(2, 1, image_size, 2).to_dict())
+  optimizer = keras.optimizers.Adam(1e-3)
+  optimizer.build(learner.trainable_variables)
+  variables = learner.trainable_variables
+
+  if mode == 'lite':
+    model = lite_model.LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
+                                 query_batch_size=query_batch_size)
+    model.optimizer = optimizer
+    step_fn = tf.function(lambda: model.train_step(episode.to_dict()))
+  else:
+    def exact_step():
+      loss, grads, _ = estimator.full_task_gradients(learner, episode, variables)
+      optimizer.apply_gradients(zip(grads, variables))
+      return loss
+    step_fn = tf.function(exact_step)
+
+  rss_before = current_rss_bytes()
+  rss_reset = reset_peak_rss()
+  _reset_allocator(device)
+  times = _timed(step_fn, 1 + steps)
+  result = {
+      'mode': mode, 'backbone': backbone, 'image_size': image_size, 'support_size': n,
+      'num_backprop': num_backprop, 'chunk_size': chunk_size,
+      'query_batch_size': query_batch_size, 'device': device,
+      'allocator_peak_bytes': _allocator_peak(device),
+      'peak_rss_above_start_bytes': (peak_rss_bytes() - rss_before) if rss_reset else None,
+      'rss_before_bytes': rss_before,
+      'first_step_seconds': times[0],
+      'step_seconds': statistics.median(times[1:]),
+      'malloc': 'no_mmap' if os.environ.get('MALLOC_MMAP_MAX_') == '0' else 'default',
+  }
+
+  if mode == 'lite':
+    # The parts of a LITE step, timed separately: the gradient-free forward pass of the N-H
+    # other support images, and exact back-propagation through H support + one query batch.
+    rest = tf.range(max(n - num_backprop, 0))
+    like = tf.zeros([1, learner.backbone.output_shape[-1]])
+    nograd = tf.function(lambda: chunking.chunked_map(
+        lambda x: learner.support_contributions(x, training=False), episode.support_images,
+        rest, chunk_size, like))
+    floor_episode = random_episode(min(num_backprop, n), query_batch_size, image_size, way)
+    def floor_step():
+      loss, grads, _ = estimator.full_task_gradients(learner, floor_episode, variables)
+      optimizer.apply_gradients(zip(grads, variables))
+      return loss
+    floor_fn = tf.function(floor_step)
+    nograd_seconds = statistics.median(_timed(nograd, 1 + steps)[1:])
+    floor_seconds = statistics.median(_timed(floor_fn, 1 + steps)[1:])
+    result.update(parts_nograd_seconds=nograd_seconds, parts_backprop_seconds=floor_seconds,
+                  parts_sum_seconds=nograd_seconds + floor_seconds,
+                  step_over_parts=result['step_seconds'] / (nograd_seconds + floor_seconds))
+  return result
+
+
+def main_child(**kwargs):
+  print('RESULT ' + json.dumps(run(**kwargs)), flush=True)
