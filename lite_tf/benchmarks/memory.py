@@ -25,7 +25,6 @@ import tensorflow as tf
 from lite_tf.episode import Episode
 from lite_tf.learners.protonets import ProtoNets
 from lite_tf.lite import chunking
-from lite_tf.lite import estimator
 from lite_tf.lite import model as lite_model
 
 
@@ -94,6 +93,13 @@ def _timed(fn, steps):
   return times
 
 
+def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_batch_size):
+  model = lite_model.LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
+                               query_batch_size=query_batch_size)
+  model.optimizer = optimizer
+  return tf.function(lambda: model.train_step(episode.to_dict()))
+
+
 def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
         way, steps):
   """Runs warm-up + `steps` steps of `mode`; returns a dict of measurements."""
@@ -107,20 +113,11 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   learner(random_episode(2, 1, image_size, 2).to_dict())
   optimizer = keras.optimizers.Adam(1e-3)
   optimizer.build(learner.trainable_variables)
-  variables = learner.trainable_variables
 
-  if mode == 'lite':
-    model = lite_model.LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
-                                 query_batch_size=query_batch_size)
-    model.optimizer = optimizer
-    step_fn = tf.function(lambda: model.train_step(episode.to_dict()))
-  else:
-    def exact_step():
-      loss, grads, _ = estimator.full_task_gradients(learner, episode, variables)
-      optimizer.apply_gradients(zip(grads, variables))
-      return loss
-    step_fn = tf.function(exact_step)
-
+  # Every mode runs LiteModel.train_step: with |H| >= N it back-propagates the whole support
+  # set, i.e. it is exact back-propagation (tests/test_lite_estimator.py), through the same code.
+  step_fn = _train_step_fn(learner, optimizer, episode,
+                           num_backprop if mode == 'lite' else n, chunk_size, query_batch_size)
   rss_before = current_rss_bytes()
   rss_reset = reset_peak_rss()
   _reset_allocator(device)
@@ -146,11 +143,8 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
         lambda x: learner.support_contributions(x, training=False), episode.support_images,
         rest, chunk_size, like))
     floor_episode = random_episode(min(num_backprop, n), query_batch_size, image_size, way)
-    def floor_step():
-      loss, grads, _ = estimator.full_task_gradients(learner, floor_episode, variables)
-      optimizer.apply_gradients(zip(grads, variables))
-      return loss
-    floor_fn = tf.function(floor_step)
+    floor_fn = _train_step_fn(learner, optimizer, floor_episode, num_backprop, chunk_size,
+                              query_batch_size)
     nograd_seconds = statistics.median(_timed(nograd, 1 + steps)[1:])
     floor_seconds = statistics.median(_timed(floor_fn, 1 + steps)[1:])
     result.update(parts_nograd_seconds=nograd_seconds, parts_backprop_seconds=floor_seconds,

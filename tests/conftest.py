@@ -1,0 +1,23 @@
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import gin  # pylint: disable=g-import-not-at-top
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+@pytest.fixture(scope='session')
+def glyph_cache(tmp_path_factory):
+  """A per-run cache directory for the rendered demo data."""
+  path = tmp_path_factory.mktemp('glyph_cache')
+  os.environ['LITE_TF_CACHE'] = str(path)
+  return str(path)
