@@ -3,7 +3,7 @@
 TensorFlow itself is chosen through an extra so that a CPU machine never pulls a CUDA build:
   pip install -e '.[cpu]'    # tensorflow-cpu (Linux x86-64, Windows)
   pip install -e '.[gpu]'    # tensorflow[and-cuda] (Linux, NVIDIA GPUs)
-  pip install -e '.[macos]'  # tensorflow (macOS, and Linux aarch64 where tensorflow is CPU-only)
+  pip install -e '.[tf]'     # plain tensorflow (macOS; Linux aarch64, where it is CPU-only)
 """
 
 import setuptools
@@ -25,7 +25,7 @@ setuptools.setup(
     extras_require={
         'cpu': ['tensorflow-cpu>=2.16'],
         'gpu': ['tensorflow[and-cuda]>=2.16'],
-        'macos': ['tensorflow>=2.16'],
+        'tf': ['tensorflow>=2.16'],
         'data': ['tensorflow-datasets>=4.9'],
         'test': ['pytest>=7'],
     },

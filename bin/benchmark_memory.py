@@ -34,6 +34,8 @@ flags.DEFINE_integer('steps', 2, 'Timed steps after one warm-up step.')
 flags.DEFINE_list('modes', ['floor', 'lite', 'full'], 'Which of floor, lite, full to run.')
 flags.DEFINE_enum('malloc', 'default', ['default', 'no_mmap'],
                   'glibc malloc: default, or no_mmap (MALLOC_MMAP_MAX_=0, high trim threshold).')
+flags.DEFINE_enum('image_dtype', 'float32', ['float32', 'uint8'],
+                  'How the task holds its images: float32 in [-1, 1], or uint8 pixels.')
 flags.DEFINE_float('memory_limit_gb', 18.0, 'Kill a run whose RSS passes this; reported as OOM.')
 flags.DEFINE_string('output', None, 'Write the results as JSON here (atomically).')
 flags.DEFINE_string('child_mode', None, 'Internal: run one configuration in this process.')
@@ -63,7 +65,8 @@ def _run_child(mode, support_size):
          f'--child_support_size={support_size}', f'--backbone={FLAGS.backbone}',
          f'--image_size={FLAGS.image_size}', f'--num_backprop={FLAGS.num_backprop}',
          f'--chunk_size={FLAGS.chunk_size}', f'--query_batch_size={FLAGS.query_batch_size}',
-         f'--way={FLAGS.way}', f'--steps={FLAGS.steps}', f'--malloc={FLAGS.malloc}']
+         f'--way={FLAGS.way}', f'--steps={FLAGS.steps}', f'--malloc={FLAGS.malloc}',
+         f'--image_dtype={FLAGS.image_dtype}']
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=_child_env())
   killed = {'oom': False, 'max_rss': 0}
@@ -105,7 +108,8 @@ def main(argv):
     memory.main_child(mode=FLAGS.child_mode, backbone=FLAGS.backbone,
                       image_size=FLAGS.image_size, support_size=FLAGS.child_support_size,
                       num_backprop=FLAGS.num_backprop, chunk_size=FLAGS.chunk_size,
-                      query_batch_size=FLAGS.query_batch_size, way=FLAGS.way, steps=FLAGS.steps)
+                      query_batch_size=FLAGS.query_batch_size, way=FLAGS.way, steps=FLAGS.steps,
+                      image_dtype=FLAGS.image_dtype)
     return
   if FLAGS.num_backprop <= 0:
     sys.exit(f'error: --num_backprop must be positive; got {FLAGS.num_backprop}')
@@ -144,7 +148,7 @@ def main(argv):
     with os.fdopen(fd, 'w') as f:
       json.dump({'flags': {k: FLAGS[k].value for k in (
           'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
-          'query_batch_size', 'way', 'steps', 'malloc', 'memory_limit_gb')},
+          'query_batch_size', 'way', 'steps', 'malloc', 'image_dtype', 'memory_limit_gb')},
                  'results': results}, f, indent=1)
     os.replace(tmp, FLAGS.output)
 

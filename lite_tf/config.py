@@ -3,6 +3,7 @@
 import os
 
 import gin
+import tensorflow as tf
 
 from lite_tf import episode as episode_lib
 
@@ -21,7 +22,8 @@ class ConfigError(ValueError):
 
 
 # Errors that come from what the user gave (flags, gin, data), reported without a traceback.
-USER_ERRORS = (ConfigError, episode_lib.EpisodeError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, episode_lib.EpisodeError, ValueError, FileNotFoundError,
+               tf.errors.InvalidArgumentError)
 
 
 def parse(config_files, bindings):

@@ -1,7 +1,10 @@
 """The one episode type every part of lite_tf passes around.
 
 An episode (a few-shot task) is a support set that the learner adapts to and a query set it is
-scored on. Images are float32 in [-1, 1]; labels are episode-local, in [0, way).
+scored on. Images are float32 in [-1, 1], or uint8 pixels in [0, 255]: a uint8 episode takes a
+quarter of the memory (0.15 GB instead of 0.6 GB for 1000 images of 224x224) and is converted to
+[-1, 1] chunk by chunk, just before the backbone (`to_model_input`). Labels are episode-local,
+in [0, way).
 In a `tf.data` pipeline an episode travels as a dict with the keys of `Episode.to_dict()`.
 """
 
@@ -24,9 +27,9 @@ class Episode:
   """One few-shot task.
 
   Attributes:
-    support_images: [num_support, size, size, 3] float32 in [-1, 1].
+    support_images: [num_support, size, size, 3] float32 in [-1, 1] (or uint8 in [0, 255]).
     support_labels: [num_support] int32 in [0, way).
-    query_images: [num_query, size, size, 3] float32 in [-1, 1].
+    query_images: [num_query, size, size, 3] float32 in [-1, 1] (or uint8 in [0, 255]).
     query_labels: [num_query] int32 in [0, way).
     way: number of classes in the episode (scalar int).
     support_class_ids: optional [num_support] int64 dataset-level class ids.
@@ -61,7 +64,10 @@ class Episode:
   @classmethod
   def from_numpy(cls, support_images, support_labels, query_images, query_labels, way=None,
                  support_class_ids=None, query_class_ids=None):
-    """Builds an episode from arrays, converting dtypes; `way` defaults to max label + 1."""
+    """Builds an episode from arrays; uint8 images stay uint8, others become float32.
+
+    `way` defaults to max label + 1.
+    """
     support_labels = np.asarray(support_labels, np.int32)
     if way is None:
       way = int(support_labels.max()) + 1 if support_labels.size else 0
@@ -71,11 +77,23 @@ class Episode:
     if query_class_ids is not None:
       optional['query_class_ids'] = tf.constant(query_class_ids, tf.int64)
     return cls(
-        support_images=tf.constant(support_images, tf.float32),
+        support_images=_image_tensor(support_images),
         support_labels=tf.constant(support_labels, tf.int32),
-        query_images=tf.constant(query_images, tf.float32),
+        query_images=_image_tensor(query_images),
         query_labels=tf.constant(query_labels, tf.int32),
         way=tf.constant(way, tf.int32), **optional)
+
+
+def _image_tensor(images):
+  images = np.asarray(images)
+  return tf.constant(images, tf.uint8 if images.dtype == np.uint8 else tf.float32)
+
+
+def to_model_input(images):
+  """Images as the backbone takes them: float32 in [-1, 1] (uint8 pixels are rescaled)."""
+  if images.dtype == tf.uint8:
+    return tf.cast(images, tf.float32) / 127.5 - 1.0
+  return tf.cast(images, tf.float32)
 
 
 def validate_episode(episode, image_size=None):
@@ -96,8 +114,9 @@ def validate_episode(episode, image_size=None):
     if image_size is not None and shape[1] != image_size:
       raise EpisodeError(
           f'{name} are {shape[1]}x{shape[2]} but the model expects {image_size}x{image_size}')
-    if images.dtype != tf.float32:
-      raise EpisodeError(f'{name} must be float32 in [-1, 1]; got dtype {images.dtype.name}')
+    if images.dtype not in (tf.float32, tf.uint8):
+      raise EpisodeError(f'{name} must be float32 in [-1, 1] or uint8 in [0, 255]; got dtype '
+                         f'{images.dtype.name}')
   if episode.support_images.shape[1:] != episode.query_images.shape[1:]:
     raise EpisodeError(
         f'support images {list(episode.support_images.shape[1:])} and query images '

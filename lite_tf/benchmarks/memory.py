@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from lite_tf.episode import Episode
+from lite_tf.episode import to_model_input
 from lite_tf.learners.protonets import ProtoNets
 from lite_tf.lite import chunking
 from lite_tf.lite import model as lite_model
@@ -73,10 +74,13 @@ def _reset_allocator(device):
     pass
 
 
-def random_episode(num_support, num_query, image_size, way, seed=0):
+def random_episode(num_support, num_query, image_size, way, seed=0, image_dtype='float32'):
   rng = np.random.RandomState(seed)
   def images(n):
-    return np.clip(rng.normal(0.0, 0.5, (n, image_size, image_size, 3)), -1, 1).astype(np.float32)
+    x = np.clip(rng.normal(0.0, 0.5, (n, image_size, image_size, 3)), -1, 1)
+    if image_dtype == 'uint8':
+      return np.round((x + 1.0) * 127.5).astype(np.uint8)
+    return x.astype(np.float32)
   support_labels = np.arange(num_support) % way
   query_labels = np.arange(num_query) % min(way, num_support)
   return Episode.from_numpy(images(num_support), support_labels, images(num_query),
@@ -101,13 +105,13 @@ def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_
 
 
 def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
-        way, steps):
+        way, steps, image_dtype='float32'):
   """Runs warm-up + `steps` steps of `mode`; returns a dict of measurements."""
   keras.utils.set_random_seed(0)
   device = _device()
   learner = ProtoNets(backbone=backbone, image_size=image_size)
   n = num_backprop if mode == 'floor' else support_size
-  episode = random_episode(n, query_batch_size, image_size, way)
+  episode = random_episode(n, query_batch_size, image_size, way, image_dtype=image_dtype)
   # Build on a tiny task: a full-size call here would grow the allocator's pool (and the RSS)
   # before the measurement starts.
   learner(random_episode(2, 1, image_size, 2).to_dict())
@@ -125,7 +129,7 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   result = {
       'mode': mode, 'backbone': backbone, 'image_size': image_size, 'support_size': n,
       'num_backprop': num_backprop, 'chunk_size': chunk_size,
-      'query_batch_size': query_batch_size, 'device': device,
+      'query_batch_size': query_batch_size, 'device': device, 'image_dtype': image_dtype,
       'allocator_peak_bytes': _allocator_peak(device),
       'peak_rss_above_start_bytes': (peak_rss_bytes() - rss_before) if rss_reset else None,
       'rss_before_bytes': rss_before,
@@ -140,9 +144,11 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
     rest = tf.range(max(n - num_backprop, 0))
     like = tf.zeros([1, learner.backbone.output_shape[-1]])
     nograd = tf.function(lambda: chunking.chunked_map(
-        lambda x: learner.support_contributions(x, training=False), episode.support_images,
+        lambda x: learner.support_contributions(to_model_input(x), training=False),
+        episode.support_images,
         rest, chunk_size, like))
-    floor_episode = random_episode(min(num_backprop, n), query_batch_size, image_size, way)
+    floor_episode = random_episode(min(num_backprop, n), query_batch_size, image_size, way,
+                                   image_dtype=image_dtype)
     floor_fn = _train_step_fn(learner, optimizer, floor_episode, num_backprop, chunk_size,
                               query_batch_size)
     nograd_seconds = statistics.median(_timed(nograd, 1 + steps)[1:])

@@ -13,6 +13,8 @@ chunking, N/H scaling or gradient accumulation.
 
 import keras
 
+from lite_tf import episode as episode_lib
+
 
 class Learner(keras.Model):
   """Base class: a Keras model holding every trainable part of a meta-learner."""
@@ -42,6 +44,8 @@ class Learner(keras.Model):
     Args:
       inputs: an episode dict (see lite_tf.episode.Episode.to_dict()).
     """
-    contributions = self.support_contributions(inputs['support_images'], training=training)
+    contributions = self.support_contributions(
+        episode_lib.to_model_input(inputs['support_images']), training=training)
     task = self.adapt(contributions, inputs['support_labels'], inputs['way'])
-    return self.query_logits(task, inputs['query_images'], training=training)
+    return self.query_logits(task, episode_lib.to_model_input(inputs['query_images']),
+                             training=training)

@@ -18,7 +18,21 @@ result is exactly the gradient of the mean query loss.
 
 import tensorflow as tf
 
+from lite_tf.episode import to_model_input
 from lite_tf.lite import chunking
+
+
+def disable_grappler_add_rewrite():
+  """Works around a Grappler bug that LITE's loops trigger.
+
+  With TF 2.21, Grappler's ArithmeticOptimizer (AddOpsRewrite) can turn adds inside the
+  chunk loop's body into a TemporaryVariable that fails at run time with "AlreadyExistsError:
+  Resource __per_step_0/while_1/body/.../AddOpsRewrite_add_12/tmp_var" (seen with ProtoNets on
+  Conv-4, N=160, |H|=N). Arithmetic rewrites matter little for conv nets; correctness wins.
+  The option is process-wide and applies to functions traced after this call.
+  """
+  if tf.config.optimizer.get_experimental_options().get('arithmetic_optimization', True):
+    tf.config.optimizer.set_experimental_options({'arithmetic_optimization': False})
 
 
 def scale_gradient(x, scale):
@@ -80,6 +94,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     grads: list of tensors aligned with `variables`.
     predictions: [num_query] int32 argmax of the query logits.
   """
+  disable_grappler_add_rewrite()
   if isinstance(num_backprop, int) and num_backprop <= 0:
     raise ValueError(f'num_backprop (|H|) must be positive; got {num_backprop}')
   if query_batch_size <= 0:
@@ -100,7 +115,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64)), n, num_backprop)
 
   def contributions_fn(x):
-    return learner.support_contributions(x, training=False)
+    return learner.support_contributions(to_model_input(x), training=False)
 
   def query_batch(b, cache):
     """Loss share, gradients, predictions and the filled cache for query batch b."""
@@ -124,7 +139,11 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       contributions = _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache), chosen,
                                     scaled)
       task = learner.adapt(contributions, labels, way)
-      logits = learner.query_logits(task, episode.query_images[start:end], training=False)
+      # The query forward pass waits for the gradient-free chunks: run beside them, its
+      # activations would add to a chunk's at the peak.
+      with tf.control_dependencies(tf.nest.flatten(cache)):
+        query_images = to_model_input(tf.identity(episode.query_images[start:end]))
+      logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)
       loss = _query_loss(logits, episode.query_labels[start:end]) * share
     grads = _as_dense(tape.gradient(loss, variables), variables)
@@ -132,6 +151,17 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     return loss, grads, predictions, cache
 
   loss, grads, predictions, cache = query_batch(tf.constant(0), None)
+  static_batches = tf.get_static_value(num_batches)
+  if static_batches is not None:
+    # Known number of query batches (fixed-shape episodes): a plain Python loop.
+    all_predictions = [predictions]
+    for b in range(1, int(static_batches)):
+      batch_loss, batch_grads, batch_predictions, _ = query_batch(tf.constant(b), cache)
+      loss += batch_loss
+      grads = [g + bg for g, bg in zip(grads, batch_grads)]
+      all_predictions.append(batch_predictions)
+    return loss, grads, tf.concat(all_predictions, 0)
+
   predictions_array = tf.TensorArray(tf.int32, size=num_batches, infer_shape=False,
                                      element_shape=[None]).write(0, predictions)
 
@@ -161,12 +191,15 @@ def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):
   Returns:
     logits [num_query, way].
   """
+  disable_grappler_add_rewrite()
   contributions = chunking.chunked_apply(
-      lambda x: learner.support_contributions(x, training=False), episode.support_images,
+      lambda x: learner.support_contributions(to_model_input(x), training=False),
+      episode.support_images,
       chunk_size)
   task = learner.adapt(contributions, episode.support_labels, tf.cast(episode.way, tf.int32))
   task = tf.nest.map_structure(tf.stop_gradient, task)
   logits = chunking.chunked_apply(
-      lambda x: learner.query_logits(task, x, training=False), episode.query_images,
+      lambda x: learner.query_logits(task, to_model_input(x), training=False),
+      episode.query_images,
       query_batch_size)
   return logits

@@ -1,0 +1,30 @@
+# make demo: set up .venv and meta-train ProtoNets + LITE on the built-in glyph data.
+# make test: set up .venv if needed and run the default test suite (what CI runs).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# tensorflow-cpu exists for x86-64 only; elsewhere plain tensorflow is the CPU build.
+TF_EXTRA ?= $(if $(filter x86_64 AMD64,$(shell uname -m)),cpu,tf)
+
+.PHONY: setup demo test test-all benchmark
+
+$(VENV)/.installed-$(TF_EXTRA): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(TF_EXTRA),test]'
+	touch $@
+
+setup: $(VENV)/.installed-$(TF_EXTRA)
+
+demo: setup
+	$(PY) bin/train.py --gin_config=gin/demo_protonets.gin --train_dir=runs/demo
+
+test: setup
+	$(PY) -m pytest -m "not slow" tests
+
+test-all: setup
+	$(PY) -m pytest tests
+
+benchmark: setup
+	$(PY) bin/benchmark_memory.py --backbone=resnet18 --image_size=224 \
+	  --support_sizes=100,250,500,1000 --num_backprop=40 --chunk_size=40 --query_batch_size=40

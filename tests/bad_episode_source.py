@@ -1,0 +1,27 @@
+"""A gin-importable episode source whose query set holds a class missing from the support set.
+
+Used by test_train_binary.py through a gin file's `import` statement, the way users plug in
+their own sources.
+"""
+
+import gin
+import numpy as np
+
+
+class _MissingClassSampler:
+
+  def episode(self, index):
+    rng = np.random.RandomState(index)
+    return {
+        'support_images': rng.uniform(-1, 1, (4, 28, 28, 3)).astype(np.float32),
+        'support_labels': np.array([0, 1, 0, 1], np.int32),
+        'query_images': rng.uniform(-1, 1, (3, 28, 28, 3)).astype(np.float32),
+        'query_labels': np.array([0, 1, 2], np.int32),
+        'way': np.int32(3),
+    }
+
+
+@gin.configurable
+def missing_class_episodes(split):
+  del split
+  return _MissingClassSampler()

@@ -1,0 +1,34 @@
+"""bin/benchmark_memory.py runs every mode in fresh processes; LITE's memory stays near the floor."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def test_benchmark_reports_lite_flat_and_full_growing(tmp_path):
+  out = tmp_path / 'bench.json'
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, 'bin', 'benchmark_memory.py'), '--backbone=conv4',
+       '--image_size=64', '--support_sizes=40,160', '--num_backprop=8', '--chunk_size=8',
+       '--query_batch_size=8', '--way=4', '--steps=1', f'--output={out}'],
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = {(r['mode'], r['support_size']): r for r in json.loads(out.read_text())['results']}
+  floor = rows[('floor', 8)]['allocator_peak_bytes']
+  assert floor and rows[('floor', 8)]['peak_rss_above_start_bytes'] is not None
+  lite = [rows[('lite', n)]['allocator_peak_bytes'] for n in (40, 160)]
+  full = [rows[('full', n)]['allocator_peak_bytes'] for n in (40, 160)]
+  assert full[1] > 2.5 * full[0], 'exact back-propagation grows with N'
+  assert lite[1] < 1.5 * lite[0], 'LITE stays nearly flat in N'
+  assert lite[1] < full[1] / 2
+  assert rows[('lite', 160)]['parts_sum_seconds'] > 0
+
+
+def test_benchmark_rejects_bad_flags():
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, 'bin', 'benchmark_memory.py'), '--num_backprop=0'],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0 and '--num_backprop must be positive' in result.stderr

@@ -1,0 +1,70 @@
+"""bin/train.py end to end: the demo job learns, and bad input fails with a clear message."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+DEMO_GIN = os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')
+
+
+def _train(train_dir, *bindings, gin_configs=(DEMO_GIN,), env=None):
+  cmd = [sys.executable, os.path.join(REPO_ROOT, 'bin', 'train.py'), f'--train_dir={train_dir}']
+  cmd += [f'--gin_config={c}' for c in gin_configs]
+  cmd += [f'--gin_bindings={b}' for b in bindings]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                        env=dict(os.environ, **(env or {})))
+
+
+def test_short_demo_run_beats_chance_on_held_out_classes(tmp_path, glyph_cache):
+  result = _train(tmp_path / 'run', 'run_training.num_steps=150', 'run_training.steps_per_log=50',
+                  'run_training.valid_episodes=10', 'run_training.test_episodes=100')
+  assert result.returncode == 0, result.stderr[-3000:]
+  match = re.search(r'held-out-class accuracy: ([\d.]+)% \+/- ([\d.]+)% \(95% CI over 100',
+                    result.stdout)
+  assert match, result.stdout[-2000:]
+  accuracy, half_width = float(match.group(1)), float(match.group(2))
+  assert accuracy > 50.0, f'5-way chance is 20%; got {accuracy}%'
+  assert 0 < half_width < 10
+  assert (tmp_path / 'run' / 'operative_config.gin').exists()
+  assert (tmp_path / 'run' / 'learner.weights.h5').exists()
+  assert 'lite.num_backprop = 10' in (tmp_path / 'run' / 'operative_config.gin').read_text()
+
+
+@pytest.mark.parametrize('binding,message', [
+    ('lite.num_backprob=3', 'num_backprob'),
+    ('lite.num_backprop=0', 'LiteModel.num_backprop must be a positive integer; got 0'),
+    ('protonets.image_size=32', 'are 28x28 but the model expects 32x32'),
+    ('protonets.backbone="resnet50"', "unknown backbone 'resnet50'"),
+])
+def test_bad_bindings_fail_with_a_clear_message(tmp_path, glyph_cache, binding, message):
+  result = _train(tmp_path / 'run', binding)
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+
+
+def test_missing_gin_file(tmp_path):
+  result = _train(tmp_path / 'run', gin_configs=(str(tmp_path / 'nope.gin'),))
+  assert result.returncode != 0 and 'no such file' in result.stderr and 'nope.gin' in result.stderr
+
+
+def test_query_label_absent_from_support(tmp_path, glyph_cache):
+  gin_file = tmp_path / 'bad_data.gin'
+  gin_file.write_text(f"include '{DEMO_GIN}'\nimport bad_episode_source\n"
+                      'run_training.episode_source = @missing_class_episodes\n')
+  result = _train(tmp_path / 'run', gin_configs=(str(gin_file),),
+                  env={'PYTHONPATH': os.path.dirname(__file__)})
+  assert result.returncode != 0
+  assert 'query labels [2] do not occur in the support set' in result.stderr, result.stderr[-3000:]
+
+
+def test_unwritable_train_dir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  result = _train(blocker / 'run')
+  assert result.returncode != 0 and '--train_dir' in result.stderr
