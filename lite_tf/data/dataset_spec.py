@@ -1,0 +1,214 @@
+"""Meta-Dataset dataset specifications (`dataset_spec.json`), read and written in its format.
+
+Meta-Dataset's converter serializes a spec with its `to_dict()`: a JSON object with the spec's
+fields in order, `classes_per_split` keyed by split name ('TRAIN', 'VALID', 'TEST'), class ids
+as string keys, and `__class__` naming the spec type. As Meta-Dataset's own loader does, the
+records folder is the folder the spec was read from, not the `path` stored in the file.
+
+Class ids are contiguous per split: TRAIN classes first, then VALID, then TEST.
+
+Supported here: DatasetSpecification (flat) and BiLevelDatasetSpecification (superclasses,
+e.g. Omniglot's alphabets). HierarchicalDatasetSpecification (ImageNet) is rejected with a
+clear error until its reader lands.
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Dict, Union
+
+SPEC_FILENAME = 'dataset_spec.json'
+SPLITS = ('TRAIN', 'VALID', 'TEST')
+FILE_PATTERNS = ('{}.tfrecords', '{}_{}.tfrecords')
+
+
+class DatasetSpecError(ValueError):
+  """A dataset_spec.json that is missing, garbled or inconsistent."""
+
+
+def _split_name(split):
+  name = str(split).upper()
+  if name not in SPLITS:
+    raise DatasetSpecError(f'unknown split {split!r}; expected one of train, valid, test')
+  return name
+
+
+def _contiguous_ids(split, counts):
+  """Ids of `split` given per-split counts in TRAIN, VALID, TEST order."""
+  split = _split_name(split)
+  offset = 0
+  for name in SPLITS:
+    if name == split:
+      return range(offset, offset + counts[name])
+    offset += counts[name]
+
+
+@dataclasses.dataclass
+class DatasetSpec:
+  """Meta-Dataset's DatasetSpecification: a flat set of classes split into train/valid/test."""
+  name: str
+  classes_per_split: Dict[str, int]
+  images_per_class: Dict[int, Union[int, Dict[str, int]]]
+  class_names: Dict[int, str]
+  path: str
+  file_pattern: str = '{}.tfrecords'
+
+  def class_ids(self, split):
+    """Dataset-level class ids of a split, as a range."""
+    return _contiguous_ids(split, self.classes_per_split)
+
+  def num_images(self, class_id):
+    n = self.images_per_class[class_id]
+    if isinstance(n, dict):
+      raise DatasetSpecError(f'{self.name}: class {class_id} has example-level pools {n}; '
+                             'pools are not supported')
+    return n
+
+  def class_file(self, class_id):
+    """The TFRecord file of a class (first shard name for the sharded pattern)."""
+    if self.file_pattern == '{}.tfrecords':
+      return os.path.join(self.path, self.file_pattern.format(class_id))
+    return os.path.join(self.path, self.file_pattern.format(class_id, 0))
+
+  def to_dict(self):
+    return {
+        'name': self.name,
+        'classes_per_split': {s: self.classes_per_split[s] for s in SPLITS},
+        'images_per_class': {str(k): v for k, v in self.images_per_class.items()},
+        'class_names': {str(k): v for k, v in self.class_names.items()},
+        'path': self.path,
+        'file_pattern': self.file_pattern,
+        '__class__': 'DatasetSpecification',
+    }
+
+
+@dataclasses.dataclass
+class BiLevelDatasetSpec:
+  """Meta-Dataset's BiLevelDatasetSpecification: classes grouped into superclasses, and
+  superclasses (not classes) split into train/valid/test. Class ids are contiguous within a
+  superclass, superclasses in id order."""
+  name: str
+  superclasses_per_split: Dict[str, int]
+  classes_per_superclass: Dict[int, int]
+  images_per_class: Dict[int, int]
+  superclass_names: Dict[int, str]
+  class_names: Dict[int, str]
+  path: str
+  file_pattern: str = '{}.tfrecords'
+
+  def superclass_ids(self, split):
+    return _contiguous_ids(split, self.superclasses_per_split)
+
+  def class_ids_of_superclass(self, superclass_id):
+    start = sum(self.classes_per_superclass[s] for s in range(superclass_id))
+    return range(start, start + self.classes_per_superclass[superclass_id])
+
+  def class_ids(self, split):
+    superclasses = self.superclass_ids(split)
+    if not len(superclasses):  # pylint: disable=g-explicit-length-test
+      return range(0)
+    return range(self.class_ids_of_superclass(superclasses[0]).start,
+                 self.class_ids_of_superclass(superclasses[-1]).stop)
+
+  num_images = DatasetSpec.num_images
+  class_file = DatasetSpec.class_file
+
+  def to_dict(self):
+    return {
+        'name': self.name,
+        'superclasses_per_split': {s: self.superclasses_per_split[s] for s in SPLITS},
+        'classes_per_superclass': {str(k): v for k, v in self.classes_per_superclass.items()},
+        'images_per_class': {str(k): v for k, v in self.images_per_class.items()},
+        'superclass_names': {str(k): v for k, v in self.superclass_names.items()},
+        'class_names': {str(k): v for k, v in self.class_names.items()},
+        'path': self.path,
+        'file_pattern': self.file_pattern,
+        '__class__': 'BiLevelDatasetSpecification',
+    }
+
+
+def _int_keys(mapping, field, path):
+  try:
+    return {int(k): v for k, v in mapping.items()}
+  except (AttributeError, ValueError) as e:
+    raise DatasetSpecError(f'{path}: field {field!r} must map class ids to values') from e
+
+
+def _require(d, keys, path):
+  missing = [k for k in keys if k not in d]
+  if missing:
+    raise DatasetSpecError(f'{path}: missing fields {missing}')
+
+
+def _check_splits(counts, field, path):
+  if sorted(counts) != sorted(SPLITS):
+    raise DatasetSpecError(f'{path}: {field} must have keys {list(SPLITS)}; got {sorted(counts)}')
+
+
+def from_dict(d, directory, path='dataset_spec'):
+  """Builds a spec from a Meta-Dataset `to_dict()` dict; records live in `directory`."""
+  kind = d.get('__class__')
+  if kind == 'DatasetSpecification':
+    _require(d, ('name', 'classes_per_split', 'images_per_class', 'class_names'), path)
+    _check_splits(d['classes_per_split'], 'classes_per_split', path)
+    spec = DatasetSpec(
+        name=d['name'], classes_per_split=dict(d['classes_per_split']),
+        images_per_class=_int_keys(d['images_per_class'], 'images_per_class', path),
+        class_names=_int_keys(d['class_names'], 'class_names', path), path=directory,
+        file_pattern=d.get('file_pattern', '{}.tfrecords'))
+  elif kind == 'BiLevelDatasetSpecification':
+    _require(d, ('name', 'superclasses_per_split', 'classes_per_superclass',
+                 'images_per_class', 'superclass_names', 'class_names'), path)
+    _check_splits(d['superclasses_per_split'], 'superclasses_per_split', path)
+    spec = BiLevelDatasetSpec(
+        name=d['name'], superclasses_per_split=dict(d['superclasses_per_split']),
+        classes_per_superclass=_int_keys(d['classes_per_superclass'], 'classes_per_superclass',
+                                         path),
+        images_per_class=_int_keys(d['images_per_class'], 'images_per_class', path),
+        superclass_names=_int_keys(d['superclass_names'], 'superclass_names', path),
+        class_names=_int_keys(d['class_names'], 'class_names', path), path=directory,
+        file_pattern=d.get('file_pattern', '{}.tfrecords'))
+  elif kind == 'HierarchicalDatasetSpecification':
+    raise DatasetSpecError(f'{path}: HierarchicalDatasetSpecification (ImageNet) is not '
+                           'supported yet')
+  else:
+    raise DatasetSpecError(f'{path}: unknown or missing __class__ {kind!r}; expected '
+                           'DatasetSpecification or BiLevelDatasetSpecification')
+  if spec.file_pattern not in FILE_PATTERNS:
+    raise DatasetSpecError(f'{path}: file_pattern must be one of {list(FILE_PATTERNS)}; got '
+                           f'{spec.file_pattern!r}')
+  all_ids = set(range(sum(len(spec.class_ids(s)) for s in SPLITS)))
+  missing = sorted(all_ids - set(spec.images_per_class))
+  if missing:
+    raise DatasetSpecError(f'{path}: images_per_class lacks class ids {missing[:10]}')
+  return spec
+
+
+def load(directory):
+  """Reads `directory/dataset_spec.json`; errors name the file and what is wrong."""
+  path = os.path.join(directory, SPEC_FILENAME)
+  if not os.path.exists(path):
+    raise DatasetSpecError(f'{path}: no such file (expected a Meta-Dataset dataset spec)')
+  try:
+    with open(path, encoding='utf-8') as f:
+      d = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DatasetSpecError(f'{path}: not valid JSON: {e}') from e
+  if not isinstance(d, dict):
+    raise DatasetSpecError(f'{path}: expected a JSON object')
+  return from_dict(d, directory, path)
+
+
+def save(spec, directory):
+  """Writes `directory/dataset_spec.json` atomically (temporary file, then rename)."""
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix='.dataset_spec-', dir=directory)
+  try:
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      json.dump(spec.to_dict(), f, indent=2)
+    os.replace(tmp, os.path.join(directory, SPEC_FILENAME))
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise

@@ -1,0 +1,113 @@
+"""Reading records written by Meta-Dataset's own converter (../shared/fixtures/meta_dataset)."""
+
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from conftest import REPO_ROOT
+from lite_tf.data import dataset_spec
+from lite_tf.data import records
+
+FIXTURE = os.path.join(REPO_ROOT, '..', 'shared', 'fixtures', 'meta_dataset', 'glyphs_dtd')
+
+
+@pytest.fixture(scope='module')
+def fixture_dir():
+  if not os.path.exists(os.path.join(FIXTURE, 'dataset_spec.json')):
+    pytest.skip(f'Meta-Dataset fixture not found at {FIXTURE} (../shared/ beside the repo)')
+  return FIXTURE
+
+
+def test_spec_matches_converter_output(fixture_dir):
+  spec = dataset_spec.load(fixture_dir)
+  assert isinstance(spec, dataset_spec.DatasetSpec)
+  assert spec.name == 'glyphs_dtd' and spec.path == fixture_dir
+  assert [len(spec.class_ids(s)) for s in ('train', 'valid', 'test')] == [33, 7, 7]
+  assert list(spec.class_ids('valid')) == list(range(33, 40))
+  assert all(spec.num_images(c) == 20 for c in range(47))
+  splits = json.load(open(os.path.join(fixture_dir, 'glyphs_dtd_splits.json')))
+  assert [spec.class_names[c] for c in spec.class_ids('train')] == splits['train']
+  assert sorted(spec.class_names[c] for c in spec.class_ids('test')) == sorted(splits['test'])
+
+
+def test_spec_round_trip_keeps_format(fixture_dir, tmp_path):
+  spec = dataset_spec.load(fixture_dir)
+  dataset_spec.save(spec, str(tmp_path))
+  original = json.load(open(os.path.join(fixture_dir, 'dataset_spec.json')))
+  written = json.load(open(tmp_path / 'dataset_spec.json'))
+  assert list(written) == list(original)
+  assert {k: v for k, v in written.items() if k != 'path'} == {
+      k: v for k, v in original.items() if k != 'path'}
+
+
+@pytest.mark.parametrize('class_id', [0, 35, 46])
+def test_read_class_shapes_range_labels_and_pixels(fixture_dir, class_id):
+  spec = dataset_spec.load(fixture_dir)
+  images, labels = records.read_class(spec, class_id, image_size=84)
+  assert images.shape == (20, 84, 84, 3) and images.dtype == tf.float32
+  assert float(tf.reduce_min(images)) >= -1.0 and float(tf.reduce_max(images)) <= 1.0
+  assert set(labels.numpy().tolist()) == {class_id}
+  # At the stored size, pixels equal a plain JPEG decode of the record's bytes.
+  raw = next(iter(tf.data.TFRecordDataset(spec.class_file(class_id))))
+  jpeg = tf.io.parse_single_example(raw, records.FEATURES)['image'].numpy()
+  reference = np.asarray(tf.io.decode_jpeg(jpeg, channels=3), np.float32) / 127.5 - 1.0
+  np.testing.assert_allclose(images[0].numpy(), reference, atol=1e-6)
+  assert np.asarray(Image.open(io.BytesIO(jpeg))).shape == (84, 84, 3)
+
+
+def test_resize_to_other_sizes(fixture_dir):
+  spec = dataset_spec.load(fixture_dir)
+  for size in (32, 126):
+    images, _ = records.read_class(spec, 3, image_size=size)
+    assert images.shape == (20, size, size, 3)
+
+
+def test_missing_or_garbled_spec(tmp_path):
+  with pytest.raises(dataset_spec.DatasetSpecError, match='dataset_spec.json: no such file'):
+    dataset_spec.load(str(tmp_path))
+  (tmp_path / 'dataset_spec.json').write_text('{"name": "x", ')
+  with pytest.raises(dataset_spec.DatasetSpecError, match='dataset_spec.json: not valid JSON'):
+    dataset_spec.load(str(tmp_path))
+  (tmp_path / 'dataset_spec.json').write_text('{"name": "x", "__class__": "DatasetSpecification"}')
+  with pytest.raises(dataset_spec.DatasetSpecError, match='missing fields'):
+    dataset_spec.load(str(tmp_path))
+
+
+def test_unknown_split(fixture_dir):
+  with pytest.raises(dataset_spec.DatasetSpecError, match="unknown split 'tset'"):
+    dataset_spec.load(fixture_dir).class_ids('tset')
+
+
+def test_missing_and_corrupt_class_files(fixture_dir, tmp_path):
+  copy = tmp_path / 'glyphs'
+  shutil.copytree(fixture_dir, copy)
+  os.remove(copy / '5.tfrecords')
+  data = (copy / '6.tfrecords').read_bytes()
+  (copy / '6.tfrecords').write_bytes(data[:len(data) // 2])
+  spec = dataset_spec.load(str(copy))
+  with pytest.raises(records.RecordsError, match=r'5.tfrecords: missing records file of class 5'):
+    records.read_class(spec, 5, 84)
+  with pytest.raises(records.RecordsError, match=r'6.tfrecords: corrupt or truncated .* class 6'):
+    records.read_class(spec, 6, 84)
+
+
+def test_bilevel_spec_round_trip(tmp_path):
+  spec = dataset_spec.BiLevelDatasetSpec(
+      name='omni', superclasses_per_split={'TRAIN': 2, 'VALID': 1, 'TEST': 1},
+      classes_per_superclass={0: 3, 1: 2, 2: 4, 3: 1},
+      images_per_class={c: 20 for c in range(10)},
+      superclass_names={i: f'alphabet{i}' for i in range(4)},
+      class_names={c: f'char{c}' for c in range(10)}, path='ignored')
+  dataset_spec.save(spec, str(tmp_path))
+  loaded = dataset_spec.load(str(tmp_path))
+  assert isinstance(loaded, dataset_spec.BiLevelDatasetSpec)
+  assert list(loaded.class_ids('train')) == [0, 1, 2, 3, 4]
+  assert list(loaded.class_ids('valid')) == [5, 6, 7, 8]
+  assert list(loaded.class_ids('test')) == [9]
+  assert list(loaded.class_ids_of_superclass(1)) == [3, 4]
