@@ -8,7 +8,7 @@ for a backward pass.
 import tensorflow as tf
 
 
-def chunked_map(fn, images, indices, chunk_size, like):
+def chunked_map(fn, images, indices, chunk_size, like=None):
   """Computes stop_gradient(fn(images[indices])) chunk by chunk.
 
   Args:
@@ -16,13 +16,19 @@ def chunked_map(fn, images, indices, chunk_size, like):
     images: [n, size, size, 3].
     indices: [m] int32 rows of `images` to process (may be empty).
     chunk_size: Python int > 0, rows per chunk.
-    like: a nest shaped like fn's output (used for dtypes and trailing shapes, so that an empty
-      `indices` gives correctly shaped empty outputs).
+    like: optional nest shaped like fn's output (dtypes and trailing shapes). If None, the
+      first chunk is computed before the loop and gives them (an empty `indices` then runs fn
+      on an empty batch).
   Returns:
     A nest like `like` of [m, ...] tensors, in the order of `indices`.
   """
   if chunk_size <= 0:
     raise ValueError(f'chunk_size must be positive; got {chunk_size}')
+  if like is None:
+    first = tf.nest.map_structure(tf.stop_gradient,
+                                  fn(tf.gather(images, indices[:chunk_size])))
+    rest = chunked_map(fn, images, indices[chunk_size:], chunk_size, like=first)
+    return tf.nest.map_structure(lambda a, b: tf.concat([a, b], 0), first, rest)
   likes = tf.nest.flatten(like)
   specs = [(t.dtype, t.shape[1:]) for t in likes]
   num = tf.shape(indices)[0]
@@ -49,8 +55,5 @@ def chunked_map(fn, images, indices, chunk_size, like):
 
 
 def chunked_apply(fn, images, chunk_size):
-  """stop_gradient(fn(images)) over all rows, `chunk_size` rows at a time (no `like` needed)."""
-  first = fn(images[:1])
-  n = tf.shape(images)[0]
-  rest = chunked_map(fn, images, tf.range(1, n), chunk_size, first)
-  return tf.nest.map_structure(lambda a, b: tf.concat([tf.stop_gradient(a), b], 0), first, rest)
+  """stop_gradient(fn(images)) over all rows, `chunk_size` rows at a time."""
+  return chunked_map(fn, images, tf.range(tf.shape(images)[0]), chunk_size)

@@ -123,25 +123,27 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     scale = tf.cast(n, tf.float32) / tf.cast(tf.shape(chosen)[0], tf.float32)
     start = b * query_batch_size
     end = tf.minimum(start + query_batch_size, num_query)
+    first = cache is None
+    chosen_images = tf.gather(images, chosen)
+    if first:
+      # The gradient-free chunks run first, with nothing else alive but the task's images,
+      # so their transient activations never add to those kept for the backward pass.
+      rest_contributions = chunking.chunked_map(contributions_fn, images, rest, chunk_size)
+      cache = tf.nest.map_structure(
+          lambda c: tf.zeros(tf.concat([[n], tf.shape(c)[1:]], 0), c.dtype), rest_contributions)
+      cache = _scatter_rows(cache, rest, rest_contributions)
+      with tf.control_dependencies(tf.nest.flatten(cache)):
+        chosen_images = tf.identity(chosen_images)
     with tf.GradientTape() as tape:
-      chosen_contributions = contributions_fn(tf.gather(images, chosen))
-      if cache is None:
-        with tape.stop_recording():
-          rest_contributions = chunking.chunked_map(
-              contributions_fn, images, rest, chunk_size, chosen_contributions)
-          cache = tf.nest.map_structure(
-              lambda c: tf.zeros(tf.concat([[n], tf.shape(c)[1:]], 0), c.dtype),
-              chosen_contributions)
-          cache = _scatter_rows(cache, rest, rest_contributions)
-          cache = _scatter_rows(cache, chosen,
-                                tf.nest.map_structure(tf.stop_gradient, chosen_contributions))
+      chosen_contributions = contributions_fn(chosen_images)
+      if first:
+        cache = _scatter_rows(cache, chosen,
+                              tf.nest.map_structure(tf.stop_gradient, chosen_contributions))
       scaled = tf.nest.map_structure(lambda c: scale_gradient(c, scale), chosen_contributions)
       contributions = _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache), chosen,
                                     scaled)
       task = learner.adapt(contributions, labels, way)
-      # The query forward pass waits for the gradient-free chunks: run beside them, its
-      # activations would add to a chunk's at the peak.
-      with tf.control_dependencies(tf.nest.flatten(cache)):
+      with tf.control_dependencies(tf.nest.flatten(cache)):  # after the chunks, as above
         query_images = to_model_input(tf.identity(episode.query_images[start:end]))
       logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)

@@ -1,0 +1,188 @@
+"""Episodes from Meta-Dataset records: sampled descriptions -> decoded support and query sets.
+
+Each class is a stream of shuffled passes over its TFRecord file (serialized records only,
+so a stream holds at most `shuffle_buffer` encoded images); an episode takes
+num_support + num_query distinct records from each of its classes and decodes them in
+parallel. Labels are positions in the episode's class list (0 .. ways-1); the dataset-level
+class ids travel along as support_class_ids / query_class_ids.
+"""
+
+import os
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from lite_tf.data import dataset_spec as spec_lib
+from lite_tf.data import records
+from lite_tf.data import sampling
+
+
+def _read_records(path):
+  """Serialized records of a TFRecord file, CRC-checked, without building a tf.data graph
+  (opening a tf.data iterator per class and pass costs far more than reading small files)."""
+  yield from tf.compat.v1.io.tf_record_iterator(path)
+
+
+def _buffered_shuffle(items, buffer_size, rng):
+  """Streaming shuffle with a bounded buffer, like tf.data.Dataset.shuffle."""
+  if buffer_size <= 1:
+    yield from items
+    return
+  buffer = []
+  for item in items:
+    if len(buffer) < buffer_size:
+      buffer.append(item)
+      continue
+    i = rng.randint(len(buffer))
+    yield buffer[i]
+    buffer[i] = item
+  rng.shuffle(buffer)
+  yield from buffer
+
+
+class _ClassStream:
+  """Shuffled passes over one class's records, checked against the spec's image count."""
+
+  def __init__(self, spec, class_id, shuffle_buffer, seed):
+    self.path = records.class_file(spec, class_id)
+    self.class_id = class_id
+    self.name = spec.class_names.get(class_id, '?')
+    self.expected = spec.num_images(class_id)
+    self.shuffle_buffer = shuffle_buffer
+    self.seed = seed
+    self.passes = 0
+    self._iterator = None
+    self._left = 0
+
+  def _new_pass(self):
+    self.passes += 1
+    rng = np.random.RandomState((self.seed + 7919 * self.passes) % 2**32)
+    self._iterator = _buffered_shuffle(_read_records(self.path), self.shuffle_buffer, rng)
+    self._left = self.expected
+
+  def take(self, n):
+    """n distinct serialized records (a fresh pass starts if this one has fewer left)."""
+    if n > self.expected:
+      raise records.RecordsError(
+          f'{self.path}: class {self.class_id} ({self.name!r}) has {self.expected} images but '
+          f'an episode asks for {n}')
+    if self._iterator is None or self._left < n:
+      self._new_pass()
+    out = []
+    try:
+      for _ in range(n):
+        out.append(next(self._iterator))
+    except StopIteration:
+      raise records.RecordsError(
+          f'{self.path}: class {self.class_id} ({self.name!r}) ended after '
+          f'{self.expected - self._left + len(out)} records; the dataset spec says '
+          f'{self.expected}') from None
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      raise records.RecordsError(
+          f'{self.path}: corrupt or truncated records of class {self.class_id} '
+          f'({self.name!r}): {e.message}') from e
+    self._left -= n
+    return out
+
+
+@gin.configurable
+class RecordsEpisodeSource:
+  """Meta-Dataset-style episodes from one split of a records folder.
+
+  Args:
+    records_dir: folder with dataset_spec.json and one TFRecord file per class.
+    split: 'train', 'valid' or 'test'.
+    image_size: side S of the square images.
+    config: a sampling.EpisodeDescriptionConfig (Meta-Dataset's defaults if None).
+    seed: seeds the description sampler and the per-class shuffles.
+    shuffle_buffer: per-class shuffle buffer of encoded records (0: file order).
+    image_dtype: 'float32' (in [-1, 1]) or 'uint8' (pixels, 4x less memory).
+  """
+
+  def __init__(self, records_dir, split, image_size=84, config=None, seed=0,
+               shuffle_buffer=1000, image_dtype='float32'):
+    if image_dtype not in ('float32', 'uint8'):
+      raise ValueError(f"image_dtype must be 'float32' or 'uint8'; got {image_dtype!r}")
+    self.spec = spec_lib.load(records_dir)
+    self.split = split
+    self.image_size = image_size
+    self.image_dtype = image_dtype
+    self.sampler = sampling.EpisodeDescriptionSampler(self.spec, split, config, seed=seed)
+    self.seed = seed
+    self.shuffle_buffer = shuffle_buffer
+    self._streams = {}
+    for class_id in self.spec.class_ids(split):
+      records.class_file(self.spec, class_id)  # fail early, naming a missing class file
+
+  def _stream(self, class_id):
+    if class_id not in self._streams:
+      self._streams[class_id] = _ClassStream(self.spec, class_id, self.shuffle_buffer,
+                                             self.seed * 1000003 + class_id)
+    return self._streams[class_id]
+
+  def _decode(self, serialized, class_ids):
+    images = _decode_batch(tf.constant(serialized), self.image_size)
+    if self.image_dtype == 'uint8':
+      images = tf.cast(tf.round((images + 1.0) * 127.5), tf.uint8)
+    return images.numpy()
+
+  def episode_from_description(self, description):
+    """Episode dict (see lite_tf.episode) for a tuple of (class_id, num_support, num_query)."""
+    support, query, support_ids, query_ids, support_labels, query_labels = [], [], [], [], [], []
+    for label, (class_id, num_support, num_query) in enumerate(description):
+      taken = self._stream(class_id).take(num_support + num_query)
+      support += taken[:num_support]
+      query += taken[num_support:]
+      support_ids += [class_id] * num_support
+      query_ids += [class_id] * num_query
+      support_labels += [label] * num_support
+      query_labels += [label] * num_query
+    return {
+        'support_images': self._decode(support, support_ids),
+        'support_labels': np.asarray(support_labels, np.int32),
+        'query_images': self._decode(query, query_ids),
+        'query_labels': np.asarray(query_labels, np.int32),
+        'way': np.int32(len(description)),
+        'support_class_ids': np.asarray(support_ids, np.int64),
+        'query_class_ids': np.asarray(query_ids, np.int64),
+    }
+
+  def episodes(self):
+    """Endless iterator of episode dicts."""
+    while True:
+      yield self.episode_from_description(self.sampler.sample())
+
+  def output_signature(self):
+    dtype = tf.uint8 if self.image_dtype == 'uint8' else tf.float32
+    s = self.image_size
+    return {
+        'support_images': tf.TensorSpec([None, s, s, 3], dtype),
+        'support_labels': tf.TensorSpec([None], tf.int32),
+        'query_images': tf.TensorSpec([None, s, s, 3], dtype),
+        'query_labels': tf.TensorSpec([None], tf.int32),
+        'way': tf.TensorSpec([], tf.int32),
+        'support_class_ids': tf.TensorSpec([None], tf.int64),
+        'query_class_ids': tf.TensorSpec([None], tf.int64),
+    }
+
+  def as_dataset(self, num_episodes=None, prefetch=2):
+    """tf.data.Dataset of episode dicts (variable shapes), prefetching `prefetch` episodes."""
+    dataset = tf.data.Dataset.from_generator(self.episodes,
+                                             output_signature=self.output_signature())
+    if num_episodes is not None:
+      dataset = dataset.take(num_episodes)
+    return dataset.prefetch(prefetch)
+
+
+@tf.function(reduce_retracing=True)
+def _decode_batch(serialized, image_size):
+  """[n] serialized examples -> [n, S, S, 3] float32 in [-1, 1], decoded in parallel."""
+  return tf.map_fn(lambda r: records.decode_example(r, image_size)[0], serialized,
+                   fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+                   parallel_iterations=16)
+
+
+def records_episodes(records_dir, split, **kwargs):
+  """Convenience: RecordsEpisodeSource(records_dir, split, **kwargs)."""
+  return RecordsEpisodeSource(os.fspath(records_dir), split, **kwargs)

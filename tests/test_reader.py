@@ -1,0 +1,83 @@
+"""Episodes from the Meta-Dataset fixture records."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lite_tf import episode as episode_lib
+from lite_tf.data import dataset_spec
+from lite_tf.data import reader
+from lite_tf.data import records
+from lite_tf.data import sampling
+from test_meta_dataset_records import FIXTURE
+
+
+@pytest.fixture(scope='module')
+def fixture_dir():
+  if not os.path.exists(os.path.join(FIXTURE, 'dataset_spec.json')):
+    pytest.skip(f'Meta-Dataset fixture not found at {FIXTURE} (../shared/ beside the repo)')
+  return FIXTURE
+
+
+def test_variable_episodes_from_fixture(fixture_dir):
+  source = reader.RecordsEpisodeSource(fixture_dir, 'train', image_size=84, seed=1)
+  for e in source.as_dataset(num_episodes=5):
+    episode = episode_lib.Episode.from_dict(e)
+    episode_lib.validate_episode(episode, image_size=84)
+    way = int(e['way'])
+    assert 5 <= way <= 33
+    ids = e['support_class_ids'].numpy()
+    assert set(ids) <= set(range(33)) and len(set(ids)) == way
+    # Labels are positions in the class list; class ids agree with the labels.
+    for label in range(way):
+      assert len(set(ids[e['support_labels'].numpy() == label])) == 1
+    assert float(tf.reduce_min(e['support_images'])) >= -1.0
+    # 20 images per class: query shots = min(10, 20 // 2) = 10.
+    assert len(e['query_labels']) == 10 * way
+
+
+def test_images_in_an_episode_are_distinct_and_labelled_by_class(fixture_dir):
+  config = sampling.EpisodeDescriptionConfig(num_ways=5, num_support=5, num_query=15)
+  source = reader.RecordsEpisodeSource(fixture_dir, 'test', image_size=84, config=config,
+                                       seed=2)
+  e = source.episode_from_description(source.sampler.sample())
+  images = np.concatenate([e['support_images'], e['query_images']])
+  ids = np.concatenate([e['support_class_ids'], e['query_class_ids']])
+  for class_id in set(ids):
+    flat = images[ids == class_id].reshape(20, -1)
+    reference, _ = records.read_class(source.spec, int(class_id), 84)
+    reference = reference.numpy().reshape(20, -1)
+    # Each episode image is one of the class's images, and all 20 appear once each.
+    distances = np.abs(flat[:, None, :] - reference[None, :, :]).max(-1)
+    matches = distances.argmin(1)
+    assert distances.min(1).max() < 1e-5
+    assert sorted(matches.tolist()) == list(range(20))
+
+
+def test_uint8_episodes(fixture_dir):
+  source = reader.RecordsEpisodeSource(fixture_dir, 'valid', image_size=32, seed=3,
+                                       image_dtype='uint8')
+  e = next(iter(source.as_dataset(num_episodes=1)))
+  assert e['support_images'].dtype == tf.uint8 and e['support_images'].shape[1:] == (32, 32, 3)
+
+
+def test_bad_records_are_named(fixture_dir, tmp_path):
+  copy = tmp_path / 'glyphs'
+  shutil.copytree(fixture_dir, copy)
+  os.remove(copy / '41.tfrecords')
+  with pytest.raises(records.RecordsError, match=r'41.tfrecords: missing records file of class 41'):
+    reader.RecordsEpisodeSource(str(copy), 'test')
+  shutil.copy(os.path.join(fixture_dir, '41.tfrecords'), copy / '41.tfrecords')
+  data = (copy / '42.tfrecords').read_bytes()
+  (copy / '42.tfrecords').write_bytes(data[:len(data) // 3])
+  config = sampling.EpisodeDescriptionConfig(num_ways=7, num_support=5, num_query=5)
+  source = reader.RecordsEpisodeSource(str(copy), 'test', config=config)
+  with pytest.raises(records.RecordsError, match=r'42.tfrecords: (corrupt|class 42)'):
+    source.episode_from_description(source.sampler.sample())
+  with pytest.raises(records.RecordsError, match='has 20 images but an episode asks for 25'):
+    source.episode_from_description(((40, 20, 5),))
+  with pytest.raises(dataset_spec.DatasetSpecError, match="unknown split 'dev'"):
+    reader.RecordsEpisodeSource(fixture_dir, 'dev')
