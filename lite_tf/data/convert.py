@@ -1,0 +1,178 @@
+"""Image folders -> Meta-Dataset records (one TFRecord file per class + dataset_spec.json).
+
+Layouts:
+  root/<class>/<image>                  -> DatasetSpec (flat)
+  root/<superclass>/<class>/<image>     -> BiLevelDatasetSpec (superclasses are split)
+
+Class ids follow Meta-Dataset: TRAIN classes first, then VALID, then TEST; within a split,
+sorted by name (for bi-level: superclasses sorted by name, classes by name inside each).
+JPEG and PNG files are stored byte for byte, as Meta-Dataset's converters do; other formats
+are re-encoded as PNG. Files that cannot be decoded are skipped and reported. Every file is
+written under a temporary name and renamed, and dataset_spec.json comes last, so a folder with
+a spec is always complete.
+"""
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+from PIL import UnidentifiedImageError
+import tensorflow as tf
+
+from lite_tf.data import dataset_spec as spec_lib
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
+
+
+@dataclasses.dataclass
+class ConversionReport:
+  spec: object
+  skipped: list  # (path, reason)
+  num_images: int
+
+
+def _list_images(directory):
+  return sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+                and os.path.isfile(os.path.join(directory, f)))
+
+
+def _subdirs(directory):
+  return sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
+
+
+def _encoded(path):
+  """Bytes to store for an image file (unchanged JPEG/PNG, else PNG), or raises ValueError."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()
+      fmt = image.format
+      if fmt in ('JPEG', 'PNG') and image.mode in ('RGB', 'L', 'RGBA', 'P', 'LA'):
+        return data
+      out = io.BytesIO()
+      image.convert('RGB').save(out, format='PNG')
+      return out.getvalue()
+  except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    raise ValueError(f'not a readable image ({e})') from e
+
+
+def _example(encoded, label):
+  return tf.train.Example(features=tf.train.Features(feature={
+      'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+      'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+  })).SerializeToString()
+
+
+def _write_class(paths, label, output_path, skipped):
+  fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(output_path))
+  os.close(fd)
+  count = 0
+  try:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for path in paths:
+        try:
+          encoded = _encoded(path)
+        except ValueError as e:
+          skipped.append((path, str(e)))
+          continue
+        writer.write(_example(encoded, label))
+        count += 1
+    os.replace(tmp, output_path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return count
+
+
+def split_names(names, ratios, seed):
+  """Splits names into train/valid/test by ratios (rounded; every split non-empty when the
+  ratio is positive and names allow) with a seeded permutation."""
+  if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
+    raise ValueError(f'--split_ratios must be three non-negative numbers summing to 1; got '
+                     f'{list(ratios)}')
+  names = sorted(names)
+  order = np.random.RandomState(seed).permutation(len(names))
+  n_train = int(round(ratios[0] * len(names)))
+  n_valid = int(round(ratios[1] * len(names)))
+  shuffled = [names[i] for i in order]
+  return {'train': sorted(shuffled[:n_train]),
+          'valid': sorted(shuffled[n_train:n_train + n_valid]),
+          'test': sorted(shuffled[n_train + n_valid:])}
+
+
+def _splits_from_file(path, names):
+  try:
+    with open(path, encoding='utf-8') as f:
+      splits = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f'--splits_json {path}: cannot read a JSON object ({e})') from e
+  if not isinstance(splits, dict) or sorted(splits) != ['test', 'train', 'valid']:
+    raise ValueError(f'--splits_json {path}: expected keys train, valid, test')
+  listed = [n for s in ('train', 'valid', 'test') for n in splits[s]]
+  unknown = sorted(set(listed) - set(names))
+  missing = sorted(set(names) - set(listed))
+  duplicated = sorted({n for n in listed if listed.count(n) > 1})
+  if unknown or missing or duplicated:
+    raise ValueError(f'--splits_json {path}: names not in the input folder {unknown[:10]}, '
+                     f'folders not in any split {missing[:10]}, in several splits '
+                     f'{duplicated[:10]}')
+  return {s: sorted(splits[s]) for s in ('train', 'valid', 'test')}
+
+
+def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22,
+            splits_json=None):
+  """Converts an image-folder tree; returns a ConversionReport."""
+  if not os.path.isdir(input_dir):
+    raise ValueError(f'--input_dir {input_dir!r} is not a directory')
+  top = _subdirs(input_dir)
+  if not top:
+    raise ValueError(f'--input_dir {input_dir!r} has no class folders')
+  bilevel = all(not _list_images(os.path.join(input_dir, d)) and _subdirs(os.path.join(input_dir, d))
+                for d in top)
+  splits = (_splits_from_file(splits_json, top) if splits_json
+            else split_names(top, split_ratios, seed))
+  os.makedirs(output_dir, exist_ok=True)
+  skipped, images_per_class, class_names = [], {}, {}
+  superclass_names, classes_per_superclass = {}, {}
+  class_id = 0
+  for split in ('train', 'valid', 'test'):
+    for group in splits[split]:
+      if bilevel:
+        superclass_id = len(superclass_names)
+        superclass_names[superclass_id] = group
+        members = [(os.path.join(input_dir, group, c), f'{group}/{c}')
+                   for c in _subdirs(os.path.join(input_dir, group))]
+        classes_per_superclass[superclass_id] = len(members)
+      else:
+        members = [(os.path.join(input_dir, group), group)]
+      for directory, class_name in members:
+        count = _write_class(_list_images(directory), class_id,
+                             os.path.join(output_dir, f'{class_id}.tfrecords'), skipped)
+        if count == 0:
+          raise ValueError(f'class folder {directory!r} has no readable images')
+        images_per_class[class_id] = count
+        class_names[class_id] = class_name
+        class_id += 1
+  counts = {s.upper(): len(splits[s]) for s in ('train', 'valid', 'test')}
+  if bilevel:
+    spec = spec_lib.BiLevelDatasetSpec(
+        name=name, superclasses_per_split=counts, classes_per_superclass=classes_per_superclass,
+        images_per_class=images_per_class, superclass_names=superclass_names,
+        class_names=class_names, path=output_dir)
+  else:
+    spec = spec_lib.DatasetSpec(name=name, classes_per_split=counts,
+                                images_per_class=images_per_class, class_names=class_names,
+                                path=output_dir)
+  fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=output_dir)
+  with os.fdopen(fd, 'w', encoding='utf-8') as f:
+    json.dump(splits, f, indent=2)
+  os.replace(tmp, os.path.join(output_dir, f'{name}_splits.json'))
+  spec_lib.save(spec, output_dir)
+  return ConversionReport(spec=spec, skipped=skipped, num_images=sum(images_per_class.values()))

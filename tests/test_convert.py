@@ -1,0 +1,89 @@
+"""bin/convert_to_records.py: image folders -> records that read back pixel for pixel."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import REPO_ROOT
+from lite_tf.data import dataset_spec
+from lite_tf.data import reader
+from lite_tf.data import records
+from lite_tf.data import sampling
+
+
+def _make_folder(root, classes=8, per_class=6, size=24, bilevel=False):
+  rng = np.random.RandomState(0)
+  pixels = {}
+  for c in range(classes):
+    parts = ([f'alphabet{c % 2}', f'char{c}'] if bilevel else [f'class{c}'])
+    directory = os.path.join(root, *parts)
+    os.makedirs(directory)
+    for i in range(per_class):
+      image = rng.randint(0, 256, (size, size, 3), dtype=np.uint8)
+      path = os.path.join(directory, f'{i}.png')
+      Image.fromarray(image).save(path)
+      pixels[path] = image
+  return pixels
+
+
+def _convert(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', 'convert_to_records.py'),
+                         *args], capture_output=True, text=True, timeout=300)
+
+
+def test_round_trip_pixels_match(tmp_path):
+  pixels = _make_folder(str(tmp_path / 'images'))
+  with open(tmp_path / 'images' / 'class3' / 'broken.jpg', 'w') as f:
+    f.write('not an image')
+  result = _convert(f'--input_dir={tmp_path / "images"}', f'--output_dir={tmp_path / "out"}',
+                    '--split_ratios=0.5,0.25,0.25', '--seed=1')
+  assert result.returncode == 0, result.stderr
+  assert 'skipped' in result.stdout and 'broken.jpg' in result.stdout
+  spec = dataset_spec.load(str(tmp_path / 'out'))
+  assert [len(spec.class_ids(s)) for s in ('train', 'valid', 'test')] == [4, 2, 2]
+  assert sum(spec.images_per_class.values()) == 48
+  for class_id, name in spec.class_names.items():
+    images, labels = records.read_class(spec, class_id, image_size=24)
+    assert set(labels.numpy()) == {class_id}
+    source = [pixels[os.path.join(tmp_path, 'images', name, f'{i}.png')] for i in range(6)]
+    np.testing.assert_allclose((images.numpy() + 1) * 127.5, np.stack(source), atol=1e-3)
+  assert not [f for f in os.listdir(tmp_path / 'out') if f.startswith('.tmp')]
+  # Episodes read back through the sampler.
+  config = sampling.EpisodeDescriptionConfig(min_ways=2, num_ways=2, num_support=2, num_query=3)
+  source = reader.RecordsEpisodeSource(str(tmp_path / 'out'), 'train', image_size=24,
+                                       config=config)
+  episode = next(source.episodes())
+  assert episode['support_images'].shape == (4, 24, 24, 3)
+
+
+def test_bilevel_layout_and_splits_json(tmp_path):
+  _make_folder(str(tmp_path / 'images'), classes=6, bilevel=True)
+  splits = tmp_path / 'splits.json'
+  splits.write_text(json.dumps({'train': ['alphabet0'], 'valid': [], 'test': ['alphabet1']}))
+  result = _convert(f'--input_dir={tmp_path / "images"}', f'--output_dir={tmp_path / "out"}',
+                    f'--splits_json={splits}', '--name=omni')
+  assert result.returncode == 0, result.stderr
+  spec = dataset_spec.load(str(tmp_path / 'out'))
+  assert isinstance(spec, dataset_spec.BiLevelDatasetSpec)
+  assert [spec.class_names[c] for c in spec.class_ids('train')] == [
+      'alphabet0/char0', 'alphabet0/char2', 'alphabet0/char4']
+  assert list(spec.class_ids('test')) == [3, 4, 5]
+
+
+@pytest.mark.parametrize('make_args,message', [
+    (lambda t: [f'--input_dir={t / "nope"}'], 'is not a directory'),
+    (lambda t: ['--split_ratios=0.5,0.5,0.5'], 'summing to 1'),
+    (lambda t: [f'--splits_json={t / "bad.json"}'], 'folders not in any split'),
+])
+def test_bad_input(tmp_path, make_args, message):
+  _make_folder(str(tmp_path / 'images'), classes=3, per_class=2)
+  (tmp_path / 'bad.json').write_text(json.dumps({'train': ['class0'], 'valid': [], 'test': []}))
+  args = [f'--input_dir={tmp_path / "images"}', f'--output_dir={tmp_path / "out"}']
+  result = _convert(*(args + make_args(tmp_path)))
+  assert result.returncode != 0 and message in result.stderr, result.stderr
+  assert not os.path.exists(tmp_path / 'out' / 'dataset_spec.json')
