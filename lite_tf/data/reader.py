@@ -98,10 +98,14 @@ class RecordsEpisodeSource:
     seed: seeds the description sampler and the per-class shuffles.
     shuffle_buffer: per-class shuffle buffer of encoded records (0: file order).
     image_dtype: 'float32' (in [-1, 1]) or 'uint8' (pixels, 4x less memory).
+    jitter_amount: support-set augmentation as in Meta-Dataset: pad by this many pixels
+      (edge values) and crop back at a random offset (0: off).
+    gaussian_noise_std: support-set augmentation: additive Gaussian noise (0: off).
   """
 
   def __init__(self, records_dir, split, image_size=84, config=None, seed=0,
-               shuffle_buffer=1000, image_dtype='float32'):
+               shuffle_buffer=1000, image_dtype='float32', jitter_amount=0,
+               gaussian_noise_std=0.0):
     if image_dtype not in ('float32', 'uint8'):
       raise ValueError(f"image_dtype must be 'float32' or 'uint8'; got {image_dtype!r}")
     self.spec = spec_lib.load(records_dir)
@@ -111,6 +115,9 @@ class RecordsEpisodeSource:
     self.sampler = sampling.EpisodeDescriptionSampler(self.spec, split, config, seed=seed)
     self.seed = seed
     self.shuffle_buffer = shuffle_buffer
+    self.jitter_amount = jitter_amount
+    self.gaussian_noise_std = gaussian_noise_std
+    self._augment_rng = tf.random.Generator.from_seed(seed)
     self._streams = {}
     for class_id in self.spec.class_ids(split):
       records.class_file(self.spec, class_id)  # fail early, naming a missing class file
@@ -121,8 +128,11 @@ class RecordsEpisodeSource:
                                              self.seed * 1000003 + class_id)
     return self._streams[class_id]
 
-  def _decode(self, serialized, class_ids):
+  def _decode(self, serialized, augment=False):
     images = _decode_batch(tf.constant(serialized), self.image_size)
+    if augment:
+      images = augment_images(images, self.jitter_amount, self.gaussian_noise_std,
+                              self._augment_rng)
     if self.image_dtype == 'uint8':
       images = tf.cast(tf.round((images + 1.0) * 127.5), tf.uint8)
     return images.numpy()
@@ -139,9 +149,9 @@ class RecordsEpisodeSource:
       support_labels += [label] * num_support
       query_labels += [label] * num_query
     return {
-        'support_images': self._decode(support, support_ids),
+        'support_images': self._decode(support, augment=True),
         'support_labels': np.asarray(support_labels, np.int32),
-        'query_images': self._decode(query, query_ids),
+        'query_images': self._decode(query),
         'query_labels': np.asarray(query_labels, np.int32),
         'way': np.int32(len(description)),
         'support_class_ids': np.asarray(support_ids, np.int64),
@@ -173,6 +183,21 @@ class RecordsEpisodeSource:
     if num_episodes is not None:
       dataset = dataset.take(num_episodes)
     return dataset.prefetch(prefetch)
+
+
+def augment_images(images, jitter_amount, gaussian_noise_std, rng):
+  """Meta-Dataset's support augmentation on [n, S, S, 3] images in [-1, 1]."""
+  if jitter_amount:
+    size = images.shape[1]
+    padded = tf.pad(images, [[0, 0], [jitter_amount] * 2, [jitter_amount] * 2, [0, 0]],
+                    mode='SYMMETRIC')
+    offsets = rng.uniform([tf.shape(images)[0], 2], 0, 2 * jitter_amount + 1, dtype=tf.int32)
+    images = tf.map_fn(
+        lambda a: tf.slice(a[0], [a[1][0], a[1][1], 0], [size, size, 3]), (padded, offsets),
+        fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+  if gaussian_noise_std:
+    images = images + gaussian_noise_std * rng.normal(tf.shape(images))
+  return images
 
 
 @tf.function(reduce_retracing=True)

@@ -1,0 +1,106 @@
+"""Batch pipeline, Meta-Dataset pipeline adapter, multi-source mixing, augmentation, TFDS."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lite_tf import episode as episode_lib
+from lite_tf.data import adapters
+from lite_tf.data import batches
+from lite_tf.data import reader
+from lite_tf.data import sampling
+from test_meta_dataset_records import FIXTURE
+
+
+@pytest.fixture(scope='module')
+def fixture_dir():
+  if not os.path.exists(os.path.join(FIXTURE, 'dataset_spec.json')):
+    pytest.skip(f'Meta-Dataset fixture not found at {FIXTURE} (../shared/ beside the repo)')
+  return FIXTURE
+
+
+def test_labelled_batches_cover_split_classes(fixture_dir):
+  dataset, num_classes = batches.labelled_batches(fixture_dir, 'valid', image_size=32,
+                                                  batch_size=20, repeat=False)
+  assert num_classes == 7
+  labels = np.concatenate([l.numpy() for _, l in dataset])
+  assert sorted(np.bincount(labels).tolist()) == [20] * 7
+  images, _ = next(iter(dataset))
+  assert images.shape == (20, 32, 32, 3)
+
+
+def _md_episode(way=3, shots=2, queries=4, size=8):
+  rng = np.random.RandomState(0)
+  return (rng.uniform(-1, 1, (way * shots, size, size, 3)).astype(np.float32),
+          np.repeat(np.arange(way), shots).astype(np.int32),
+          np.repeat(np.arange(100, 100 + way), shots).astype(np.int32),
+          rng.uniform(-1, 1, (way * queries, size, size, 3)).astype(np.float32),
+          np.repeat(np.arange(way), queries).astype(np.int32),
+          np.repeat(np.arange(100, 100 + way), queries).astype(np.int32))
+
+
+@pytest.mark.parametrize('with_source_id', [True, False])
+def test_meta_dataset_pipeline_adapter(with_source_id):
+  episode = _md_episode()
+  element = (episode, 0) if with_source_id else episode
+  dataset = tf.data.Dataset.from_generator(
+      lambda: iter([element] * 2),
+      output_signature=tf.nest.map_structure(
+          lambda x: tf.TensorSpec(np.shape(x), tf.as_dtype(np.asarray(x).dtype)), element))
+  out = next(iter(adapters.adapt_meta_dataset_pipeline(dataset)))
+  assert int(out['way']) == 3 and out['support_labels'].dtype == tf.int32
+  assert out['support_class_ids'].dtype == tf.int64
+  episode_lib.validate_episode(episode_lib.Episode.from_dict(out), image_size=8)
+  np.testing.assert_array_equal(out['query_images'], episode[3])
+
+
+def test_adapter_rejects_other_pipelines():
+  with pytest.raises(ValueError, match='expected a dataset of Meta-Dataset episodes'):
+    adapters.adapt_meta_dataset_pipeline(tf.data.Dataset.range(3))
+
+
+def test_multi_source_mixes_sources_uniformly(fixture_dir):
+  config = sampling.EpisodeDescriptionConfig(num_ways=5, num_support=1, num_query=1)
+  sources = [reader.RecordsEpisodeSource(fixture_dir, split, image_size=16, config=config)
+             for split in ('train', 'test')]
+  mixed = adapters.MultiSourceEpisodes(sources, seed=0)
+  from_test = [int(e['support_class_ids'][0]) >= 40
+               for _, e in zip(range(200), mixed.episodes())]
+  assert 70 < sum(from_test) < 130
+
+
+def test_support_augmentation_changes_support_only(fixture_dir):
+  config = sampling.EpisodeDescriptionConfig(num_ways=5, num_support=2, num_query=2)
+  plain = reader.RecordsEpisodeSource(fixture_dir, 'test', image_size=32, config=config, seed=4)
+  jittered = reader.RecordsEpisodeSource(fixture_dir, 'test', image_size=32, config=config,
+                                         seed=4, jitter_amount=4, gaussian_noise_std=0.05)
+  a, b = next(plain.episodes()), next(jittered.episodes())
+  np.testing.assert_array_equal(a['query_images'], b['query_images'])
+  assert not np.allclose(a['support_images'], b['support_images'])
+  assert b['support_images'].shape == a['support_images'].shape
+
+
+def test_tfds_source_with_mock_data(tmp_path):
+  tfds = pytest.importorskip('tensorflow_datasets')
+  from lite_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=60, policy=tfds.testing.MockPolicy.USE_CODE):
+    source = tfds_source.TfdsEpisodeSource('cifar10', data_dir=str(tmp_path),
+                                           support_split='train[:50]', image_size=16,
+                                           query_size=25)
+    episodes = list(source.episodes())
+  # mock_data serves num_examples for every split string (it ignores the [:50] slice).
+  assert source.way == 10 and source.support_images.shape == (60, 16, 16, 3)
+  assert len(episodes) == 3  # 60 test examples in query chunks of 25
+  for e in episodes:
+    assert e['query_images'].shape[1:] == (16, 16, 3)
+    present = set(source.support_labels.numpy().tolist())
+    assert set(e['query_labels'].numpy().tolist()) <= present
+
+
+def test_tfds_unprepared_dataset_is_a_clear_error(tmp_path):
+  pytest.importorskip('tensorflow_datasets')
+  from lite_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="'cifar10' .* not prepared in data_dir"):
+    tfds_source.TfdsEpisodeSource('cifar10', data_dir=str(tmp_path))
