@@ -12,6 +12,8 @@ def register_configurables():
   """Imports every module that defines gin configurables, so any gin file can name them."""
   # pylint: disable=g-import-not-at-top,unused-import
   from lite_tf import backbones
+  from lite_tf.data import reader
+  from lite_tf.data import sampling
   from lite_tf.learners import protonets
   from lite_tf.lite import model
   from lite_tf.training import train
@@ -31,6 +33,9 @@ def parse(config_files, bindings):
   for path in config_files:
     if not os.path.exists(path):
       raise ConfigError(f'--gin_config: no such file {path!r}')
+    # `include 'gin/x.gin'` resolves against the folder above the config's folder too, so
+    # configs compose from any working directory.
+    gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(path))))
   try:
     gin.parse_config_files_and_bindings(config_files, bindings, finalize_config=False)
   except (ValueError, KeyError, SyntaxError, ImportError) as e:

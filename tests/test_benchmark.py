@@ -32,3 +32,14 @@ def test_benchmark_rejects_bad_flags():
       [sys.executable, os.path.join(REPO_ROOT, 'bin', 'benchmark_memory.py'), '--num_backprop=0'],
       capture_output=True, text=True, timeout=120)
   assert result.returncode != 0 and '--num_backprop must be positive' in result.stderr
+
+
+def test_pipeline_benchmark_reports_throughput(tmp_path):
+  out = tmp_path / 'pipeline.json'
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, 'bin', 'benchmark_pipeline.py'), '--classes=6',
+       '--images_per_class=20', '--episodes=2', '--image_size=32', f'--output={out}'],
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report['episodes_per_second'] > 0 and report['mean_support_size'] >= 5

@@ -68,3 +68,16 @@ def test_unwritable_train_dir(tmp_path):
   blocker.write_text('not a directory')
   result = _train(blocker / 'run')
   assert result.returncode != 0 and '--train_dir' in result.stderr
+
+
+def test_training_on_meta_dataset_records(tmp_path):
+  fixture = os.path.join(REPO_ROOT, '..', 'shared', 'fixtures', 'meta_dataset', 'glyphs_dtd')
+  if not os.path.exists(os.path.join(fixture, 'dataset_spec.json')):
+    pytest.skip(f'Meta-Dataset fixture not found at {fixture}')
+  result = _train(tmp_path / 'run', f"records_episodes.records_dir='{fixture}'",
+                  'run_training.num_steps=3', 'run_training.steps_per_log=3',
+                  'run_training.valid_episodes=2', 'run_training.test_episodes=3',
+                  'records_episodes.image_size=32', 'protonets.image_size=32',
+                  gin_configs=(os.path.join(REPO_ROOT, 'gin', 'records_protonets.gin'),))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '(95% CI over 3 test episodes)' in result.stdout

@@ -208,6 +208,11 @@ def _decode_batch(serialized, image_size):
                    parallel_iterations=16)
 
 
-def records_episodes(records_dir, split, **kwargs):
-  """Convenience: RecordsEpisodeSource(records_dir, split, **kwargs)."""
-  return RecordsEpisodeSource(os.fspath(records_dir), split, **kwargs)
+@gin.configurable
+def records_episodes(split, records_dir=gin.REQUIRED, image_size=84, config=None, seed=0,
+                     **kwargs):
+  """gin episode source (`run_training.episode_source = @records_episodes`): one split of a
+  records folder; valid and test splits get their own seeds."""
+  split_seed = seed + {'train': 0, 'valid': 1, 'test': 2}.get(str(split).lower(), 0)
+  return RecordsEpisodeSource(os.fspath(records_dir), split, image_size=image_size,
+                              config=config, seed=split_seed, **kwargs)

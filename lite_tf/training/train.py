@@ -64,7 +64,9 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   check_train_dir(train_dir)
   image_size = getattr(learner, 'image_size', None)
   train_source = episode_source('train')
-  first = in_memory.episode_from_dict(train_source.episode(0))
+  first = in_memory.episode_from_dict(
+      train_source.episode(0) if hasattr(train_source, 'episode')
+      else next(iter(train_source.episodes())))
   episode_lib.validate_episode(first, image_size=image_size)
   learner(first.to_dict())  # builds every layer, so weights exist before training and saving
 
