@@ -21,7 +21,8 @@ def test_there_are_gin_files():
 def test_gin_file_parses_and_builds_learner(path):
   config.parse([path], [])
   learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
-  assert isinstance(learner, base.Learner)
   from lite_tf.lite import model  # pylint: disable=g-import-not-at-top
-  lite = model.make_lite_model(learner)
-  assert lite.num_backprop > 0
+  meta_model = model.make_meta_model(learner)
+  assert isinstance(meta_model, model.EpisodicModel)
+  if isinstance(learner, base.Learner):
+    assert meta_model.num_backprop > 0

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from lite_tf import episode as episode_lib
+from lite_tf.learners import base as learner_base
 from lite_tf.lite import estimator
 
 
@@ -28,28 +29,13 @@ def make_optimizer(learning_rate=1e-3, tasks_per_step=1):
       gradient_accumulation_steps=tasks_per_step if tasks_per_step > 1 else None)
 
 
-class LiteModel(keras.Model):
-  """Meta-trains `learner` with LITE.
+class EpisodicModel(keras.Model):
+  """Meta-trains a learner under `fit`: one episode per step; subclasses say how a task's
+  gradients are computed (`task_gradients`) and how a task is solved (`predict_episode`)."""
 
-  Args:
-    learner: a lite_tf.learners.base.Learner.
-    num_backprop: |H|, support examples back-propagated per query batch (H >= N is exact).
-    chunk_size: support examples per chunk of the gradient-free forward pass.
-    query_batch_size: query examples per batch; gradients are accumulated over batches.
-    seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
-  """
-
-  def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
-               **kwargs):
+  def __init__(self, learner, seed=0, **kwargs):
     super().__init__(**kwargs)
-    for name, value in (('num_backprop', num_backprop), ('chunk_size', chunk_size),
-                        ('query_batch_size', query_batch_size)):
-      if not isinstance(value, int) or value <= 0:
-        raise ValueError(f'LiteModel.{name} must be a positive integer; got {value!r}')
     self.learner = learner
-    self.num_backprop = num_backprop
-    self.chunk_size = chunk_size
-    self.query_batch_size = query_batch_size
     self.seed = seed
     self.tasks_seen = keras.Variable(0, dtype='int64', trainable=False, name='tasks_seen')
     self.loss_tracker = keras.metrics.Mean(name='loss')
@@ -60,24 +46,27 @@ class LiteModel(keras.Model):
     return [self.loss_tracker, self.accuracy_tracker]
 
   def call(self, inputs, training=False):
-    return self.learner(inputs, training=False)
+    return self.predict_episode(episode_lib.Episode.from_dict(inputs))
+
+  def task_gradients(self, episode, variables, seed):
+    raise NotImplementedError
+
+  def predict_episode(self, episode):
+    raise NotImplementedError
 
   def train_step(self, data):
     episode = episode_lib.Episode.from_dict(_unpack(data))
     with tf.control_dependencies(episode_lib.episode_assertions(episode)):
       seed = tf.stack([tf.constant(self.seed, tf.int64), tf.identity(self.tasks_seen.value)])
-    variables = self.trainable_variables
-    loss, grads, predictions = estimator.lite_task_gradients(
-        self.learner, episode, variables, self.num_backprop, self.chunk_size,
-        self.query_batch_size, seed=seed)
+    variables = self.learner.trainable_variables
+    loss, grads, predictions = self.task_gradients(episode, variables, seed)
     self.optimizer.apply_gradients(zip(grads, variables))
     self.tasks_seen.assign_add(1)
     return self._update_metrics(loss, predictions, episode.query_labels)
 
   def test_step(self, data):
     episode = episode_lib.Episode.from_dict(_unpack(data))
-    logits = estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
-                                         self.query_batch_size)
+    logits = self.predict_episode(episode)
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(episode.query_labels, tf.int32), logits=logits))
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -90,8 +79,61 @@ class LiteModel(keras.Model):
     return {m.name: m.result() for m in self.metrics}
 
 
+class LiteModel(EpisodicModel):
+  """Meta-trains a lite_tf.learners.base.Learner with LITE.
+
+  Args:
+    learner: a lite_tf.learners.base.Learner.
+    num_backprop: |H|, support examples back-propagated per query batch (H >= N is exact).
+    chunk_size: support examples per chunk of the gradient-free forward pass.
+    query_batch_size: query examples per batch; gradients are accumulated over batches.
+    seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
+  """
+
+  def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
+               **kwargs):
+    for name, value in (('num_backprop', num_backprop), ('chunk_size', chunk_size),
+                        ('query_batch_size', query_batch_size)):
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(f'LiteModel.{name} must be a positive integer; got {value!r}')
+    super().__init__(learner, seed=seed, **kwargs)
+    self.num_backprop = num_backprop
+    self.chunk_size = chunk_size
+    self.query_batch_size = query_batch_size
+
+  def task_gradients(self, episode, variables, seed):
+    return estimator.lite_task_gradients(self.learner, episode, variables, self.num_backprop,
+                                         self.chunk_size, self.query_batch_size, seed=seed)
+
+  def predict_episode(self, episode):
+    return estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
+                                       self.query_batch_size)
+
+
+class SelfAdaptingModel(EpisodicModel):
+  """For learners that compute their own task gradients and predictions (MAML, FineTuner):
+  `learner.task_gradients(episode)` and `learner.predict_episode(episode)`."""
+
+  def task_gradients(self, episode, variables, seed):
+    loss, grads, predictions = self.learner.task_gradients(episode, seed)
+    return loss, grads, predictions
+
+  def predict_episode(self, episode):
+    return self.learner.predict_episode(episode)
+
+
 @gin.configurable('lite')
 def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed)
+
+
+def make_meta_model(learner):
+  """LiteModel for LITE learners (lite_tf.learners.base.Learner), else SelfAdaptingModel."""
+  if isinstance(learner, learner_base.Learner):
+    return make_lite_model(learner)
+  if not (hasattr(learner, 'task_gradients') and hasattr(learner, 'predict_episode')):
+    raise ValueError(f'{type(learner).__name__} is neither a lite_tf Learner nor a learner '
+                     'with task_gradients() and predict_episode()')
+  return SelfAdaptingModel(learner)

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from lite_tf import episode as episode_lib
+from lite_tf.learners import base as learner_base
 from lite_tf.lite import estimator
 
 
@@ -15,21 +16,30 @@ def confidence_interval_95(accuracies):
   return float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(accuracies.size))
 
 
+def predict_fn(learner, chunk_size=64, query_batch_size=64):
+  """episode -> query logits: one chunked forward pass for LITE learners, else the learner's
+  own `predict_episode` (MAML: K SGD steps; FineTuner: head training)."""
+  if isinstance(learner, learner_base.Learner):
+    return lambda episode: estimator.adapt_and_predict(learner, episode, chunk_size,
+                                                       query_batch_size)
+  return learner.predict_episode
+
+
 def evaluate_episodes(learner, episodes, num_episodes, chunk_size=64, query_batch_size=64):
-  """Adapts to each episode in one forward pass and scores its query set.
+  """Adapts to each episode and scores its query set.
 
   Args:
-    learner: a lite_tf.learners.base.Learner.
+    learner: a lite_tf.learners.base.Learner, or a learner with predict_episode().
     episodes: iterable of episode dicts.
     num_episodes: how many episodes to evaluate.
   Returns:
     (mean accuracy, 95% half-width, [num_episodes] per-episode accuracies).
   """
+  solve = predict_fn(learner, chunk_size, query_batch_size)
 
   @tf.function(reduce_retracing=True)
   def predict(episode_dict):
-    logits = estimator.adapt_and_predict(learner, episode_lib.Episode.from_dict(episode_dict),
-                                         chunk_size, query_batch_size)
+    logits = solve(episode_lib.Episode.from_dict(episode_dict))
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
   accuracies = []

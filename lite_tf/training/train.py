@@ -13,6 +13,7 @@ import tensorflow as tf
 from lite_tf import episode as episode_lib
 from lite_tf.data import glyphs
 from lite_tf.data import in_memory
+from lite_tf.learners import base as learner_base
 from lite_tf.lite import model as lite_model
 from lite_tf.training import evaluate
 
@@ -68,9 +69,10 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
       train_source.episode(0) if hasattr(train_source, 'episode')
       else next(iter(train_source.episodes())))
   episode_lib.validate_episode(first, image_size=image_size)
-  learner(first.to_dict())  # builds every layer, so weights exist before training and saving
+  if isinstance(learner, learner_base.Learner):
+    learner(first.to_dict())  # builds every layer, so weights exist before training and saving
 
-  model = lite_model.make_lite_model(learner)
+  model = lite_model.make_meta_model(learner)
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
   _atomic_write_text(os.path.join(train_dir, 'operative_config.gin'), gin.operative_config_str())
 
@@ -90,7 +92,8 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
 
   mean, half_width, _ = evaluate.evaluate_episodes(
       learner, episode_source('test').episodes(), test_episodes,
-      chunk_size=model.chunk_size, query_batch_size=model.query_batch_size)
+      chunk_size=getattr(model, 'chunk_size', 64),
+      query_batch_size=getattr(model, 'query_batch_size', 64))
   logging.info('test accuracy %.4f +/- %.4f over %d episodes', mean, half_width, test_episodes)
   return {'test_accuracy': mean, 'test_ci95': half_width, 'history': history.history,
           'num_test_episodes': test_episodes}

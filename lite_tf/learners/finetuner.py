@@ -1,0 +1,85 @@
+"""FineTuner: the transfer-learning baseline of the LITE paper (Table 1).
+
+At test time a linear head on frozen backbone features is trained on the support set (Adam,
+50 steps at lr 1e-3 by default); the backbone is not meta-trained (load pretrained weights
+into it). `task_gradients` returns zero gradients, so a training run leaves the backbone as
+loaded and only evaluates.
+"""
+
+import gin
+import keras
+import tensorflow as tf
+
+from lite_tf import backbones
+from lite_tf import episode as episode_lib
+from lite_tf.lite import chunking
+
+
+class FineTuner(keras.Model):
+
+  def __init__(self, backbone='conv4', image_size=84, num_steps=50, learning_rate=1e-3,
+               chunk_size=64, **kwargs):
+    super().__init__(**kwargs)
+    self.image_size = image_size
+    self.num_steps = num_steps
+    self.learning_rate = learning_rate
+    self.chunk_size = chunk_size
+    self.backbone = backbones.create(backbone)
+    self.backbone.build((None, image_size, image_size, 3))
+    self.built = True
+
+  def call(self, images, training=False):
+    return self.backbone(images, training=False)
+
+  def features(self, images):
+    """Frozen features [n, d], computed in chunks without gradient."""
+    return chunking.chunked_apply(
+        lambda x: self.backbone(episode_lib.to_model_input(x), training=False), images,
+        self.chunk_size)
+
+  def fit_head(self, features, labels, way):
+    """Linear head (weights [d, way], bias [way]) trained with Adam on cross-entropy; plain
+    tensors throughout, so it runs eagerly and inside tf.function alike."""
+    dim = tf.shape(features)[-1]
+    params = [tf.zeros(tf.stack([dim, way])), tf.zeros(tf.reshape(way, [1]))]
+    beta1, beta2, eps = 0.9, 0.999, 1e-7
+    first = [tf.zeros_like(p) for p in params]
+    second = [tf.zeros_like(p) for p in params]
+    for step in range(1, self.num_steps + 1):
+      with tf.GradientTape() as tape:
+        tape.watch(params)
+        logits = tf.matmul(features, params[0]) + params[1]
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int32), logits=logits))
+      grads = tape.gradient(loss, params)
+      first = [beta1 * m + (1 - beta1) * g for m, g in zip(first, grads)]
+      second = [beta2 * v + (1 - beta2) * tf.square(g) for v, g in zip(second, grads)]
+      params = [p - self.learning_rate * (m / (1 - beta1 ** step))
+                / (tf.sqrt(v / (1 - beta2 ** step)) + eps)
+                for p, m, v in zip(params, first, second)]
+    return params
+
+  def predict_episode(self, episode):
+    way = tf.cast(episode.way, tf.int32)
+    weights, bias = self.fit_head(tf.stop_gradient(self.features(episode.support_images)),
+                                  episode.support_labels, way)
+    return tf.matmul(self.features(episode.query_images), weights) + bias
+
+  def task_gradients(self, episode, seed=None):
+    """No meta-training: zero gradients; loss and predictions of the fine-tuned head."""
+    del seed
+    logits = self.predict_episode(episode)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(episode.query_labels, tf.int32), logits=logits))
+    grads = [tf.zeros_like(v) for v in self.trainable_variables]
+    return loss, grads, tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+  def test_time_cost(self):
+    return {'forward_backward_steps': self.num_steps, 'forward_passes': 1}
+
+
+@gin.configurable('finetuner')
+def make_finetuner(backbone='conv4', image_size=84, num_steps=50, learning_rate=1e-3):
+  """gin constructor: `run_training.learner = @finetuner()`."""
+  return FineTuner(backbone=backbone, image_size=image_size, num_steps=num_steps,
+                   learning_rate=learning_rate)
