@@ -34,6 +34,10 @@ def main(argv):
   print(f"held-out-class accuracy: {100 * result['test_accuracy']:.2f}% "
         f"+/- {100 * result['test_ci95']:.2f}% (95% CI over {result['num_test_episodes']} "
         'test episodes)')
+  cost = result['test_time_cost']
+  print(f"test-time cost per task: {cost['forward_passes']} forward pass(es) and "
+        f"{cost['forward_backward_steps']} forward-backward step(s) on the support set, "
+        f"{cost['seconds_per_task']:.3f} s (median)")
 
 
 if __name__ == '__main__':

@@ -33,6 +33,8 @@ def test_short_demo_run_beats_chance_on_held_out_classes(tmp_path, glyph_cache):
   assert (tmp_path / 'run' / 'operative_config.gin').exists()
   assert (tmp_path / 'run' / 'learner.weights.h5').exists()
   assert 'lite.num_backprop = 10' in (tmp_path / 'run' / 'operative_config.gin').read_text()
+  assert ('test-time cost per task: 1 forward pass(es) and 0 forward-backward step(s)'
+          in result.stdout)
 
 
 @pytest.mark.parametrize('binding,message', [
@@ -81,3 +83,17 @@ def test_training_on_meta_dataset_records(tmp_path):
                   gin_configs=(os.path.join(REPO_ROOT, 'gin', 'records_protonets.gin'),))
   assert result.returncode == 0, result.stderr[-3000:]
   assert '(95% CI over 3 test episodes)' in result.stdout
+
+
+@pytest.mark.parametrize('gin_name,bindings,steps', [
+    ('demo_maml.gin', ['maml.num_inner_steps=1', 'maml.test_num_inner_steps=2',
+                       'maml.window_size=1'], 2),
+    ('demo_finetuner.gin', ['finetuner.num_steps=5'], 5),
+])
+def test_maml_and_finetuner_run_through_the_same_binary(tmp_path, glyph_cache, gin_name,
+                                                        bindings, steps):
+  result = _train(tmp_path / 'run', 'run_training.num_steps=2', 'run_training.steps_per_log=2',
+                  'run_training.valid_episodes=0', 'run_training.test_episodes=5', *bindings,
+                  gin_configs=(os.path.join(REPO_ROOT, 'gin', gin_name),))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'and {steps} forward-backward step(s)' in result.stdout

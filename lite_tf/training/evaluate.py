@@ -1,5 +1,7 @@
 """Evaluation over test episodes: mean accuracy with a 95% confidence interval."""
 
+import time
+
 import numpy as np
 import tensorflow as tf
 
@@ -33,7 +35,8 @@ def evaluate_episodes(learner, episodes, num_episodes, chunk_size=64, query_batc
     episodes: iterable of episode dicts.
     num_episodes: how many episodes to evaluate.
   Returns:
-    (mean accuracy, 95% half-width, [num_episodes] per-episode accuracies).
+    (mean accuracy, 95% half-width, [num_episodes] per-episode accuracies,
+     [num_episodes] seconds to adapt and predict each task, the first including tracing).
   """
   solve = predict_fn(learner, chunk_size, query_batch_size)
 
@@ -42,11 +45,21 @@ def evaluate_episodes(learner, episodes, num_episodes, chunk_size=64, query_batc
     logits = solve(episode_lib.Episode.from_dict(episode_dict))
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
-  accuracies = []
+  accuracies, seconds = [], []
   for i, episode_dict in enumerate(episodes):
     if i >= num_episodes:
       break
-    predictions = predict({k: tf.convert_to_tensor(v) for k, v in episode_dict.items()})
-    accuracies.append(np.mean(predictions.numpy() == np.asarray(episode_dict['query_labels'])))
+    inputs = {k: tf.convert_to_tensor(v) for k, v in episode_dict.items()}
+    start = time.perf_counter()
+    predictions = predict(inputs).numpy()
+    seconds.append(time.perf_counter() - start)
+    accuracies.append(np.mean(predictions == np.asarray(episode_dict['query_labels'])))
   mean, half_width = confidence_interval_95(accuracies)
-  return mean, half_width, np.asarray(accuracies)
+  return mean, half_width, np.asarray(accuracies), np.asarray(seconds)
+
+
+def test_time_cost(learner):
+  """Adaptation cost per task as in the paper's Table 1 (steps of the support set)."""
+  if hasattr(learner, 'test_time_cost'):
+    return learner.test_time_cost()
+  return {'forward_backward_steps': 0, 'forward_passes': 1}
