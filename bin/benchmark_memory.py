@@ -9,13 +9,8 @@ set passes --memory_limit_gb and reports that configuration as not fitting.
       --output=docs/benchmarks/resnet18_224_default.json
 """
 
-import json
 import os
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -42,59 +37,16 @@ flags.DEFINE_string('child_mode', None, 'Internal: run one configuration in this
 flags.DEFINE_integer('child_support_size', None, 'Internal.')
 
 
-def _child_env():
-  env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC='true', TF_CPP_MIN_LOG_LEVEL='2')
-  if FLAGS.malloc == 'no_mmap':
-    env.update(MALLOC_MMAP_MAX_='0', MALLOC_TRIM_THRESHOLD_=str(64 * 1024 ** 3))
-  return env
-
-
-def _rss_bytes(pid):
-  try:
-    with open(f'/proc/{pid}/status') as f:
-      for line in f:
-        if line.startswith('VmRSS:'):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return 0
-
-
 def _run_child(mode, support_size):
-  cmd = [sys.executable, os.path.abspath(__file__), f'--child_mode={mode}',
-         f'--child_support_size={support_size}', f'--backbone={FLAGS.backbone}',
-         f'--image_size={FLAGS.image_size}', f'--num_backprop={FLAGS.num_backprop}',
-         f'--chunk_size={FLAGS.chunk_size}', f'--query_batch_size={FLAGS.query_batch_size}',
-         f'--way={FLAGS.way}', f'--steps={FLAGS.steps}', f'--malloc={FLAGS.malloc}',
-         f'--image_dtype={FLAGS.image_dtype}']
-  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=_child_env())
-  killed = {'oom': False, 'max_rss': 0}
-  limit = FLAGS.memory_limit_gb * 1024 ** 3
-
-  def watch():
-    while proc.poll() is None:
-      rss = _rss_bytes(proc.pid)
-      killed['max_rss'] = max(killed['max_rss'], rss)
-      if rss > limit:
-        killed['oom'] = True
-        proc.kill()
-        return
-      time.sleep(0.05)
-
-  watcher = threading.Thread(target=watch, daemon=True)
-  watcher.start()
-  out, err = proc.communicate()
-  watcher.join()
-  base = {'mode': mode, 'support_size': support_size}
-  if killed['oom']:
-    return dict(base, error=f'did not fit: RSS passed {FLAGS.memory_limit_gb:g} GB')
-  for line in out.splitlines():
-    if line.startswith('RESULT '):
-      return json.loads(line[len('RESULT '):])
-  if proc.returncode in (-9, 137):
-    return dict(base, error='killed (out of memory?)')
-  return dict(base, error=f'exit {proc.returncode}: {err.strip().splitlines()[-1:]}')
+  from lite_tf.benchmarks import process  # pylint: disable=g-import-not-at-top
+  args = [f'--child_mode={mode}', f'--child_support_size={support_size}',
+          f'--backbone={FLAGS.backbone}', f'--image_size={FLAGS.image_size}',
+          f'--num_backprop={FLAGS.num_backprop}', f'--chunk_size={FLAGS.chunk_size}',
+          f'--query_batch_size={FLAGS.query_batch_size}', f'--way={FLAGS.way}',
+          f'--steps={FLAGS.steps}', f'--malloc={FLAGS.malloc}',
+          f'--image_dtype={FLAGS.image_dtype}']
+  return process.run_child(os.path.abspath(__file__), args, FLAGS.memory_limit_gb,
+                           FLAGS.malloc, base={'mode': mode, 'support_size': support_size})
 
 
 def _gb(x):
@@ -143,14 +95,11 @@ def main(argv):
           f'{_gb(r["peak_rss_above_start_bytes"]):>8} {r["step_seconds"]:7.2f} {ratio:>10} '
           f'{parts:>10}', flush=True)
   if FLAGS.output:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(FLAGS.output)))
-    with os.fdopen(fd, 'w') as f:
-      json.dump({'flags': {k: FLAGS[k].value for k in (
-          'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
-          'query_batch_size', 'way', 'steps', 'malloc', 'image_dtype', 'memory_limit_gb')},
-                 'results': results}, f, indent=1)
-    os.replace(tmp, FLAGS.output)
+    from lite_tf.benchmarks import process  # pylint: disable=g-import-not-at-top
+    process.write_json(FLAGS.output, {'flags': {k: FLAGS[k].value for k in (
+        'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
+        'query_batch_size', 'way', 'steps', 'malloc', 'image_dtype', 'memory_limit_gb')},
+                                      'results': results})
 
 
 if __name__ == '__main__':

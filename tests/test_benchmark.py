@@ -43,3 +43,17 @@ def test_pipeline_benchmark_reports_throughput(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   report = json.loads(out.read_text())
   assert report['episodes_per_second'] > 0 and report['mean_support_size'] >= 5
+
+
+def test_maml_benchmark_memory_falls_with_window(tmp_path):
+  out = tmp_path / 'maml.json'
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, 'bin', 'benchmark_maml.py'), '--image_sizes=28',
+       '--num_inner_steps=4', '--windows=1,4', '--steps=1', f'--output={out}'],
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = json.loads(out.read_text())['results']
+  exact, windowed, first = rows
+  assert abs(exact['cosine_to_exact_maml'] - 1.0) < 1e-4
+  assert windowed['allocator_peak_bytes'] < exact['allocator_peak_bytes']
+  assert first['allocator_peak_bytes'] < windowed['allocator_peak_bytes']

@@ -1,0 +1,71 @@
+"""Runs one benchmark configuration in a fresh Python process, with a memory watchdog."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+
+def child_env(malloc='default'):
+  """TF's BFC allocator on CPU (so get_memory_info works) and the chosen glibc malloc mode."""
+  env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC='true', TF_CPP_MIN_LOG_LEVEL='2')
+  if malloc == 'no_mmap':
+    env.update(MALLOC_MMAP_MAX_='0', MALLOC_TRIM_THRESHOLD_=str(64 * 1024 ** 3))
+  return env
+
+
+def _rss_bytes(pid):
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      for line in f:
+        if line.startswith('VmRSS:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return 0
+
+
+def run_child(script, args, memory_limit_gb, malloc='default', base=None):
+  """Runs `python script args...`; returns the dict after its 'RESULT ' line, or an error dict.
+
+  A watchdog kills the child when its resident set passes memory_limit_gb.
+  """
+  proc = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=child_env(malloc))
+  state = {'oom': False}
+  limit = memory_limit_gb * 1024 ** 3
+
+  def watch():
+    while proc.poll() is None:
+      if _rss_bytes(proc.pid) > limit:
+        state['oom'] = True
+        proc.kill()
+        return
+      time.sleep(0.05)
+
+  watcher = threading.Thread(target=watch, daemon=True)
+  watcher.start()
+  out, err = proc.communicate()
+  watcher.join()
+  base = dict(base or {})
+  if state['oom']:
+    return dict(base, error=f'did not fit: RSS passed {memory_limit_gb:g} GB')
+  for line in out.splitlines():
+    if line.startswith('RESULT '):
+      return json.loads(line[len('RESULT '):])
+  if proc.returncode in (-9, 137):
+    return dict(base, error='killed (out of memory?)')
+  return dict(base, error=f'exit {proc.returncode}: {err.strip().splitlines()[-1:]}')
+
+
+def write_json(path, payload):
+  """Atomic JSON write."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory)
+  with os.fdopen(fd, 'w') as f:
+    json.dump(payload, f, indent=1)
+  os.replace(tmp, path)
