@@ -67,6 +67,13 @@ def _allocator_peak(device):
     return None
 
 
+def _allocator_current(device):
+  try:
+    return tf.config.experimental.get_memory_info(device)['current']
+  except (ValueError, RuntimeError):
+    return None
+
+
 def _reset_allocator(device):
   try:
     tf.config.experimental.reset_memory_stats(device)
@@ -125,12 +132,18 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   rss_before = current_rss_bytes()
   rss_reset = reset_peak_rss()
   _reset_allocator(device)
+  current_at_reset = _allocator_current(device)
   times = _timed(step_fn, 1 + steps)
   result = {
       'mode': mode, 'backbone': backbone, 'image_size': image_size, 'support_size': n,
       'num_backprop': num_backprop, 'chunk_size': chunk_size,
       'query_batch_size': query_batch_size, 'device': device, 'image_dtype': image_dtype,
       'allocator_peak_bytes': _allocator_peak(device),
+      # What the step itself needs on top of what existed before it (model, optimizer and
+      # the task's own images): the part that must not grow with N.
+      'allocator_current_at_start_bytes': current_at_reset,
+      'step_peak_above_start_bytes': (_allocator_peak(device) - current_at_reset
+                                      if current_at_reset is not None else None),
       'peak_rss_above_start_bytes': (peak_rss_bytes() - rss_before) if rss_reset else None,
       'rss_before_bytes': rss_before,
       'first_step_seconds': times[0],
