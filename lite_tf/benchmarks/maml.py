@@ -76,7 +76,10 @@ def run(image_size, num_inner_steps, window_size, first_order, steps):
   exact_learner = _learner(image_size, num_inner_steps, 1, False)
   for v, w in zip(exact_learner.trainable_variables, initial):
     v.assign(w)
-  exact = _flat(exact_learner.task_gradients(episode)[1])
+  # Same execution mode (tf.function) as the configuration, so that the comparison is not
+  # blurred by graph-versus-eager float32 differences.
+  exact = _flat(tf.function(lambda d: exact_learner.task_gradients(Episode.from_dict(d))[1])(
+      episode.to_dict()))
   cosine = float(mine @ exact / (np.linalg.norm(mine) * np.linalg.norm(exact)))
   return {'image_size': image_size, 'num_inner_steps': num_inner_steps,
           'window_size': window_size, 'first_order': first_order,
