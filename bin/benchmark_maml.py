@@ -24,6 +24,10 @@ flags.DEFINE_string('output', None, 'JSON results path.')
 flags.DEFINE_string('child', None, 'Internal: "size,window,first_order".')
 
 
+def cos_text(cosine):
+  return '-' if cosine is None else f'{cosine:.3f}'
+
+
 def main(argv):
   del argv
   if FLAGS.child:
@@ -53,7 +57,7 @@ def main(argv):
       gb = lambda x: f'{x / 1024 ** 3:.3f}' if x is not None else '-'
       print(f'{size:4} {mode:>12} {gb(r["allocator_peak_bytes"]):>11} '
             f'{gb(r["peak_rss_above_start_bytes"]):>8} {r["step_seconds"]:7.2f} '
-            f'{r["cosine_to_exact_maml"]:6.3f}', flush=True)
+            f'{cos_text(r["cosine_to_exact_maml"]):>6}', flush=True)
   if FLAGS.output:
     process.write_json(FLAGS.output, {'num_inner_steps': FLAGS.num_inner_steps,
                                       'malloc': FLAGS.malloc, 'results': results})

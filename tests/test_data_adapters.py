@@ -1,6 +1,5 @@
 """Batch pipeline, Meta-Dataset pipeline adapter, multi-source mixing, augmentation, TFDS."""
 
-import os
 
 import numpy as np
 import pytest
@@ -11,14 +10,6 @@ from lite_tf.data import adapters
 from lite_tf.data import batches
 from lite_tf.data import reader
 from lite_tf.data import sampling
-from test_meta_dataset_records import FIXTURE
-
-
-@pytest.fixture(scope='module')
-def fixture_dir():
-  if not os.path.exists(os.path.join(FIXTURE, 'dataset_spec.json')):
-    pytest.skip(f'Meta-Dataset fixture not found at {FIXTURE} (../shared/ beside the repo)')
-  return FIXTURE
 
 
 def test_labelled_batches_cover_split_classes(fixture_dir):

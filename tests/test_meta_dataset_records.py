@@ -10,18 +10,9 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
 from lite_tf.data import dataset_spec
 from lite_tf.data import records
 
-FIXTURE = os.path.join(REPO_ROOT, '..', 'shared', 'fixtures', 'meta_dataset', 'glyphs_dtd')
-
-
-@pytest.fixture(scope='module')
-def fixture_dir():
-  if not os.path.exists(os.path.join(FIXTURE, 'dataset_spec.json')):
-    pytest.skip(f'Meta-Dataset fixture not found at {FIXTURE} (../shared/ beside the repo)')
-  return FIXTURE
 
 
 def test_spec_matches_converter_output(fixture_dir):

@@ -12,14 +12,6 @@ from lite_tf.data import dataset_spec
 from lite_tf.data import reader
 from lite_tf.data import records
 from lite_tf.data import sampling
-from test_meta_dataset_records import FIXTURE
-
-
-@pytest.fixture(scope='module')
-def fixture_dir():
-  if not os.path.exists(os.path.join(FIXTURE, 'dataset_spec.json')):
-    pytest.skip(f'Meta-Dataset fixture not found at {FIXTURE} (../shared/ beside the repo)')
-  return FIXTURE
 
 
 def test_variable_episodes_from_fixture(fixture_dir):

@@ -68,6 +68,12 @@ def run(image_size, num_inner_steps, window_size, first_order, steps):
   except (ValueError, RuntimeError):
     peak = None
   peak_rss = (memory.peak_rss_bytes() - rss_before) if rss_reset else None
+  result = {'image_size': image_size, 'num_inner_steps': num_inner_steps,
+            'window_size': window_size, 'first_order': first_order,
+            'allocator_peak_bytes': peak, 'peak_rss_above_start_bytes': peak_rss,
+            'step_seconds': statistics.median(times[1:]), 'cosine_to_exact_maml': None}
+  # Reported before the fidelity check, which runs exact MAML and may not fit in memory.
+  print('RESULT ' + json.dumps(result), flush=True)
 
   # Fidelity at the initial weights: this configuration against exact MAML.
   for v, w in zip(learner.trainable_variables, initial):
@@ -80,11 +86,9 @@ def run(image_size, num_inner_steps, window_size, first_order, steps):
   # blurred by graph-versus-eager float32 differences.
   exact = _flat(tf.function(lambda d: exact_learner.task_gradients(Episode.from_dict(d))[1])(
       episode.to_dict()))
-  cosine = float(mine @ exact / (np.linalg.norm(mine) * np.linalg.norm(exact)))
-  return {'image_size': image_size, 'num_inner_steps': num_inner_steps,
-          'window_size': window_size, 'first_order': first_order,
-          'allocator_peak_bytes': peak, 'peak_rss_above_start_bytes': peak_rss,
-          'step_seconds': statistics.median(times[1:]), 'cosine_to_exact_maml': cosine}
+  result['cosine_to_exact_maml'] = float(
+      mine @ exact / (np.linalg.norm(mine) * np.linalg.norm(exact)))
+  return result
 
 
 def main_child(**kwargs):

@@ -50,11 +50,15 @@ def run_child(script, args, memory_limit_gb, malloc='default', base=None):
   out, err = proc.communicate()
   watcher.join()
   base = dict(base or {})
+  results = [json.loads(line[len('RESULT '):]) for line in out.splitlines()
+             if line.startswith('RESULT ')]
+  if results:  # the last one is the most complete; a child may be killed after reporting
+    result = results[-1]
+    if state['oom']:
+      result['note'] = f'killed after this report: RSS passed {memory_limit_gb:g} GB'
+    return result
   if state['oom']:
     return dict(base, error=f'did not fit: RSS passed {memory_limit_gb:g} GB')
-  for line in out.splitlines():
-    if line.startswith('RESULT '):
-      return json.loads(line[len('RESULT '):])
   if proc.returncode in (-9, 137):
     return dict(base, error='killed (out of memory?)')
   return dict(base, error=f'exit {proc.returncode}: {err.strip().splitlines()[-1:]}')
