@@ -12,8 +12,21 @@ chunking, N/H scaling or gradient accumulation.
 """
 
 import keras
+import tensorflow as tf
 
 from lite_tf import episode as episode_lib
+
+
+def mean_cross_entropy(logits, labels):
+  """Mean softmax cross-entropy of logits [n, way] against integer labels [n]."""
+  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.cast(labels, tf.int32), logits=logits))
+
+
+def dense_gradients(grads, variables):
+  """Gradients as dense tensors, zeros where a variable got none."""
+  return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+          for g, v in zip(grads, variables)]
 
 
 class Learner(keras.Model):

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from lite_tf import backbones
 from lite_tf import episode as episode_lib
+from lite_tf.learners import base
 from lite_tf.lite import chunking
 
 
@@ -48,9 +49,7 @@ class FineTuner(keras.Model):
     for step in range(1, self.num_steps + 1):
       with tf.GradientTape() as tape:
         tape.watch(params)
-        logits = tf.matmul(features, params[0]) + params[1]
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(labels, tf.int32), logits=logits))
+        loss = base.mean_cross_entropy(tf.matmul(features, params[0]) + params[1], labels)
       grads = tape.gradient(loss, params)
       first = [beta1 * m + (1 - beta1) * g for m, g in zip(first, grads)]
       second = [beta2 * v + (1 - beta2) * tf.square(g) for v, g in zip(second, grads)]
@@ -69,8 +68,7 @@ class FineTuner(keras.Model):
     """No meta-training: zero gradients; loss and predictions of the fine-tuned head."""
     del seed
     logits = self.predict_episode(episode)
-    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(episode.query_labels, tf.int32), logits=logits))
+    loss = base.mean_cross_entropy(logits, episode.query_labels)
     grads = [tf.zeros_like(v) for v in self.trainable_variables]
     return loss, grads, tf.argmax(logits, axis=-1, output_type=tf.int32)
 

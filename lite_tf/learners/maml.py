@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from lite_tf import backbones
 from lite_tf import episode as episode_lib
+from lite_tf.learners import base
 
 
 def _gradients(loss_fn, params, differentiable):
@@ -32,8 +33,7 @@ def _gradients(loss_fn, params, differentiable):
   with tf.GradientTape() as tape:
     tape.watch(params)
     loss = loss_fn(params)
-  grads = tape.gradient(loss, params)
-  grads = [tf.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+  grads = base.dense_gradients(tape.gradient(loss, params), params)
   if not differentiable:
     grads = [tf.stop_gradient(g) for g in grads]
   return grads
@@ -142,7 +142,7 @@ class Maml(keras.Model):
     way = tf.cast(episode.way, tf.int32)
 
     def loss(params, images=episode.support_images, labels=episode.support_labels):
-      return _cross_entropy(self.logits(params, images, way), labels)
+      return base.mean_cross_entropy(self.logits(params, images, way), labels)
     return loss
 
   def _batched_gradient_fn(self, episode):
@@ -179,10 +179,8 @@ class Maml(keras.Model):
     with tf.GradientTape() as tape:
       adapted = self.adapt(episode, training=True)
       logits = self.logits(adapted, episode.query_images, tf.cast(episode.way, tf.int32))
-      loss = _cross_entropy(logits, episode.query_labels)
-    grads = tape.gradient(loss, variables)
-    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-             for g, v in zip(grads, variables)]
+      loss = base.mean_cross_entropy(logits, episode.query_labels)
+    grads = base.dense_gradients(tape.gradient(loss, variables), variables)
     return loss, grads, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
   def predict_episode(self, episode):
@@ -192,11 +190,6 @@ class Maml(keras.Model):
 
   def test_time_cost(self):
     return {'forward_backward_steps': self.test_num_inner_steps, 'forward_passes': 1}
-
-
-def _cross_entropy(logits, labels):
-  return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=tf.cast(labels, tf.int32), logits=logits))
 
 
 @gin.configurable('maml')

@@ -19,6 +19,8 @@ result is exactly the gradient of the mean query loss.
 import tensorflow as tf
 
 from lite_tf.episode import to_model_input
+from lite_tf.learners.base import dense_gradients
+from lite_tf.learners.base import mean_cross_entropy
 from lite_tf.lite import chunking
 
 
@@ -59,20 +61,9 @@ def _complement(indices, n):
   return tf.boolean_mask(tf.range(n), tf.logical_not(mask))
 
 
-def _as_dense(grads, variables):
-  return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-          for g, v in zip(grads, variables)]
-
-
 def _scatter_rows(base, indices, rows):
   return tf.nest.map_structure(
       lambda b, r: tf.tensor_scatter_nd_update(b, indices[:, None], r), base, rows)
-
-
-def _query_loss(logits, labels):
-  losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=tf.cast(labels, tf.int32), logits=logits)
-  return tf.reduce_mean(losses)
 
 
 def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, query_batch_size,
@@ -147,8 +138,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         query_images = to_model_input(tf.identity(episode.query_images[start:end]))
       logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)
-      loss = _query_loss(logits, episode.query_labels[start:end]) * share
-    grads = _as_dense(tape.gradient(loss, variables), variables)
+      loss = mean_cross_entropy(logits, episode.query_labels[start:end]) * share
+    grads = dense_gradients(tape.gradient(loss, variables), variables)
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return loss, grads, predictions, cache
 
@@ -182,8 +173,8 @@ def full_task_gradients(learner, episode, variables):
   """Exact gradient of the mean query cross-entropy, back-propagating the whole support set."""
   with tf.GradientTape() as tape:
     logits = learner(episode.to_dict(), training=False)
-    loss = _query_loss(logits, episode.query_labels)
-  grads = _as_dense(tape.gradient(loss, variables), variables)
+    loss = mean_cross_entropy(logits, episode.query_labels)
+  grads = dense_gradients(tape.gradient(loss, variables), variables)
   return loss, grads, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 

@@ -67,8 +67,7 @@ class EpisodicModel(keras.Model):
   def test_step(self, data):
     episode = episode_lib.Episode.from_dict(_unpack(data))
     logits = self.predict_episode(episode)
-    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(episode.query_labels, tf.int32), logits=logits))
+    loss = learner_base.mean_cross_entropy(logits, episode.query_labels)
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return self._update_metrics(loss, predictions, episode.query_labels)
 
@@ -115,8 +114,8 @@ class SelfAdaptingModel(EpisodicModel):
   `learner.task_gradients(episode)` and `learner.predict_episode(episode)`."""
 
   def task_gradients(self, episode, variables, seed):
-    loss, grads, predictions = self.learner.task_gradients(episode, seed)
-    return loss, grads, predictions
+    del variables  # the learner differentiates its own trainable_variables
+    return self.learner.task_gradients(episode, seed)
 
   def predict_episode(self, episode):
     return self.learner.predict_episode(episode)

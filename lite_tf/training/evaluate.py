@@ -6,8 +6,6 @@ import numpy as np
 import tensorflow as tf
 
 from lite_tf import episode as episode_lib
-from lite_tf.learners import base as learner_base
-from lite_tf.lite import estimator
 
 
 def confidence_interval_95(accuracies):
@@ -18,31 +16,22 @@ def confidence_interval_95(accuracies):
   return float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(accuracies.size))
 
 
-def predict_fn(learner, chunk_size=64, query_batch_size=64):
-  """episode -> query logits: one chunked forward pass for LITE learners, else the learner's
-  own `predict_episode` (MAML: K SGD steps; FineTuner: head training)."""
-  if isinstance(learner, learner_base.Learner):
-    return lambda episode: estimator.adapt_and_predict(learner, episode, chunk_size,
-                                                       query_batch_size)
-  return learner.predict_episode
-
-
-def evaluate_episodes(learner, episodes, num_episodes, chunk_size=64, query_batch_size=64):
+def evaluate_episodes(predict_episode, episodes, num_episodes):
   """Adapts to each episode and scores its query set.
 
   Args:
-    learner: a lite_tf.learners.base.Learner, or a learner with predict_episode().
+    predict_episode: Episode -> query logits, e.g. `EpisodicModel.predict_episode` (one
+      chunked forward pass for LITE learners, K SGD steps for MAML, head training for
+      FineTuner).
     episodes: iterable of episode dicts.
     num_episodes: how many episodes to evaluate.
   Returns:
     (mean accuracy, 95% half-width, [num_episodes] per-episode accuracies,
      [num_episodes] seconds to adapt and predict each task, the first including tracing).
   """
-  solve = predict_fn(learner, chunk_size, query_batch_size)
-
   @tf.function(reduce_retracing=True)
   def predict(episode_dict):
-    logits = solve(episode_lib.Episode.from_dict(episode_dict))
+    logits = predict_episode(episode_lib.Episode.from_dict(episode_dict))
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
   accuracies, seconds = [], []

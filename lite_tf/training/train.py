@@ -91,9 +91,7 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   os.replace(tmp, weights_path)
 
   mean, half_width, _, seconds = evaluate.evaluate_episodes(
-      learner, episode_source('test').episodes(), test_episodes,
-      chunk_size=getattr(model, 'chunk_size', 64),
-      query_batch_size=getattr(model, 'query_batch_size', 64))
+      model.predict_episode, episode_source('test').episodes(), test_episodes)
   logging.info('test accuracy %.4f +/- %.4f over %d episodes', mean, half_width, test_episodes)
   cost = evaluate.test_time_cost(learner)
   cost['seconds_per_task'] = float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
