@@ -7,6 +7,8 @@ import sys
 import threading
 import time
 
+from lite_tf import atomic
+
 
 def child_env(malloc='default'):
   """TF's BFC allocator on CPU (so get_memory_info works) and the chosen glibc malloc mode."""
@@ -65,11 +67,5 @@ def run_child(script, args, memory_limit_gb, malloc='default', base=None):
 
 
 def write_json(path, payload):
-  """Atomic JSON write."""
-  import tempfile  # pylint: disable=g-import-not-at-top
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory)
-  with os.fdopen(fd, 'w') as f:
-    json.dump(payload, f, indent=1)
-  os.replace(tmp, path)
+  """Atomic JSON write (lite_tf.atomic)."""
+  atomic.write_json(path, payload, indent=1)

@@ -16,13 +16,13 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
 import tensorflow as tf
 
+from lite_tf import atomic
 from lite_tf.data import dataset_spec as spec_lib
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
@@ -70,24 +70,16 @@ def _example(encoded, label):
 
 
 def _write_class(paths, label, output_path, skipped):
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(output_path))
-  os.close(fd)
   count = 0
-  try:
-    with tf.io.TFRecordWriter(tmp) as writer:
-      for path in paths:
-        try:
-          encoded = _encoded(path)
-        except ValueError as e:
-          skipped.append((path, str(e)))
-          continue
-        writer.write(_example(encoded, label))
-        count += 1
-    os.replace(tmp, output_path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with atomic.atomic_path(output_path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+    for path in paths:
+      try:
+        encoded = _encoded(path)
+      except ValueError as e:
+        skipped.append((path, str(e)))
+        continue
+      writer.write(_example(encoded, label))
+      count += 1
   return count
 
 
@@ -170,9 +162,6 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
     spec = spec_lib.DatasetSpec(name=name, classes_per_split=counts,
                                 images_per_class=images_per_class, class_names=class_names,
                                 path=output_dir)
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=output_dir)
-  with os.fdopen(fd, 'w', encoding='utf-8') as f:
-    json.dump(splits, f, indent=2)
-  os.replace(tmp, os.path.join(output_dir, f'{name}_splits.json'))
+  atomic.write_json(os.path.join(output_dir, f'{name}_splits.json'), splits)
   spec_lib.save(spec, output_dir)
   return ConversionReport(spec=spec, skipped=skipped, num_images=sum(images_per_class.values()))

@@ -15,8 +15,9 @@ clear error until its reader lands.
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Dict, Union
+
+from lite_tf import atomic
 
 SPEC_FILENAME = 'dataset_spec.json'
 SPLITS = ('TRAIN', 'VALID', 'TEST')
@@ -202,13 +203,4 @@ def load(directory):
 
 def save(spec, directory):
   """Writes `directory/dataset_spec.json` atomically (temporary file, then rename)."""
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.dataset_spec-', dir=directory)
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      json.dump(spec.to_dict(), f, indent=2)
-    os.replace(tmp, os.path.join(directory, SPEC_FILENAME))
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic.write_json(os.path.join(directory, SPEC_FILENAME), spec.to_dict())

@@ -12,10 +12,11 @@ meta-training.
 import dataclasses
 import hashlib
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from lite_tf import atomic
 
 # Characters chosen so that no two classes are the same shape (Latin 'o' vs 'O', Greek 'Γ' vs
 # Cyrillic 'Г', digit '0' vs 'O' ...), since all glyphs are rescaled to fill the image.
@@ -144,16 +145,8 @@ def load(size=28, cache_dir=None, seed=0):
       return GlyphDataset(f['images'], f['labels'], [str(c) for c in f['class_names']],
                           [str(a) for a in f['class_alphabets']])
   dataset = render(size=size, seed=seed)
-  os.makedirs(cache_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.glyphs-', suffix='.npz', dir=cache_dir)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, images=dataset.images, labels=dataset.labels,
-               class_names=np.asarray(dataset.class_names),
-               class_alphabets=np.asarray(dataset.class_alphabets))
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with atomic.atomic_path(path, suffix='.npz') as tmp:
+    np.savez(tmp, images=dataset.images, labels=dataset.labels,
+             class_names=np.asarray(dataset.class_names),
+             class_alphabets=np.asarray(dataset.class_alphabets))
   return dataset

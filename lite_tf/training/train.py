@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lite_tf import atomic
 from lite_tf import episode as episode_lib
 from lite_tf.data import glyphs
 from lite_tf.data import in_memory
@@ -25,13 +26,6 @@ def glyph_episodes(split, image_size=28, way=5, shot=5, query_shot=10, seed=0, c
   split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[split]
   return in_memory.EpisodeSampler(dataset.images_by_class(split), way=way, shot=shot,
                                   query_shot=query_shot, seed=split_seed)
-
-
-def _atomic_write_text(path, text):
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(path))
-  with os.fdopen(fd, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def check_train_dir(train_dir):
@@ -74,7 +68,7 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
 
   model = lite_model.make_meta_model(learner)
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
-  _atomic_write_text(os.path.join(train_dir, 'operative_config.gin'), gin.operative_config_str())
+  atomic.write_text(os.path.join(train_dir, 'operative_config.gin'), gin.operative_config_str())
 
   validation = {}
   if valid_episodes:
@@ -85,10 +79,9 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   epochs = max(1, num_steps // steps_per_log)
   history = model.fit(train_source.as_dataset(), epochs=epochs, steps_per_epoch=steps_per_log,
                       verbose=verbose, shuffle=False, **validation)
-  weights_path = os.path.join(train_dir, 'learner.weights.h5')
-  tmp = os.path.join(train_dir, '.tmp-learner.weights.h5')
-  learner.save_weights(tmp)
-  os.replace(tmp, weights_path)
+  with atomic.atomic_path(os.path.join(train_dir, 'learner.weights.h5'),
+                          suffix='.weights.h5') as tmp:
+    learner.save_weights(tmp)
 
   mean, half_width, _, seconds = evaluate.evaluate_episodes(
       model.predict_episode, episode_source('test').episodes(), test_episodes)
