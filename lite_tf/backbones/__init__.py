@@ -1,16 +1,20 @@
-"""Feature extractors: images [n, size, size, 3] in [-1, 1] -> pooled features [n, d].
+"""Feature extractors with FiLM: images [n, size, size, 3] in [-1, 1] -> features [n, d].
 
+Every backbone is a lite_tf.backbones.film.FilmBackbone: `backbone(images, film=None)`, where
+`film` is an optional list of per-layer (gamma, beta) pairs (`backbone.film_channels`).
 Backbones are registered by name so that gin selects one with a string binding
-(`ProtoNets.backbone = 'resnet18'`). BatchNorm layers are meant to run in inference mode under
+(`protonets.backbone = 'resnet18'`). BatchNorm layers are meant to run in inference mode under
 LITE: training-mode batch statistics couple the examples of a batch and break LITE's
 per-example decomposition of the support set.
 """
 
 from lite_tf.backbones.conv4 import conv4
+from lite_tf.backbones.efficientnet import efficientnet_b0
 from lite_tf.backbones.resnet18 import resnet18
 
 _REGISTRY = {
     'conv4': conv4,
+    'efficientnet_b0': efficientnet_b0,
     'resnet18': resnet18,
 }
 

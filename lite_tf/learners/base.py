@@ -7,6 +7,15 @@ with the adapted task state:
   task            = learner.adapt(contributions, labels, way)  an aggregate over the support set
   logits          = learner.query_logits(task, query_images)
 
+Learners that adapt their feature extractor to the task (CNAPs, Simple CNAPs) add a first
+stage with the same per-example shape, whose aggregate (the task context, e.g. FiLM
+parameters generated from a mean-pooled task embedding) conditions the second:
+
+  context_i       = learner.context_contributions(x_i)
+  context         = learner.task_context(context_1..N)
+  contributions_i = learner.support_contributions(x_i, context)
+  task            = learner.adapt(contributions, labels, way, context)
+
 LITE (lite_tf.lite) decides which contributions carry gradient; learners never see the H split,
 chunking, N/H scaling or gradient accumulation.
 """
@@ -32,20 +41,37 @@ def dense_gradients(grads, variables):
 class Learner(keras.Model):
   """Base class: a Keras model holding every trainable part of a meta-learner."""
 
-  def support_contributions(self, images, training=False):
+  # True for learners with a first stage (context_contributions / task_context).
+  has_context = False
+
+  def context_contributions(self, images):
+    """First-stage per-example contributions (nest with leading dimension n), if any."""
+    raise NotImplementedError
+
+  def task_context(self, context_contributions):
+    """The task context (a nest of tensors) from the first stage over the whole support set."""
+    raise NotImplementedError
+
+  def support_contributions(self, images, context=None, training=False):
     """Per-example support contributions.
 
     Args:
       images: [n, size, size, 3] float32.
+      context: the task context (learners with has_context), else None.
       training: whether layers run in training mode (kept False for BatchNorm under LITE).
     Returns:
-      A tensor (or nest of tensors) with leading dimension n; row i depends on image i only.
+      A tensor (or nest of tensors) with leading dimension n; row i depends on image i (and
+      the context) only.
     """
     raise NotImplementedError
 
-  def adapt(self, contributions, labels, way):
+  def adapt(self, contributions, labels, way, context=None):
     """Task state from the contributions of the whole support set and its labels [n]."""
     raise NotImplementedError
+
+  def regularization_loss(self):
+    """A scalar added once per task to the meta-training loss (default 0)."""
+    return tf.constant(0.0)
 
   def query_logits(self, task, images, training=False):
     """Logits [num_query, way] for query images [num_query, size, size, 3]."""
@@ -57,8 +83,11 @@ class Learner(keras.Model):
     Args:
       inputs: an episode dict (see lite_tf.episode.Episode.to_dict()).
     """
-    contributions = self.support_contributions(
-        episode_lib.to_model_input(inputs['support_images']), training=training)
-    task = self.adapt(contributions, inputs['support_labels'], inputs['way'])
+    support_images = episode_lib.to_model_input(inputs['support_images'])
+    context = None
+    if self.has_context:
+      context = self.task_context(self.context_contributions(support_images))
+    contributions = self.support_contributions(support_images, context, training=training)
+    task = self.adapt(contributions, inputs['support_labels'], inputs['way'], context)
     return self.query_logits(task, episode_lib.to_model_input(inputs['query_images']),
                              training=training)

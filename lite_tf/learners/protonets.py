@@ -36,10 +36,10 @@ class ProtoNets(base.Learner):
     self.backbone = backbones.create(backbone)
     self.backbone.build((None, image_size, image_size, 3))
 
-  def support_contributions(self, images, training=False):
+  def support_contributions(self, images, context=None, training=False):
     return self.backbone(images, training=training)
 
-  def adapt(self, contributions, labels, way):
+  def adapt(self, contributions, labels, way, context=None):
     return class_means(contributions, labels, way)
 
   def query_logits(self, task, images, training=False):

@@ -7,8 +7,11 @@ L(e_1, ..., e_N). LITE back-propagates through a random subset H of the support 
   grad ~= dL/dtheta|query path + (N/|H|) * sum_{i in H} dL/de_i de_i/dtheta
 
 The forward value is unchanged (every e_i enters the loss), and averaged over all |H|-subsets
-the estimate equals the full gradient for learners that are linear in the contributions'
-gradients (ProtoNets). The N-|H| other contributions are computed without gradient, in chunks,
+the estimate equals the full gradient: the gradient is a single sum over the support set of
+per-example Jacobians weighted by dL/de_i at the full forward value (ProtoNets, and the
+classifier parameters of CNAPs / Simple CNAPs). Learners with a task context (a first stage
+aggregated before the contributions, see lite_tf.learners.base) nest a sum inside a sum: the
+gradient of the first stage then has a bias (tests/test_cnaps.py measures it). The N-|H| other contributions are computed without gradient, in chunks,
 outside the tape, so their activations are freed at once.
 
 Query sets are processed in batches; every batch draws a fresh subset H, its loss is weighted
@@ -105,8 +108,13 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     return sample_backprop_indices(
         tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64)), n, num_backprop)
 
-  def contributions_fn(x):
-    return learner.support_contributions(to_model_input(x), training=False)
+  has_context = learner.has_context
+
+  def context_fn(x):
+    return learner.context_contributions(to_model_input(x))
+
+  def contributions_fn(x, context):
+    return learner.support_contributions(to_model_input(x), context, training=False)
 
   def query_batch(b, cache):
     """Loss share, gradients, predictions and the filled cache for query batch b."""
@@ -119,26 +127,48 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     if first:
       # The gradient-free chunks run first, with nothing else alive but the task's images,
       # so their transient activations never add to those kept for the backward pass.
-      rest_contributions = chunking.chunked_map(contributions_fn, images, rest, chunk_size)
-      cache = tf.nest.map_structure(
-          lambda c: tf.zeros(tf.concat([[n], tf.shape(c)[1:]], 0), c.dtype), rest_contributions)
-      cache = _scatter_rows(cache, rest, rest_contributions)
+      cache = {}
+      context_value = None
+      if has_context:
+        # Every contribution depends on the task context, whose value needs the first stage
+        # of all N support images: computed without gradient, chunked.
+        cache['context'] = chunking.chunked_apply(context_fn, images, chunk_size)
+        context_value = tf.nest.map_structure(tf.stop_gradient,
+                                              learner.task_context(cache['context']))
+      rest_contributions = chunking.chunked_map(
+          lambda x: contributions_fn(x, context_value), images, rest, chunk_size)
+      cache['support'] = _scatter_rows(
+          tf.nest.map_structure(
+              lambda c: tf.zeros(tf.concat([[n], tf.shape(c)[1:]], 0), c.dtype),
+              rest_contributions),
+          rest, rest_contributions)
       with tf.control_dependencies(tf.nest.flatten(cache)):
         chosen_images = tf.identity(chosen_images)
     with tf.GradientTape() as tape:
-      chosen_contributions = contributions_fn(chosen_images)
+      context = None
+      if has_context:
+        # Nested LITE: the H subset's first-stage rows carry gradient (N/H weighted) into the
+        # context, which every contribution and query feature then depends on.
+        context_rows = _scatter_rows(
+            tf.nest.map_structure(tf.stop_gradient, cache['context']), chosen,
+            tf.nest.map_structure(lambda c: scale_gradient(c, scale), context_fn(chosen_images)))
+        context = learner.task_context(context_rows)
+      chosen_contributions = contributions_fn(chosen_images, context)
       if first:
-        cache = _scatter_rows(cache, chosen,
-                              tf.nest.map_structure(tf.stop_gradient, chosen_contributions))
+        cache['support'] = _scatter_rows(
+            cache['support'], chosen, tf.nest.map_structure(tf.stop_gradient,
+                                                            chosen_contributions))
       scaled = tf.nest.map_structure(lambda c: scale_gradient(c, scale), chosen_contributions)
-      contributions = _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache), chosen,
-                                    scaled)
-      task = learner.adapt(contributions, labels, way)
+      contributions = _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache['support']),
+                                    chosen, scaled)
+      task = learner.adapt(contributions, labels, way, context)
       with tf.control_dependencies(tf.nest.flatten(cache)):  # after the chunks, as above
         query_images = to_model_input(tf.identity(episode.query_images[start:end]))
       logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)
       loss = mean_cross_entropy(logits, episode.query_labels[start:end]) * share
+      if first:  # once per task
+        loss += learner.regularization_loss()
     grads = dense_gradients(tape.gradient(loss, variables), variables)
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return loss, grads, predictions, cache
@@ -173,7 +203,7 @@ def full_task_gradients(learner, episode, variables):
   """Exact gradient of the mean query cross-entropy, back-propagating the whole support set."""
   with tf.GradientTape() as tape:
     logits = learner(episode.to_dict(), training=False)
-    loss = mean_cross_entropy(logits, episode.query_labels)
+    loss = mean_cross_entropy(logits, episode.query_labels) + learner.regularization_loss()
   grads = dense_gradients(tape.gradient(loss, variables), variables)
   return loss, grads, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
@@ -185,11 +215,17 @@ def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):
     logits [num_query, way].
   """
   disable_grappler_add_rewrite()
+  context = None
+  if learner.has_context:
+    context = learner.task_context(chunking.chunked_apply(
+        lambda x: learner.context_contributions(to_model_input(x)), episode.support_images,
+        chunk_size))
   contributions = chunking.chunked_apply(
-      lambda x: learner.support_contributions(to_model_input(x), training=False),
+      lambda x: learner.support_contributions(to_model_input(x), context, training=False),
       episode.support_images,
       chunk_size)
-  task = learner.adapt(contributions, episode.support_labels, tf.cast(episode.way, tf.int32))
+  task = learner.adapt(contributions, episode.support_labels, tf.cast(episode.way, tf.int32),
+                       context)
   task = tf.nest.map_structure(tf.stop_gradient, task)
   logits = chunking.chunked_apply(
       lambda x: learner.query_logits(task, to_model_input(x), training=False),
