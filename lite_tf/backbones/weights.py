@@ -54,23 +54,27 @@ def _h5_tree(path):
   return shapes
 
 
+def _h5_layers(shapes):
+  """{layer group: [shapes of its variables]} from {'group/vars/i': shape}."""
+  layers = {}
+  for name in sorted(shapes):
+    layers.setdefault(name.rsplit('/vars/', 1)[0], []).append(shapes[name])
+  return layers
+
+
 def _load_keras_h5(backbone, path):
   """Keras 3 weights file: its tree must equal the one this backbone writes."""
   with tempfile.TemporaryDirectory() as tmp:
     own = os.path.join(tmp, 'own.weights.h5')
     backbone.save_weights(own)
-    expected = _h5_tree(own)
-  found = _h5_tree(path)
-  problems = []
-  for name in sorted(set(expected) | set(found)):
-    if name not in found:
-      problems.append(f'{name}: missing from the file (expected shape {expected[name]})')
-    elif name not in expected:
-      problems.append(f'{name}: in the file (shape {found[name]}) but not in the backbone')
-    elif expected[name] != found[name]:
-      problems.append(f'{name}: file shape {found[name]}, backbone shape {expected[name]}')
-  if problems:
-    _raise_mismatches(path, f'Keras weights file for {backbone.name!r}', problems)
+    expected = _h5_layers(_h5_tree(own))
+  found = _h5_layers(_h5_tree(path))
+  differ = [f'{name}: file shapes {found[name]}, backbone shapes {expected[name]}'
+            for name in expected if name in found and found[name] != expected[name]]
+  missing = [f'{name}: not in the file' for name in expected if name not in found]
+  extra = [f'{name}: in the file, not in the backbone' for name in found if name not in expected]
+  if differ or missing or extra:
+    _raise_mismatches(path, f'Keras weights file for {backbone.name!r}', differ + missing + extra)
   backbone.load_weights(path)
 
 
