@@ -14,9 +14,11 @@ def register_configurables():
   from lite_tf import backbones
   from lite_tf.data import reader
   from lite_tf.data import sampling
+  from lite_tf.learners import cnaps
   from lite_tf.learners import finetuner
   from lite_tf.learners import maml
   from lite_tf.learners import protonets
+  from lite_tf.learners import simple_cnaps
   from lite_tf.lite import model
   from lite_tf.training import train
 

@@ -1,0 +1,121 @@
+"""CNAPs (Requeima et al., 2019) trained with LITE, and the feature adaptation it shares with
+Simple CNAPs.
+
+Feature adaptation: a set encoder embeds the support set into z (mean over images), FiLM
+generators map z to per-layer (gamma, beta), and a frozen pretrained backbone (BatchNorm in
+inference mode) extracts FiLM-adapted features. Only the set encoder, the generators and the
+classifier's own networks train. For LITE (lite_tf.learners.base), the set-encoder embeddings are the
+first stage (context) and the adapted features the per-example contributions.
+
+CNAPs' classifier: a linear head whose weights and bias are generated from each class's mean
+adapted feature (Requeima et al., Eq. 3-4).
+"""
+
+import gin
+from keras import layers
+import tensorflow as tf
+
+from lite_tf import backbones
+from lite_tf.backbones import weights as weights_lib
+from lite_tf.learners import base
+from lite_tf.learners import film_generator
+from lite_tf.learners import protonets
+from lite_tf.learners import set_encoder
+
+
+class FilmAdaptedLearner(base.Learner):
+  """Set encoder + FiLM generators + frozen backbone; subclasses add the classifier
+  (`classify(task, features)` and `adapt`).
+
+  Args:
+    backbone: registered backbone name (lite_tf.backbones), frozen.
+    image_size: image side.
+    backbone_weights: local weights file or TF checkpoint for the backbone
+      (lite_tf.backbones.weights); None keeps the random initialisation (tests, demos).
+    set_encoder_size: side at which the set encoder sees (larger) images.
+    regularization_weight: weight of the FiLM regularizer penalty (paper: 0.001).
+  """
+
+  has_context = True
+
+  def __init__(self, backbone='efficientnet_b0', image_size=224, backbone_weights=None,
+               set_encoder_size=84, regularization_weight=1e-3, **kwargs):
+    super().__init__(**kwargs)
+    self.image_size = image_size
+    self.backbone_name = backbone
+    self.backbone = backbones.create(backbone)
+    self.backbone.build((None, image_size, image_size, 3))
+    if backbone_weights:
+      weights_lib.load(self.backbone, backbone_weights)
+    self.backbone.trainable = False
+    self.set_encoder = set_encoder.SetEncoder(image_size=min(set_encoder_size, image_size))
+    self.set_encoder.build((None, image_size, image_size, 3))
+    self.film_generator = film_generator.FilmGenerator(
+        self.backbone.film_channels, regularization_weight=regularization_weight)
+    self.film_generator.build((self.set_encoder.embedding_dim,))
+
+  def context_contributions(self, images):
+    return self.set_encoder(images)
+
+  def task_context(self, context_contributions):
+    """FiLM parameters of the task: generators applied to the mean set embedding."""
+    return self.film_generator(set_encoder.task_embedding(context_contributions))
+
+  def support_contributions(self, images, context=None, training=False):
+    del training  # the backbone is frozen: BatchNorm always in inference mode
+    return self.backbone(images, film=context, training=False)
+
+  def query_logits(self, task, images, training=False):
+    del training
+    return self.classify(task, self.backbone(images, film=task['film'], training=False))
+
+  def classify(self, task, features):
+    raise NotImplementedError
+
+  def regularization_loss(self):
+    return self.film_generator.regularization_loss()
+
+
+class _ResidualMlp(layers.Layer):
+  """x [.., d] -> x + W2 relu(W1 x) (CNAPs' dense residual block)."""
+
+  def __init__(self, dim, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden = layers.Dense(dim, activation='relu', name='hidden')
+    self.out = layers.Dense(dim, name='out')
+
+  def build(self, input_shape):
+    self.hidden.build(input_shape)
+    self.out.build(self.hidden.compute_output_shape(input_shape))
+
+  def call(self, x):
+    return x + self.out(self.hidden(x))
+
+
+class Cnaps(FilmAdaptedLearner):
+  """CNAPs: linear classifier weights w_k = f_w(mu_k), biases b_k = f_b(mu_k) from the class
+  means mu_k of the adapted support features; logits = f(x) . w_k + b_k."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    dim = self.backbone.feature_dim
+    self.weight_generator = _ResidualMlp(dim, name='classifier_weights')
+    self.bias_generator = layers.Dense(1, name='classifier_bias')
+    self.weight_generator.build((None, dim))
+    self.bias_generator.build((None, dim))
+
+  def adapt(self, contributions, labels, way, context=None):
+    means = protonets.class_means(contributions, labels, way)
+    return {'film': context, 'weights': self.weight_generator(means),
+            'bias': self.bias_generator(means)[:, 0]}
+
+  def classify(self, task, features):
+    return tf.matmul(features, task['weights'], transpose_b=True) + task['bias']
+
+
+@gin.configurable('cnaps')
+def make_cnaps(backbone='efficientnet_b0', image_size=224, backbone_weights=None,
+               set_encoder_size=84, regularization_weight=1e-3):
+  """gin constructor: `run_training.learner = @cnaps()`."""
+  return Cnaps(backbone=backbone, image_size=image_size, backbone_weights=backbone_weights,
+               set_encoder_size=set_encoder_size, regularization_weight=regularization_weight)
