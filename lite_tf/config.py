@@ -12,6 +12,7 @@ def register_configurables():
   """Imports every module that defines gin configurables, so any gin file can name them."""
   # pylint: disable=g-import-not-at-top,unused-import
   from lite_tf import backbones
+  from lite_tf.data import batches
   from lite_tf.data import reader
   from lite_tf.data import sampling
   from lite_tf.learners import cnaps
@@ -20,6 +21,7 @@ def register_configurables():
   from lite_tf.learners import protonets
   from lite_tf.learners import simple_cnaps
   from lite_tf.lite import model
+  from lite_tf.training import pretrain
   from lite_tf.training import train
 
 

@@ -97,3 +97,45 @@ def test_maml_and_finetuner_run_through_the_same_binary(tmp_path, glyph_cache, g
                   gin_configs=(os.path.join(REPO_ROOT, 'gin', gin_name),))
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'and {steps} forward-backward step(s)' in result.stdout
+
+
+def _pretrain(output, *bindings):
+  cmd = [sys.executable, os.path.join(REPO_ROOT, 'bin', 'pretrain.py'), f'--output={output}',
+         f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'pretrain_demo.gin')}"]
+  cmd += [f'--gin_bindings={b}' for b in bindings]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def test_pretrained_simple_cnaps_beats_chance_and_adapts_in_one_forward_pass(tmp_path,
+                                                                              glyph_cache):
+  weights = tmp_path / 'conv4.h5'
+  result = _pretrain(weights, 'run_pretraining.num_steps=100', 'run_pretraining.steps_per_log=50')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert weights.exists() and 'pretrained backbone saved' in result.stdout
+  result = _train(tmp_path / 'run', f"BACKBONE_WEIGHTS='{weights}'", 'run_training.num_steps=60',
+                  'run_training.steps_per_log=30', 'run_training.valid_episodes=5',
+                  'run_training.test_episodes=100',
+                  gin_configs=(os.path.join(REPO_ROOT, 'gin', 'demo_simple_cnaps.gin'),))
+  assert result.returncode == 0, result.stderr[-3000:]
+  match = re.search(r'held-out-class accuracy: ([\d.]+)% \+/- ([\d.]+)%', result.stdout)
+  assert match and float(match.group(1)) > 50.0, result.stdout[-2000:]  # 5-way chance: 20%
+  assert ('test-time cost per task: 1 forward pass(es) and 0 forward-backward step(s)'
+          in result.stdout)
+
+
+def test_weights_of_another_architecture_fail_clearly(tmp_path, glyph_cache):
+  weights = tmp_path / 'conv4.h5'
+  result = _pretrain(weights, 'run_pretraining.num_steps=1', 'run_pretraining.steps_per_log=1')
+  assert result.returncode == 0, result.stderr[-3000:]
+  result = _train(tmp_path / 'run', f"BACKBONE_WEIGHTS='{weights}'", "BACKBONE='resnet18'",
+                  gin_configs=(os.path.join(REPO_ROOT, 'gin', 'demo_simple_cnaps.gin'),))
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'does not fit the backbone; mismatched layers' in result.stderr
+  assert 'stem_conv' in result.stderr, result.stderr[-3000:]
+
+
+def test_pretrain_bad_output_dir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  result = _pretrain(blocker / 'w.h5')
+  assert result.returncode != 0 and '--output' in result.stderr and 'Traceback' not in result.stderr
