@@ -3,6 +3,9 @@
 Every (mode, support size) runs in a fresh process; a watchdog kills a process whose resident
 set passes --memory_limit_gb and reports that configuration as not fitting.
 
+  python bin/benchmark_memory.py --learner=simple_cnaps --backbone=efficientnet_b0 \
+      --image_size=224 --support_sizes=100,250,500,1000 --num_backprop=40 --chunk_size=40 \
+      --query_batch_size=40 --modes=floor,lite,full --malloc=default --image_dtype=uint8
   python bin/benchmark_memory.py --backbone=resnet18 --image_size=224 \
       --support_sizes=100,250,500,1000 --num_backprop=40 --chunk_size=40 \
       --query_batch_size=40 --modes=floor,lite,full --malloc=default \
@@ -18,12 +21,18 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum('learner', 'protonets', ['protonets', 'cnaps', 'simple_cnaps'],
+                  'Learner trained with LITE.')
 flags.DEFINE_string('backbone', 'resnet18', 'Backbone name (lite_tf.backbones).')
 flags.DEFINE_integer('image_size', 224, 'Image side S.')
 flags.DEFINE_list('support_sizes', ['100', '250', '500', '1000'], 'Support set sizes N.')
 flags.DEFINE_integer('num_backprop', 40, '|H|, support images back-propagated.')
 flags.DEFINE_integer('chunk_size', 40, 'Chunk size of the gradient-free forward pass.')
-flags.DEFINE_integer('query_batch_size', 40, 'Query batch size (the query set is one batch).')
+flags.DEFINE_integer('query_batch_size', 40, 'Query batch size.')
+flags.DEFINE_integer('num_query', None, 'Query set size (default: one query batch).')
+flags.DEFINE_integer('recompute_batch', None, 'Recompute the activations of back-propagated '
+                     'images in the backward pass, in micro-batches of this size.')
+flags.DEFINE_bool('time_parts', True, 'In lite mode, also time the step\'s parts separately.')
 flags.DEFINE_integer('way', 10, 'Classes per task.')
 flags.DEFINE_integer('steps', 2, 'Timed steps after one warm-up step.')
 flags.DEFINE_list('modes', ['floor', 'lite', 'full'], 'Which of floor, lite, full to run.')
@@ -44,7 +53,12 @@ def _run_child(mode, support_size):
           f'--num_backprop={FLAGS.num_backprop}', f'--chunk_size={FLAGS.chunk_size}',
           f'--query_batch_size={FLAGS.query_batch_size}', f'--way={FLAGS.way}',
           f'--steps={FLAGS.steps}', f'--malloc={FLAGS.malloc}',
-          f'--image_dtype={FLAGS.image_dtype}']
+          f'--image_dtype={FLAGS.image_dtype}', f'--learner={FLAGS.learner}',
+          f'--time_parts={FLAGS.time_parts}']
+  if FLAGS.num_query:
+    args.append(f'--num_query={FLAGS.num_query}')
+  if FLAGS.recompute_batch:
+    args.append(f'--recompute_batch={FLAGS.recompute_batch}')
   return process.run_child(os.path.abspath(__file__), args, FLAGS.memory_limit_gb,
                            FLAGS.malloc, base={'mode': mode, 'support_size': support_size})
 
@@ -61,7 +75,9 @@ def main(argv):
                       image_size=FLAGS.image_size, support_size=FLAGS.child_support_size,
                       num_backprop=FLAGS.num_backprop, chunk_size=FLAGS.chunk_size,
                       query_batch_size=FLAGS.query_batch_size, way=FLAGS.way, steps=FLAGS.steps,
-                      image_dtype=FLAGS.image_dtype)
+                      image_dtype=FLAGS.image_dtype, learner=FLAGS.learner,
+                      num_query=FLAGS.num_query, recompute_batch=FLAGS.recompute_batch,
+                      time_parts=FLAGS.time_parts)
     return
   if FLAGS.num_backprop <= 0:
     sys.exit(f'error: --num_backprop must be positive; got {FLAGS.num_backprop}')
@@ -97,8 +113,9 @@ def main(argv):
   if FLAGS.output:
     from lite_tf.benchmarks import process  # pylint: disable=g-import-not-at-top
     process.write_json(FLAGS.output, {'flags': {k: FLAGS[k].value for k in (
-        'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
-        'query_batch_size', 'way', 'steps', 'malloc', 'image_dtype', 'memory_limit_gb')},
+        'learner', 'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
+        'query_batch_size', 'num_query', 'recompute_batch', 'way', 'steps', 'malloc',
+        'image_dtype', 'memory_limit_gb')},
                                       'results': results})
 
 

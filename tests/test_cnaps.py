@@ -177,3 +177,18 @@ def test_error_of_mean_over_draws_shrinks_like_one_over_sqrt_draws_to_the_bias_f
   print(f'{type(learner).__name__}: relative bias floor {bias:.4f}, single-draw relative '
         f'error {np.sqrt(bias ** 2 + variance):.4f}')
   assert bias < np.sqrt(bias ** 2 + variance / 1000) + 1e-12
+
+
+@pytest.mark.parametrize('recompute_batch', [2])
+def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batch):
+  episode = _episode()
+  variables = learner.trainable_variables
+  subsets = tf.constant([[0, 4, 5]])
+  reference = estimator.lite_task_gradients(learner, episode, variables, 3, 4, 7,
+                                            backprop_indices=subsets)
+  step = tf.function(lambda: estimator.lite_task_gradients(
+      learner, episode, variables, 3, 4, 7, backprop_indices=subsets,
+      recompute_batch=recompute_batch))
+  got = step()
+  assert abs(float(got[0]) - float(reference[0])) < 1e-5
+  assert _relative_error(got[1], reference[1]) < 1e-5

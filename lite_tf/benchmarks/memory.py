@@ -24,7 +24,9 @@ import tensorflow as tf
 
 from lite_tf.episode import Episode
 from lite_tf.episode import to_model_input
-from lite_tf.learners.protonets import ProtoNets
+from lite_tf.learners import cnaps
+from lite_tf.learners import protonets
+from lite_tf.learners import simple_cnaps
 from lite_tf.lite import chunking
 from lite_tf.lite import model as lite_model
 
@@ -104,21 +106,30 @@ def _timed(fn, steps):
   return times
 
 
-def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_batch_size):
+LEARNERS = {'protonets': protonets.ProtoNets, 'cnaps': cnaps.Cnaps,
+            'simple_cnaps': simple_cnaps.SimpleCnaps}
+
+
+def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_batch_size,
+                   recompute_batch=None):
   model = lite_model.LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
-                               query_batch_size=query_batch_size)
+                               query_batch_size=query_batch_size,
+                               recompute_batch=recompute_batch)
   model.optimizer = optimizer
   return tf.function(lambda: model.train_step(episode.to_dict()))
 
 
 def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
-        way, steps, image_dtype='float32'):
+        way, steps, image_dtype='float32', learner='protonets', num_query=None,
+        recompute_batch=None, time_parts=True):
   """Runs warm-up + `steps` steps of `mode`; returns a dict of measurements."""
   keras.utils.set_random_seed(0)
   device = _device()
-  learner = ProtoNets(backbone=backbone, image_size=image_size)
+  learner_name = learner
+  learner = LEARNERS[learner](backbone=backbone, image_size=image_size)
   n = num_backprop if mode == 'floor' else support_size
-  episode = random_episode(n, query_batch_size, image_size, way, image_dtype=image_dtype)
+  num_query = num_query or query_batch_size
+  episode = random_episode(n, num_query, image_size, way, image_dtype=image_dtype)
   # Build on a tiny task: a full-size call here would grow the allocator's pool (and the RSS)
   # before the measurement starts.
   learner(random_episode(2, 1, image_size, 2).to_dict())
@@ -128,14 +139,16 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   # Every mode runs LiteModel.train_step: with |H| >= N it back-propagates the whole support
   # set, i.e. it is exact back-propagation (tests/test_lite_estimator.py), through the same code.
   step_fn = _train_step_fn(learner, optimizer, episode,
-                           num_backprop if mode == 'lite' else n, chunk_size, query_batch_size)
+                           num_backprop if mode == 'lite' else n, chunk_size, query_batch_size,
+                           recompute_batch)
   rss_before = current_rss_bytes()
   rss_reset = reset_peak_rss()
   _reset_allocator(device)
   current_at_reset = _allocator_current(device)
   times = _timed(step_fn, 1 + steps)
   result = {
-      'mode': mode, 'backbone': backbone, 'image_size': image_size, 'support_size': n,
+      'mode': mode, 'learner': learner_name, 'backbone': backbone, 'image_size': image_size,
+      'support_size': n, 'num_query': num_query, 'recompute_batch': recompute_batch,
       'num_backprop': num_backprop, 'chunk_size': chunk_size,
       'query_batch_size': query_batch_size, 'device': device, 'image_dtype': image_dtype,
       'allocator_peak_bytes': _allocator_peak(device),
@@ -151,19 +164,19 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
       'malloc': 'no_mmap' if os.environ.get('MALLOC_MMAP_MAX_') == '0' else 'default',
   }
 
-  if mode == 'lite':
+  if mode == 'lite' and time_parts:
     # The parts of a LITE step, timed separately: the gradient-free forward pass of the N-H
     # other support images, and exact back-propagation through H support + one query batch.
     rest = tf.range(max(n - num_backprop, 0))
-    like = tf.zeros([1, learner.backbone.output_shape[-1]])
+    like = tf.zeros([1, learner.backbone.feature_dim])
     nograd = tf.function(lambda: chunking.chunked_map(
-        lambda x: learner.support_contributions(to_model_input(x), training=False),
+        lambda x: learner.support_contributions(to_model_input(x), None, training=False),
         episode.support_images,
         rest, chunk_size, like))
-    floor_episode = random_episode(min(num_backprop, n), query_batch_size, image_size, way,
+    floor_episode = random_episode(min(num_backprop, n), num_query, image_size, way,
                                    image_dtype=image_dtype)
     floor_fn = _train_step_fn(learner, optimizer, floor_episode, num_backprop, chunk_size,
-                              query_batch_size)
+                              query_batch_size, recompute_batch)
     nograd_seconds = statistics.median(_timed(nograd, 1 + steps)[1:])
     floor_seconds = statistics.median(_timed(floor_fn, 1 + steps)[1:])
     result.update(parts_nograd_seconds=nograd_seconds, parts_backprop_seconds=floor_seconds,

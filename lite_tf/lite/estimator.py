@@ -69,8 +69,29 @@ def _scatter_rows(base, indices, rows):
       lambda b, r: tf.tensor_scatter_nd_update(b, indices[:, None], r), base, rows)
 
 
+def recomputed_rows(fn, images, extra, batch_size, max_rows):
+  """fn(images, extra), row-wise, in micro-batches whose activations are not kept for the
+  backward pass but recomputed there (tf.recompute_grad), one micro-batch at a time.
+
+  Args:
+    fn: (images [m, ...], extra) -> tensor [m, ...] whose row i depends on image i (and extra).
+    images: [n, ...] with n <= max_rows.
+    extra: nest of tensors fn also depends on (gradients flow into it), or None.
+    batch_size: rows per micro-batch.
+    max_rows: static upper bound of n (micro-batches past n are empty).
+  """
+  flat = [] if extra is None else tf.nest.flatten(extra)
+
+  @tf.recompute_grad
+  def segment(x, *flat_extra):
+    return fn(x, None if extra is None else tf.nest.pack_sequence_as(extra, list(flat_extra)))
+
+  parts = [segment(images[i:i + batch_size], *flat) for i in range(0, max_rows, batch_size)]
+  return tf.concat(parts, 0)
+
+
 def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, query_batch_size,
-                        seed=(0, 0), backprop_indices=None):
+                        seed=(0, 0), backprop_indices=None, recompute_batch=None):
   """LITE gradient of the mean query cross-entropy of one task.
 
   Args:
@@ -83,6 +104,10 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     seed: [2] int stateless seed; batch b draws its subset with fold_in(seed, b).
     backprop_indices: optional [num_query_batches, h] int32 subsets to use instead of random
       draws (for tests: enumerate subsets).
+    recompute_batch: if set, the back-propagated support images and the query batch go through
+      the network in micro-batches of this size whose activations are recomputed in the
+      backward pass (recomputed_rows): about one more forward pass, for a backward peak of
+      one micro-batch's activations instead of |H| + query_batch_size images'.
   Returns:
     loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one).
     grads: list of tensors aligned with `variables`.
@@ -153,7 +178,13 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
             tf.nest.map_structure(tf.stop_gradient, cache['context']), chosen,
             tf.nest.map_structure(lambda c: scale_gradient(c, scale), context_fn(chosen_images)))
         context = learner.task_context(context_rows)
-      chosen_contributions = contributions_fn(chosen_images, context)
+      if recompute_batch:
+        max_rows = (int(backprop_indices.shape[1]) if backprop_indices is not None
+                    else num_backprop)
+        chosen_contributions = recomputed_rows(contributions_fn, chosen_images, context,
+                                               recompute_batch, max_rows)
+      else:
+        chosen_contributions = contributions_fn(chosen_images, context)
       if first:
         cache['support'] = _scatter_rows(
             cache['support'], chosen, tf.nest.map_structure(tf.stop_gradient,
@@ -164,7 +195,12 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       task = learner.adapt(contributions, labels, way, context)
       with tf.control_dependencies(tf.nest.flatten(cache)):  # after the chunks, as above
         query_images = to_model_input(tf.identity(episode.query_images[start:end]))
-      logits = learner.query_logits(task, query_images, training=False)
+      if recompute_batch:
+        logits = recomputed_rows(
+            lambda x, t: learner.query_logits(t, x, training=False), query_images, task,
+            recompute_batch, query_batch_size)
+      else:
+        logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)
       loss = mean_cross_entropy(logits, episode.query_labels[start:end]) * share
       if first:  # once per task

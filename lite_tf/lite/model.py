@@ -87,10 +87,12 @@ class LiteModel(EpisodicModel):
     chunk_size: support examples per chunk of the gradient-free forward pass.
     query_batch_size: query examples per batch; gradients are accumulated over batches.
     seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
+    recompute_batch: None, or micro-batch size for recomputing the activations of the
+      back-propagated images in the backward pass (see estimator.recomputed_rows).
   """
 
   def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
-               **kwargs):
+               recompute_batch=None, **kwargs):
     for name, value in (('num_backprop', num_backprop), ('chunk_size', chunk_size),
                         ('query_batch_size', query_batch_size)):
       if not isinstance(value, int) or value <= 0:
@@ -99,10 +101,16 @@ class LiteModel(EpisodicModel):
     self.num_backprop = num_backprop
     self.chunk_size = chunk_size
     self.query_batch_size = query_batch_size
+    if recompute_batch is not None and (not isinstance(recompute_batch, int)
+                                        or recompute_batch <= 0):
+      raise ValueError(f'LiteModel.recompute_batch must be None or a positive integer; got '
+                       f'{recompute_batch!r}')
+    self.recompute_batch = recompute_batch
 
   def task_gradients(self, episode, variables, seed):
     return estimator.lite_task_gradients(self.learner, episode, variables, self.num_backprop,
-                                         self.chunk_size, self.query_batch_size, seed=seed)
+                                         self.chunk_size, self.query_batch_size, seed=seed,
+                                         recompute_batch=self.recompute_batch)
 
   def predict_episode(self, episode):
     return estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
@@ -122,10 +130,12 @@ class SelfAdaptingModel(EpisodicModel):
 
 
 @gin.configurable('lite')
-def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0):
+def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
+                    recompute_batch=None):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
-                   query_batch_size=query_batch_size, seed=seed)
+                   query_batch_size=query_batch_size, seed=seed,
+                   recompute_batch=recompute_batch)
 
 
 def make_meta_model(learner):
