@@ -21,6 +21,10 @@ setuptools.setup(
         'numpy>=1.24',
         # Fonts (DejaVu, STIX) for the built-in glyph demo data; Pillow comes with it.
         'matplotlib>=3.7',
+        # tf.summary's implementation (training summaries); no longer pulled in by TensorFlow.
+        'tensorboard>=2.16',
+        # Reading weights files (lite_tf.backbones.weights); Keras needs it too.
+        'h5py>=3.8',
     ],
     extras_require={
         'cpu': ['tensorflow-cpu>=2.16'],

@@ -117,7 +117,6 @@ class RecordsEpisodeSource:
     self.shuffle_buffer = shuffle_buffer
     self.jitter_amount = jitter_amount
     self.gaussian_noise_std = gaussian_noise_std
-    self._augment_rng = tf.random.Generator.from_seed(seed)
     self._streams = {}
     for class_id in self.spec.class_ids(split):
       records.class_file(self.spec, class_id)  # fail early, naming a missing class file
@@ -128,20 +127,26 @@ class RecordsEpisodeSource:
                                              self.seed * 1000003 + class_id)
     return self._streams[class_id]
 
-  def _decode(self, serialized, augment=False):
+  def _decode(self, serialized, augment_seed=None):
     images = _decode_batch(tf.constant(serialized), self.image_size)
-    if augment:
+    if augment_seed is not None and (self.jitter_amount or self.gaussian_noise_std):
       images = augment_images(images, self.jitter_amount, self.gaussian_noise_std,
-                              self._augment_rng)
+                              tf.random.Generator.from_seed(augment_seed))
     if self.image_dtype == 'uint8':
       images = tf.cast(tf.round((images + 1.0) * 127.5), tf.uint8)
     return images.numpy()
 
-  def episode_from_description(self, description):
-    """Episode dict (see lite_tf.episode) for a tuple of (class_id, num_support, num_query)."""
+  def _take(self, description):
+    return [self._stream(class_id).take(num_support + num_query)
+            for class_id, num_support, num_query in description]
+
+  def episode_from_description(self, description, index=0):
+    """Episode dict (see lite_tf.episode) for a tuple of (class_id, num_support, num_query);
+    `index` seeds the support augmentation."""
+    taken_by_class = self._take(description)
     support, query, support_ids, query_ids, support_labels, query_labels = [], [], [], [], [], []
-    for label, (class_id, num_support, num_query) in enumerate(description):
-      taken = self._stream(class_id).take(num_support + num_query)
+    for label, ((class_id, num_support, num_query), taken) in enumerate(
+        zip(description, taken_by_class)):
       support += taken[:num_support]
       query += taken[num_support:]
       support_ids += [class_id] * num_support
@@ -149,7 +154,7 @@ class RecordsEpisodeSource:
       support_labels += [label] * num_support
       query_labels += [label] * num_query
     return {
-        'support_images': self._decode(support, augment=True),
+        'support_images': self._decode(support, augment_seed=self.seed * 1000003 + index),
         'support_labels': np.asarray(support_labels, np.int32),
         'query_images': self._decode(query),
         'query_labels': np.asarray(query_labels, np.int32),
@@ -158,10 +163,18 @@ class RecordsEpisodeSource:
         'query_class_ids': np.asarray(query_ids, np.int64),
     }
 
-  def episodes(self):
-    """Endless iterator of episode dicts."""
+  def episodes(self, start=0):
+    """Endless iterator of episode dicts from episode `start` on.
+
+    Episodes before `start` are sampled and their records taken from the class streams
+    without decoding, so a resumed run sees exactly the episodes an uninterrupted one would.
+    """
+    for _ in range(start):
+      self._take(self.sampler.sample())
+    index = start
     while True:
-      yield self.episode_from_description(self.sampler.sample())
+      yield self.episode_from_description(self.sampler.sample(), index)
+      index += 1
 
   def output_signature(self):
     dtype = tf.uint8 if self.image_dtype == 'uint8' else tf.float32
@@ -176,9 +189,10 @@ class RecordsEpisodeSource:
         'query_class_ids': tf.TensorSpec([None], tf.int64),
     }
 
-  def as_dataset(self, num_episodes=None, prefetch=2):
-    """tf.data.Dataset of episode dicts (variable shapes), prefetching `prefetch` episodes."""
-    dataset = tf.data.Dataset.from_generator(self.episodes,
+  def as_dataset(self, num_episodes=None, prefetch=2, start=0):
+    """tf.data.Dataset of episode dicts (variable shapes) from episode `start`, prefetching
+    `prefetch` episodes."""
+    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start),
                                              output_signature=self.output_signature())
     if num_episodes is not None:
       dataset = dataset.take(num_episodes)

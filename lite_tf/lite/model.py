@@ -40,10 +40,13 @@ class EpisodicModel(keras.Model):
     self.tasks_seen = keras.Variable(0, dtype='int64', trainable=False, name='tasks_seen')
     self.loss_tracker = keras.metrics.Mean(name='loss')
     self.accuracy_tracker = keras.metrics.Mean(name='accuracy')
+    self.way_tracker = keras.metrics.Mean(name='way')
+    self.support_size_tracker = keras.metrics.Mean(name='support_size')
 
   @property
   def metrics(self):
-    return [self.loss_tracker, self.accuracy_tracker]
+    return [self.loss_tracker, self.accuracy_tracker, self.way_tracker,
+            self.support_size_tracker]
 
   def call(self, inputs, training=False):
     return self.predict_episode(episode_lib.Episode.from_dict(inputs))
@@ -62,16 +65,20 @@ class EpisodicModel(keras.Model):
     loss, grads, predictions = self.task_gradients(episode, variables, seed)
     self.optimizer.apply_gradients(zip(grads, variables))
     self.tasks_seen.assign_add(1)
-    return self._update_metrics(loss, predictions, episode.query_labels)
+    return self._update_metrics(loss, predictions, episode)
 
   def test_step(self, data):
     episode = episode_lib.Episode.from_dict(_unpack(data))
     logits = self.predict_episode(episode)
     loss = learner_base.mean_cross_entropy(logits, episode.query_labels)
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return self._update_metrics(loss, predictions, episode.query_labels)
+    return self._update_metrics(loss, predictions, episode)
 
-  def _update_metrics(self, loss, predictions, labels):
+  def _update_metrics(self, loss, predictions, episode):
+    labels = episode.query_labels
+    self.way_tracker.update_state(tf.cast(episode.way, tf.float32))
+    self.support_size_tracker.update_state(tf.cast(tf.shape(episode.support_labels)[0],
+                                                   tf.float32))
     self.loss_tracker.update_state(loss)
     self.accuracy_tracker.update_state(
         tf.reduce_mean(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)))

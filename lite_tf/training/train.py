@@ -1,4 +1,4 @@
-"""Meta-training with LITE under `model.fit`, then evaluation on held-out classes."""
+"""Resumable meta-training under `model.fit`, then evaluation on held-out classes."""
 
 import os
 import sys
@@ -16,6 +16,8 @@ from lite_tf.data import glyphs
 from lite_tf.data import in_memory
 from lite_tf.learners import base as learner_base
 from lite_tf.lite import model as lite_model
+from lite_tf.training import callbacks as training_callbacks
+from lite_tf.training import checkpoints
 from lite_tf.training import evaluate
 
 
@@ -39,22 +41,47 @@ def check_train_dir(train_dir):
     raise ValueError(f'--train_dir={train_dir!r} is not a writable directory: {e}') from e
 
 
+def _start_dataset(source, start):
+  """The source's episodes from index `start` (exact resume), or an error naming the source."""
+  try:
+    return source.as_dataset(start=start)
+  except TypeError:
+    if start:
+      raise ValueError(f'{type(source).__name__} cannot start at episode {start}, so the run '
+                       'cannot resume exactly; use a source whose as_dataset takes start=')
+    return source.as_dataset()
+
+
 @gin.configurable
 def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
                  num_steps=1000, steps_per_log=100, valid_episodes=50, test_episodes=600,
-                 verbose='auto'):
-  """Meta-trains `learner` with LITE on `episode_source('train')`, then evaluates.
+                 max_checkpoints=3, callbacks=(), verbose='auto'):
+  """Meta-trains `learner` on `episode_source('train')`, resumably, then evaluates.
+
+  Every `steps_per_log` tasks (a Keras epoch): validation on `valid_episodes` valid-split
+  episodes, a checkpoint (train_dir/checkpoints: model, optimizer, step), a line of
+  train_dir/history.jsonl, TensorBoard summaries (train_dir/tensorboard: loss, accuracy, way,
+  support set size, tasks per second, peak memory) and, when validation improves, the
+  learner's weights in train_dir/best/. Re-running the same command after an interruption
+  (even SIGKILL) resumes from the last checkpoint with the same episodes and subset draws as
+  an uninterrupted run.
 
   Args:
-    train_dir: where operative_config.gin and the final weights go.
-    learner: a lite_tf.learners.base.Learner (gin: `run_training.learner = @protonets()`).
-    episode_source: callable split -> sampler with `.episodes()`, `.as_dataset()`.
-    num_steps: meta-training tasks (each one a call of LiteModel.train_step).
-    steps_per_log: tasks per Keras "epoch": progress and validation are reported this often.
-    valid_episodes: valid-split episodes evaluated after each log interval (0: none).
+    train_dir: where everything above, operative_config.gin and the final weights go.
+    learner: a lite_tf.learners.base.Learner (gin: `run_training.learner = @protonets()`),
+      or MAML / FineTuner.
+    episode_source: callable split -> sampler with `.episodes()`, `.as_dataset(start=...)`.
+    num_steps: meta-training tasks (each one a call of the meta-model's train_step).
+    steps_per_log: tasks per Keras epoch: validation, checkpoints and logs this often.
+    valid_episodes: valid-split episodes per validation (0: none).
     test_episodes: held-out test-split episodes for the final accuracy.
+    max_checkpoints: checkpoints kept.
+    callbacks: extra Keras callbacks for model.fit.
+  Weight initialisation follows the global Keras seed (bin/train.py --seed), set before gin
+  builds the learner; episodes and LITE's subset draws have their own seeds.
+
   Returns:
-    dict with 'test_accuracy', 'test_ci95', 'history'.
+    dict with 'test_accuracy', 'test_ci95', 'history', 'resumed_from_step'.
   """
   check_train_dir(train_dir)
   image_size = getattr(learner, 'image_size', None)
@@ -68,7 +95,19 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
 
   model = lite_model.make_meta_model(learner)
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
+  model.optimizer.build(learner.trainable_variables)
   atomic.write_text(os.path.join(train_dir, 'operative_config.gin'), gin.operative_config_str())
+
+  checkpoint = checkpoints.TrainingCheckpoint(model, os.path.join(train_dir, 'checkpoints'),
+                                              max_to_keep=max_checkpoints)
+  restored = checkpoint.restore_latest()
+  step = int(model.tasks_seen.numpy())
+  if restored:
+    logging.info('resuming from %s at task %d', restored, step)
+  if step % steps_per_log:
+    raise ValueError(f'the checkpoint in {train_dir} is at task {step}, not a multiple of '
+                     f'run_training.steps_per_log={steps_per_log}; keep the value of the run '
+                     'that wrote it')
 
   validation = {}
   if valid_episodes:
@@ -77,8 +116,18 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   if verbose == 'auto':
     verbose = 1 if sys.stdout.isatty() else 2  # a live bar on a terminal, a line per log in files
   epochs = max(1, num_steps // steps_per_log)
-  history = model.fit(train_source.as_dataset(), epochs=epochs, steps_per_epoch=steps_per_log,
-                      verbose=verbose, shuffle=False, **validation)
+  log_dir = os.path.join(train_dir, 'tensorboard')
+  all_callbacks = [
+      training_callbacks.EpochCheckpoint(checkpoint, os.path.join(train_dir, 'history.jsonl')),
+      training_callbacks.BestCheckpoint(learner, os.path.join(train_dir, 'best')),
+      keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
+      training_callbacks.ExtraSummaries(log_dir),
+  ] + list(callbacks)
+  initial_epoch = step // steps_per_log
+  if initial_epoch < epochs:
+    model.fit(_start_dataset(train_source, step), epochs=epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=steps_per_log, verbose=verbose, shuffle=False,
+              callbacks=all_callbacks, **validation)
   with atomic.atomic_path(os.path.join(train_dir, 'learner.weights.h5'),
                           suffix='.weights.h5') as tmp:
     learner.save_weights(tmp)
@@ -89,5 +138,7 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   cost = evaluate.test_time_cost(learner)
   cost['seconds_per_task'] = float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
   logging.info('test-time cost per task: %s', cost)
-  return {'test_accuracy': mean, 'test_ci95': half_width, 'history': history.history,
-          'num_test_episodes': test_episodes, 'test_time_cost': cost}
+  history = training_callbacks.read_history(os.path.join(train_dir, 'history.jsonl'))
+  return {'test_accuracy': mean, 'test_ci95': half_width, 'history': history,
+          'num_test_episodes': test_episodes, 'test_time_cost': cost,
+          'resumed_from_step': step if restored else None}

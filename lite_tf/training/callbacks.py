@@ -1,0 +1,105 @@
+"""Keras callbacks of bin/train.py: checkpoints, best-model selection, extra summaries."""
+
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from lite_tf import atomic
+
+
+def peak_memory_bytes():
+  """Peak memory so far: the accelerator allocator's peak, else the process's peak RSS."""
+  gpus = tf.config.list_logical_devices('GPU')
+  if gpus:
+    return tf.config.experimental.get_memory_info(gpus[0].name)['peak']
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return 0
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+  """At the end of every epoch (`steps_per_log` tasks): a training checkpoint, then one line
+  of train_dir/history.jsonl (step and logs)."""
+
+  def __init__(self, checkpoint, history_path):
+    super().__init__()
+    self.checkpoint = checkpoint
+    self.history_path = history_path
+
+  def on_epoch_end(self, epoch, logs=None):
+    step = int(self.model.tasks_seen.numpy())
+    self.checkpoint.save(step)
+    record = {'step': step, 'epoch': epoch + 1}
+    record.update({k: float(v) for k, v in (logs or {}).items()})
+    with open(self.history_path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+
+
+def read_history(path):
+  """history.jsonl as a list of records, one per step (a line repeated after a resume that
+  redid an epoch keeps its last copy)."""
+  if not os.path.exists(path):
+    return []
+  by_step = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        record = json.loads(line)
+        by_step[record['step']] = record
+  return [by_step[s] for s in sorted(by_step)]
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+  """Keeps the learner weights with the best validation accuracy so far in train_dir/best/
+  (learner.weights.h5 and best.json, both written atomically; survives resumes)."""
+
+  def __init__(self, learner, directory, monitor='val_accuracy'):
+    super().__init__()
+    self.learner = learner
+    self.directory = directory
+    self.monitor = monitor
+    self.info_path = os.path.join(directory, 'best.json')
+    self.best = None
+    if os.path.exists(self.info_path):
+      with open(self.info_path) as f:
+        self.best = json.load(f)[monitor]
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self.monitor)
+    if value is None or (self.best is not None and value <= self.best):
+      return
+    self.best = float(value)
+    with atomic.atomic_path(os.path.join(self.directory, 'learner.weights.h5'),
+                            suffix='.weights.h5') as tmp:
+      self.learner.save_weights(tmp)
+    atomic.write_json(self.info_path, {self.monitor: self.best,
+                                       'step': int(self.model.tasks_seen.numpy())})
+
+
+class ExtraSummaries(keras.callbacks.Callback):
+  """TensorBoard scalars beside Keras' own: tasks per second and peak memory per epoch."""
+
+  def __init__(self, log_dir):
+    super().__init__()
+    self.writer = tf.summary.create_file_writer(os.path.join(log_dir, 'train'))
+    self._start = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds = time.perf_counter() - self._start
+    step = int(self.model.tasks_seen.numpy())
+    steps = self.params.get('steps') or 1
+    with self.writer.as_default(step=step):
+      tf.summary.scalar('tasks_per_second', steps / seconds)
+      tf.summary.scalar('peak_memory_gb', peak_memory_bytes() / 1024 ** 3)
+    self.writer.flush()
