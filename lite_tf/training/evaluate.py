@@ -52,3 +52,62 @@ def test_time_cost(learner):
   if hasattr(learner, 'test_time_cost'):
     return learner.test_time_cost()
   return {'forward_backward_steps': 0, 'forward_passes': 1}
+
+
+def adaptation_macs(predict_episode, episode):
+  """Multiply-accumulates to adapt to `episode`'s support set and classify one query image.
+
+  Counted by TF's profiler on the frozen, fully static graph of `predict_episode` (MACs =
+  float operations / 2). Loops must run their whole support set in one pass for the count to
+  be complete (`macs_for_model` sets chunk sizes to the support set size). Returns None when
+  the graph cannot be counted.
+  """
+  from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-import-not-at-top
+  inputs = episode.to_dict()
+  inputs['query_images'] = inputs['query_images'][:1]
+  inputs['query_labels'] = inputs['query_labels'][:1]
+  for key in ('query_class_ids',):
+    if key in inputs:
+      inputs[key] = inputs[key][:1]
+  spec = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in inputs.items()}
+  try:
+    concrete = tf.function(lambda x: predict_episode(episode_lib.Episode.from_dict(x))
+                           ).get_concrete_function(spec)
+    _, graph_def = convert_to_constants.convert_variables_to_constants_v2_as_graph(concrete)
+    graph = tf.Graph()
+    with graph.as_default():
+      tf.graph_util.import_graph_def(graph_def, name='')
+      options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+      options['output'] = 'none'
+      profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
+                                              cmd='op', options=options)
+    return int(profile.total_float_ops // 2)
+  except (ValueError, TypeError, tf.errors.OpError):
+    return None
+
+
+def macs_for_model(meta_model, episode):
+  """adaptation_macs of a meta-model (LiteModel or SelfAdaptingModel) on `episode`, with every
+  chunked loop set to process the support set in one chunk while counting."""
+  from lite_tf.lite import estimator  # pylint: disable=g-import-not-at-top
+  n = int(episode.support_images.shape[0])
+  learner = meta_model.learner
+  if hasattr(meta_model, 'num_backprop'):  # LITE learners: one gradient-free forward pass
+    return adaptation_macs(
+        lambda e: estimator.adapt_and_predict(learner, e, chunk_size=n, query_batch_size=1),
+        episode)
+  saved = getattr(learner, 'chunk_size', None)
+  if saved is not None:
+    learner.chunk_size = n
+  try:
+    return adaptation_macs(learner.predict_episode, episode)
+  finally:
+    if saved is not None:
+      learner.chunk_size = saved
+
+
+def count_parameters(learner):
+  """(all parameters, trainable parameters) of a learner."""
+  total = sum(int(np.prod(v.shape)) for v in learner.weights)
+  trainable = sum(int(np.prod(v.shape)) for v in learner.trainable_weights)
+  return total, trainable
