@@ -1,0 +1,96 @@
+"""bin/personalize.py: support folder -> one-forward-pass classifier -> SavedModel that plain
+TensorFlow serves (in a process that never imports lite_tf) with the same predictions."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import REPO_ROOT
+from lite_tf.data import glyphs
+
+
+def _run(script, *args):
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', script), *args],
+                        capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope='module')
+def trained_dir(tmp_path_factory, glyph_cache):
+  train_dir = tmp_path_factory.mktemp('trained')
+  result = _run('train.py', f'--train_dir={train_dir}',
+                f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')}",
+                '--gin_bindings=run_training.num_steps=50',
+                '--gin_bindings=run_training.steps_per_log=25',
+                '--gin_bindings=run_training.valid_episodes=2',
+                '--gin_bindings=run_training.test_episodes=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return train_dir
+
+
+def _folders(tmp_path, glyph_cache):
+  data = glyphs.load(size=28, cache_dir=glyph_cache)
+  by_class = data.images_by_class('test')
+  classes = sorted(by_class)[:3]
+  support, query, truth = tmp_path / 'support', tmp_path / 'query', {}
+  for c in classes:
+    os.makedirs(support / data.class_names[c].encode('unicode_escape').decode())
+  for c in classes:
+    name = data.class_names[c].encode('unicode_escape').decode()
+    images = by_class[c]
+    for i, image in enumerate(images[:5]):
+      Image.fromarray(image).resize((40, 40)).save(support / name / f'{i}.png')
+    os.makedirs(query, exist_ok=True)
+    for i, image in enumerate(images[5:8]):
+      path = query / f'{c}_{i}.png'
+      Image.fromarray(image).save(path)
+      truth[str(path)] = name
+  return support, query, truth
+
+
+def test_personalize_export_and_serve_without_lite_tf(trained_dir, tmp_path, glyph_cache):
+  support, query, truth = _folders(tmp_path, glyph_cache)
+  export_dir = tmp_path / 'exported'
+  predictions_path = tmp_path / 'predictions.json'
+  result = _run('personalize.py', f'--train_dir={trained_dir}', f'--support_dir={support}',
+                f'--query={query}', f'--export_dir={export_dir}', f'--output={predictions_path}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'in one forward pass' in result.stdout
+  predictions = json.loads(predictions_path.read_text())['predictions']
+  assert len(predictions) == 9
+  accuracy = np.mean([p['class'] == truth[p['file']] for p in predictions])
+  assert accuracy > 0.5, predictions  # 3-way chance: 33%
+  for p in predictions:
+    assert abs(sum(p['probabilities'].values()) - 1) < 1e-4
+
+  serve = (
+      'import sys, json, numpy as np, tensorflow as tf\n'
+      'from PIL import Image\n'
+      f'model = tf.saved_model.load({str(export_dir)!r})\n'
+      'files = json.loads(sys.argv[1])\n'
+      'images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])\n'
+      'out = model.signatures["serving_default"](images=tf.constant(images))\n'
+      'assert not any(m.startswith("lite_tf") for m in sys.modules), "lite_tf was imported"\n'
+      'print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),\n'
+      '                  "names": [n.decode() for n in out["class_name"].numpy()]}))\n')
+  files = [p['file'] for p in predictions]
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  served = subprocess.run([sys.executable, '-c', serve, json.dumps(files)], capture_output=True,
+                          text=True, timeout=600, cwd=str(tmp_path), env=env)
+  assert served.returncode == 0, served.stderr[-3000:]
+  out = json.loads(served.stdout.strip().splitlines()[-1])
+  assert out['names'] == [p['class'] for p in predictions]
+  expected = [[p['probabilities'][c] for c in sorted(p['probabilities'])] for p in predictions]
+  np.testing.assert_allclose(np.asarray(out['probabilities']), np.asarray(expected), atol=1e-5)
+
+
+def test_personalize_bad_support_folder(trained_dir, tmp_path):
+  (tmp_path / 'support' / 'only_class').mkdir(parents=True)
+  result = _run('personalize.py', f'--train_dir={trained_dir}',
+                f"--support_dir={tmp_path / 'support'}")
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'only_class' in result.stderr and 'has no images' in result.stderr
