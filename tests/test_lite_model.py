@@ -1,5 +1,7 @@
 """LiteModel under model.fit: gradient steps, task accumulation, errors."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -93,3 +95,29 @@ def test_query_label_absent_from_support_fails_the_step():
 def test_make_optimizer_rejects_zero_tasks():
   with pytest.raises(ValueError, match='tasks_per_step'):
     lite_model.make_optimizer(tasks_per_step=0)
+
+
+def test_fit_with_the_usual_keras_callbacks(tmp_path):
+  """ModelCheckpoint, TensorBoard, EarlyStopping and BackupAndRestore work with LiteModel."""
+  learner = _fresh_learner()
+  model = lite_model.LiteModel(learner, num_backprop=2, chunk_size=2, query_batch_size=4)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  data = _dataset([_episode_dict(s) for s in range(4)]).repeat()
+  callbacks = [
+      keras.callbacks.ModelCheckpoint(str(tmp_path / 'ckpt-{epoch}.weights.h5'),
+                                      save_weights_only=True),
+      keras.callbacks.TensorBoard(log_dir=str(tmp_path / 'tb')),
+      keras.callbacks.EarlyStopping(monitor='loss', patience=100),
+      keras.callbacks.BackupAndRestore(backup_dir=str(tmp_path / 'backup')),
+  ]
+  history = model.fit(data, epochs=2, steps_per_epoch=3, verbose=0, callbacks=callbacks)
+  assert len(history.history['loss']) == 2
+  assert (tmp_path / 'ckpt-2.weights.h5').exists() and os.listdir(tmp_path / 'tb')
+  restored = lite_model.LiteModel(_fresh_learner(seed=5), num_backprop=2, chunk_size=2,
+                                  query_batch_size=4)
+  restored.compile(optimizer=keras.optimizers.Adam(1e-3))
+  restored.fit(data, epochs=1, steps_per_epoch=1, verbose=0)  # builds optimizer variables
+  restored.load_weights(str(tmp_path / 'ckpt-2.weights.h5'))
+  for a, b in zip(model.learner.weights, restored.learner.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  assert int(restored.tasks_seen.numpy()) == 6

@@ -42,6 +42,9 @@ class EpisodicModel(keras.Model):
     self.accuracy_tracker = keras.metrics.Mean(name='accuracy')
     self.way_tracker = keras.metrics.Mean(name='way')
     self.support_size_tracker = keras.metrics.Mean(name='support_size')
+    # All weights live in the learner (built by its constructor or a first call) and in
+    # tasks_seen; marking the model built lets Keras callbacks (BackupAndRestore) save it.
+    self.built = True
 
   @property
   def metrics(self):
