@@ -20,6 +20,10 @@ flags.DEFINE_multi_string('gin_config', [], 'gin config files (repeatable).')
 flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings, e.g. "lite.num_backprop=10".')
 flags.DEFINE_string('train_dir', None, 'Directory for the operative config and weights.')
 flags.DEFINE_integer('seed', 0, 'Seeds weight initialisation (keras.utils.set_random_seed).')
+flags.DEFINE_enum('distribution', 'default', ['default', 'mirrored', 'multi_worker'],
+                  'tf.distribute strategy: one device, all local devices (MirroredStrategy), '
+                  'or the cluster in TF_CONFIG (MultiWorkerMirroredStrategy). With R replicas '
+                  'a step takes R tasks.')
 flags.mark_flag_as_required('train_dir')
 
 
@@ -29,8 +33,10 @@ def main(argv):
     config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
     import keras  # pylint: disable=g-import-not-at-top
     from lite_tf.training import train  # pylint: disable=g-import-not-at-top
+    from lite_tf.training import distribute  # pylint: disable=g-import-not-at-top
     keras.utils.set_random_seed(FLAGS.seed)  # before gin builds the learner
-    result = train.run_training(FLAGS.train_dir)
+    with distribute.make_strategy(FLAGS.distribution).scope():  # variables made in scope
+      result = train.run_training(FLAGS.train_dir)
   except config.USER_ERRORS as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)

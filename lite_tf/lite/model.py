@@ -37,7 +37,9 @@ class EpisodicModel(keras.Model):
     super().__init__(**kwargs)
     self.learner = learner
     self.seed = seed
-    self.tasks_seen = keras.Variable(0, dtype='int64', trainable=False, name='tasks_seen')
+    # Under tf.distribute every replica adds the same count; only the first replica's applies.
+    self.tasks_seen = keras.Variable(0, dtype='int64', trainable=False, name='tasks_seen',
+                                     aggregation='only_first_replica')
     self.loss_tracker = keras.metrics.Mean(name='loss')
     self.accuracy_tracker = keras.metrics.Mean(name='accuracy')
     self.way_tracker = keras.metrics.Mean(name='way')
@@ -61,13 +63,22 @@ class EpisodicModel(keras.Model):
     raise NotImplementedError
 
   def train_step(self, data):
+    """One task per replica. Under tf.distribute (MirroredStrategy and friends) replica r of
+    R takes task tasks_seen + r, its gradients are divided by R and the optimizer's all-reduce
+    sums them: one step on R replicas equals R accumulated tasks on one device."""
     episode = episode_lib.Episode.from_dict(_unpack(data))
+    replica = tf.distribute.get_replica_context()
+    num_replicas = replica.num_replicas_in_sync if replica else 1
+    replica_id = tf.cast(replica.replica_id_in_sync_group if replica else 0, tf.int64)
     with tf.control_dependencies(episode_lib.episode_assertions(episode)):
-      seed = tf.stack([tf.constant(self.seed, tf.int64), tf.identity(self.tasks_seen.value)])
+      seed = tf.stack([tf.constant(self.seed, tf.int64),
+                       tf.identity(self.tasks_seen.value) + replica_id])
     variables = self.learner.trainable_variables
     loss, grads, predictions = self.task_gradients(episode, variables, seed)
+    if num_replicas > 1:
+      grads = [g / num_replicas for g in grads]
     self.optimizer.apply_gradients(zip(grads, variables))
-    self.tasks_seen.assign_add(1)
+    self.tasks_seen.assign_add(num_replicas)
     return self._update_metrics(loss, predictions, episode)
 
   def test_step(self, data):

@@ -18,6 +18,7 @@ from lite_tf.learners import base as learner_base
 from lite_tf.lite import model as lite_model
 from lite_tf.training import callbacks as training_callbacks
 from lite_tf.training import checkpoints
+from lite_tf.training import distribute
 from lite_tf.training import evaluate
 
 
@@ -124,8 +125,13 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
       training_callbacks.ExtraSummaries(log_dir),
   ] + list(callbacks)
   initial_epoch = step // steps_per_log
+  strategy = tf.distribute.get_strategy()  # bin/train.py --distribution enters one
+  if strategy.num_replicas_in_sync > 1:
+    train_data = distribute.replica_episodes(strategy, train_source, step)
+  else:
+    train_data = _start_dataset(train_source, step)
   if initial_epoch < epochs:
-    model.fit(_start_dataset(train_source, step), epochs=epochs, initial_epoch=initial_epoch,
+    model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps_per_log, verbose=verbose, shuffle=False,
               callbacks=all_callbacks, **validation)
   with atomic.atomic_path(os.path.join(train_dir, 'learner.weights.h5'),

@@ -1,0 +1,42 @@
+"""tf.distribute for meta-training: tasks spread over replicas, gradients all-reduced.
+
+  with distribute.make_strategy('mirrored').scope():   # all local GPUs (or CPU devices)
+    ... build the learner and run training ...
+
+'multi_worker' reads the cluster from TF_CONFIG (MultiWorkerMirroredStrategy). Each replica
+runs lite_tf's train_step on its own episode (see EpisodicModel.train_step).
+"""
+
+import tensorflow as tf
+
+STRATEGIES = ('default', 'mirrored', 'multi_worker')
+
+
+def make_strategy(kind='default', devices=None):
+  """A tf.distribute strategy: 'default' (one device), 'mirrored' or 'multi_worker'."""
+  if kind == 'default':
+    return tf.distribute.get_strategy()
+  if kind == 'mirrored':
+    return tf.distribute.MirroredStrategy(devices=devices)
+  if kind == 'multi_worker':
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f'--distribution={kind!r}; expected one of {STRATEGIES}')
+
+
+def replica_episodes(strategy, source, start=0):
+  """The episodes of `source` from `start`, dealt round-robin: at step s replica r of R gets
+  episode start + s * R + r. Each replica's pipeline reads the stream and keeps its share, so
+  sampling (not decoding: sources decode lazily per episode only for in-memory data) is
+  repeated R times; for records sources prefer fewer, larger replicas."""
+  num_replicas = strategy.num_replicas_in_sync
+  if num_replicas == 1:
+    return source.as_dataset(start=start)
+
+  def replica_dataset(input_context):
+    return source.as_dataset(start=start).shard(num_replicas,
+                                                 input_context.input_pipeline_id)
+
+  return strategy.distribute_datasets_from_function(
+      replica_dataset,
+      options=tf.distribute.InputOptions(
+          experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA))
