@@ -26,8 +26,10 @@ def peak_memory_bytes():
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-  """At the end of every epoch (`steps_per_log` tasks): a training checkpoint, then one line
-  of train_dir/history.jsonl (step and logs)."""
+  """At the end of every epoch (`steps_per_log` tasks): one line of train_dir/history.jsonl
+  (step and logs), then a training checkpoint. In that order: a run killed in between redoes
+  the epoch and rewrites its line (read_history keeps the last), instead of losing it.
+  Put it after callbacks whose epoch-end work must not be lost (BestCheckpoint)."""
 
   def __init__(self, checkpoint, history_path):
     super().__init__()
@@ -36,24 +38,28 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     step = int(self.model.tasks_seen.numpy())
-    self.checkpoint.save(step)
     record = {'step': step, 'epoch': epoch + 1}
     record.update({k: float(v) for k, v in (logs or {}).items()})
     with open(self.history_path, 'a') as f:
       f.write(json.dumps(record) + '\n')
+      f.flush()
+      os.fsync(f.fileno())
+    self.checkpoint.save(step)
 
 
 def read_history(path):
   """history.jsonl as a list of records, one per step (a line repeated after a resume that
-  redid an epoch keeps its last copy)."""
+  redid an epoch keeps its last copy; a line torn by a kill mid-write is skipped)."""
   if not os.path.exists(path):
     return []
   by_step = {}
   with open(path) as f:
     for line in f:
-      if line.strip():
+      try:
         record = json.loads(line)
-        by_step[record['step']] = record
+      except json.JSONDecodeError:
+        continue
+      by_step[record['step']] = record
   return [by_step[s] for s in sorted(by_step)]
 
 

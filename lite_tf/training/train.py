@@ -119,11 +119,13 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   epochs = max(1, num_steps // steps_per_log)
   log_dir = os.path.join(train_dir, 'tensorboard')
   all_callbacks = [
-      training_callbacks.EpochCheckpoint(checkpoint, os.path.join(train_dir, 'history.jsonl')),
       training_callbacks.BestCheckpoint(learner, os.path.join(train_dir, 'best')),
       keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
       training_callbacks.ExtraSummaries(log_dir),
-  ] + list(callbacks)
+  ] + list(callbacks) + [
+      # Last: everything above is done before the checkpoint marks the epoch as done.
+      training_callbacks.EpochCheckpoint(checkpoint, os.path.join(train_dir, 'history.jsonl')),
+  ]
   initial_epoch = step // steps_per_log
   strategy = tf.distribute.get_strategy()  # bin/train.py --distribution enters one
   if strategy.num_replicas_in_sync > 1:
