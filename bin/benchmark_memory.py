@@ -86,8 +86,8 @@ def main(argv):
     sys.exit(f'error: --modes has unknown entries {sorted(unknown)}; expected floor, lite, full')
   sizes = [int(s) for s in FLAGS.support_sizes]
   results, floor, full_failed = [], None, False
-  print(f'{"mode":6} {"N":>5} {"TF peak GB":>11} {"RSS+ GB":>8} {"s/step":>7} '
-        f'{"peak/floor":>10} {"step/parts":>10}', flush=True)
+  print(f'{"mode":6} {"N":>5} {"TF peak GB":>11} {"RSS+ GB":>8} {"steady RSS+":>11} '
+        f'{"s/step":>7} {"peak/floor":>10} {"step/parts":>10}', flush=True)
   runs = [('floor', FLAGS.num_backprop)] if 'floor' in FLAGS.modes else []
   runs += [(m, n) for n in sizes for m in ('lite', 'full') if m in FLAGS.modes]
   for mode, n in runs:
@@ -108,7 +108,9 @@ def main(argv):
              if floor and r['allocator_peak_bytes'] else '-')
     parts = f'{r["step_over_parts"]:.3f}' if 'step_over_parts' in r else '-'
     print(f'{mode:6} {n:5} {_gb(r["allocator_peak_bytes"]):>11} '
-          f'{_gb(r["peak_rss_above_start_bytes"]):>8} {r["step_seconds"]:7.2f} {ratio:>10} '
+          f'{_gb(r["peak_rss_above_start_bytes"]):>8} '
+          f'{_gb(r.get("steady_peak_rss_above_pre_step_bytes")):>11} '
+          f'{r["step_seconds"]:7.2f} {ratio:>10} '
           f'{parts:>10}', flush=True)
   if FLAGS.output:
     from lite_tf.benchmarks import process  # pylint: disable=g-import-not-at-top

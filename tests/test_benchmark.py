@@ -5,9 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
 
 
+# The two subprocess benchmarks below take ~80 s each on 2 cores: `make test-all` runs them.
+@pytest.mark.slow
 def test_benchmark_reports_lite_flat_and_full_growing(tmp_path):
   out = tmp_path / 'bench.json'
   result = subprocess.run(
@@ -45,6 +49,7 @@ def test_pipeline_benchmark_reports_throughput(tmp_path):
   assert report['episodes_per_second'] > 0 and report['mean_support_size'] >= 5
 
 
+@pytest.mark.slow
 def test_maml_benchmark_memory_falls_with_window(tmp_path):
   out = tmp_path / 'maml.json'
   result = subprocess.run(

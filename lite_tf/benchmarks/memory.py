@@ -145,7 +145,12 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   rss_reset = reset_peak_rss()
   _reset_allocator(device)
   current_at_reset = _allocator_current(device)
-  times = _timed(step_fn, 1 + steps)
+  times = _timed(step_fn, 1)  # warm-up: tracing and the first step
+  peak_with_warmup = peak_rss_bytes()
+  rss_after_warmup = current_rss_bytes()
+  reset_peak_rss()
+  times += _timed(step_fn, steps)
+  steady_peak = peak_rss_bytes()
   result = {
       'mode': mode, 'learner': learner_name, 'backbone': backbone, 'image_size': image_size,
       'support_size': n, 'num_query': num_query, 'recompute_batch': recompute_batch,
@@ -157,7 +162,12 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
       'allocator_current_at_start_bytes': current_at_reset,
       'step_peak_above_start_bytes': (_allocator_peak(device) - current_at_reset
                                       if current_at_reset is not None else None),
-      'peak_rss_above_start_bytes': (peak_rss_bytes() - rss_before) if rss_reset else None,
+      # Peak RSS from before the warm-up step (tracing included) ...
+      'peak_rss_above_start_bytes': (max(peak_with_warmup, steady_peak) - rss_before
+                                     if rss_reset else None),
+      # ... and over the timed steps only, above the RSS just before them (steady state).
+      'steady_peak_rss_above_pre_step_bytes': (steady_peak - rss_after_warmup
+                                               if rss_reset else None),
       'rss_before_bytes': rss_before,
       'first_step_seconds': times[0],
       'step_seconds': statistics.median(times[1:]),
