@@ -40,6 +40,9 @@ flags.DEFINE_enum('malloc', 'default', ['default', 'no_mmap'],
                   'glibc malloc: default, or no_mmap (MALLOC_MMAP_MAX_=0, high trim threshold).')
 flags.DEFINE_enum('image_dtype', 'float32', ['float32', 'uint8'],
                   'How the task holds its images: float32 in [-1, 1], or uint8 pixels.')
+flags.DEFINE_bool('bfc', True, 'Run children with TF\'s BFC allocator on CPU (needed for the TF '
+                  'allocator peak); --nobfc keeps TF\'s default CPU allocator, what users run, '
+                  'and reports RSS only.')
 flags.DEFINE_float('memory_limit_gb', 18.0, 'Kill a run whose RSS passes this; reported as OOM.')
 flags.DEFINE_string('output', None, 'Write the results as JSON here (atomically).')
 flags.DEFINE_string('child_mode', None, 'Internal: run one configuration in this process.')
@@ -60,7 +63,8 @@ def _run_child(mode, support_size):
   if FLAGS.recompute_batch:
     args.append(f'--recompute_batch={FLAGS.recompute_batch}')
   return process.run_child(os.path.abspath(__file__), args, FLAGS.memory_limit_gb,
-                           FLAGS.malloc, base={'mode': mode, 'support_size': support_size})
+                           FLAGS.malloc, bfc=FLAGS.bfc,
+                           base={'mode': mode, 'support_size': support_size})
 
 
 def _gb(x):
@@ -117,7 +121,7 @@ def main(argv):
     process.write_json(FLAGS.output, {'flags': {k: FLAGS[k].value for k in (
         'learner', 'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
         'query_batch_size', 'num_query', 'recompute_batch', 'way', 'steps', 'malloc',
-        'image_dtype', 'memory_limit_gb')},
+        'image_dtype', 'bfc', 'memory_limit_gb')},
                                       'results': results})
 
 

@@ -9,7 +9,6 @@ with --export_dir saves the adapted classifier as a SavedModel that serves image
 lite_tf installed (see lite_tf/personalize.py).
 """
 
-import json
 import os
 import sys
 

@@ -2,7 +2,11 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import gin  # pylint: disable=g-import-not-at-top
+import subprocess  # pylint: disable=g-import-not-at-top
+import sys
+
+import gin
+import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,3 +35,33 @@ def fixture_dir():
   if not os.path.exists(os.path.join(FIXTURE, 'dataset_spec.json')):
     pytest.skip(f'Meta-Dataset fixture not found at {FIXTURE} (../shared/ beside the repo)')
   return FIXTURE
+
+
+def small_episode(num_support=6, num_query=7, size=16, way=3, seed=0):
+  """A random episode for property tests: support labels cycle over the classes."""
+  from lite_tf.episode import Episode  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(seed)
+  support_labels = np.arange(num_support) % way
+  query_labels = rng.randint(0, way, num_query)
+  return Episode.from_numpy(rng.uniform(-1, 1, (num_support, size, size, 3)), support_labels,
+                            rng.uniform(-1, 1, (num_query, size, size, 3)), query_labels, way)
+
+
+def run_binary(script, *args):
+  """Runs bin/<script> with args in a fresh process; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', script), *args],
+                        capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope='session')
+def trained_demo_dir(tmp_path_factory, glyph_cache):
+  """A train_dir of a short ProtoNets run on the demo data (shared by the binaries' tests)."""
+  train_dir = tmp_path_factory.mktemp('trained')
+  result = run_binary('train.py', f'--train_dir={train_dir}',
+                      f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')}",
+                      '--gin_bindings=run_training.num_steps=50',
+                      '--gin_bindings=run_training.steps_per_log=25',
+                      '--gin_bindings=run_training.valid_episodes=2',
+                      '--gin_bindings=run_training.test_episodes=2')
+  assert result.returncode == 0, result.stderr[-3000:]
+  return train_dir

@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lite_tf.episode import Episode
+from conftest import small_episode
 from lite_tf.learners import cnaps
 from lite_tf.learners import simple_cnaps
 from lite_tf.lite import estimator
-
-
-def _episode(num_support=6, num_query=7, size=16, way=3, seed=0):
-  rng = np.random.RandomState(seed)
-  support_labels = np.arange(num_support) % way
-  query_labels = rng.randint(0, way, num_query)
-  return Episode.from_numpy(rng.uniform(-1, 1, (num_support, size, size, 3)), support_labels,
-                            rng.uniform(-1, 1, (num_query, size, size, 3)), query_labels, way)
 
 
 def _numpy_mahalanobis_logits(support, labels, query, way, beta=1.0):
@@ -39,18 +31,25 @@ def _numpy_mahalanobis_logits(support, labels, query, way, beta=1.0):
   return logits
 
 
-@pytest.mark.parametrize('counts', [(1, 1, 1), (1, 4, 2), (5, 3, 6)])
-def test_mahalanobis_logits_match_numpy(counts):
+@pytest.mark.parametrize('solver', ['direct', 'woodbury'])
+@pytest.mark.parametrize('counts,d', [((1, 1, 1), 6), ((1, 4, 2), 6), ((5, 3, 6), 6),
+                                      ((1, 4, 2), 40), ((5, 3, 6), 40)])
+def test_mahalanobis_logits_match_numpy(counts, d, solver):
   rng = np.random.RandomState(sum(counts))
-  d = 6
   labels = np.concatenate([np.full(c, k) for k, c in enumerate(counts)])
+  rng.shuffle(labels)  # classes interleaved, as in real support sets
   support = rng.normal(0, 1, (len(labels), d)) + labels[:, None]
   query = rng.normal(0, 1, (9, d))
-  means, chol = simple_cnaps.mahalanobis_parameters(
-      tf.constant(support, tf.float64), labels, len(counts))
-  got = simple_cnaps.mahalanobis_logits(tf.constant(query, tf.float64), means, chol).numpy()
+  features, queries = tf.constant(support, tf.float64), tf.constant(query, tf.float64)
+  if solver == 'direct':
+    means, chol = simple_cnaps.mahalanobis_parameters(features, labels, len(counts), beta=0.7)
+    got = simple_cnaps.mahalanobis_logits(queries, means, chol).numpy()
+  else:
+    state = simple_cnaps.woodbury_parameters(features, labels, len(counts), beta=0.7)
+    got = simple_cnaps.woodbury_logits(queries, state).numpy()
   np.testing.assert_allclose(got, _numpy_mahalanobis_logits(support, labels, query,
-                                                            len(counts)), rtol=1e-9, atol=1e-9)
+                                                            len(counts), beta=0.7),
+                             rtol=1e-8, atol=1e-8)
 
 
 def test_one_shot_class_covariance_is_a_matrix():
@@ -63,12 +62,25 @@ def test_one_shot_class_covariance_is_a_matrix():
   np.testing.assert_allclose(q0, 0.5 * np.cov(support, rowvar=False) + np.eye(3), atol=1e-12)
 
 
+def test_solvers_give_the_same_gradients():
+  """'woodbury' and 'direct' Simple CNAPs: same loss and meta-gradient (float32)."""
+  episode = small_episode()
+  results = []
+  for solver in ('direct', 'woodbury'):
+    keras.utils.set_random_seed(3)
+    model = simple_cnaps.SimpleCnaps(backbone='conv4', image_size=16, solver=solver)
+    model(episode.to_dict())
+    results.append(estimator.full_task_gradients(model, episode, model.trainable_variables))
+  assert abs(float(results[0][0]) - float(results[1][0])) < 1e-4 * abs(float(results[0][0]))
+  assert _relative_error(results[1][1], results[0][1]) < 1e-3
+
+
 @pytest.fixture(scope='module', params=['simple_cnaps', 'cnaps'])
 def learner(request):
   keras.utils.set_random_seed(1)
   cls = {'simple_cnaps': simple_cnaps.SimpleCnaps, 'cnaps': cnaps.Cnaps}[request.param]
   model = cls(backbone='conv4', image_size=16)
-  model(_episode().to_dict())
+  model(small_episode().to_dict())
   # Larger FiLM regularizers than the initial 1e-3 so that the nested (set encoder) terms
   # of the gradient are not negligible.
   for r in model.film_generator.gamma_regularizers + model.film_generator.beta_regularizers:
@@ -77,7 +89,7 @@ def learner(request):
 
 
 def test_generated_film_shapes_and_frozen_backbone(learner):
-  film = learner.task_context(learner.context_contributions(_episode().support_images))
+  film = learner.task_context(learner.context_contributions(small_episode().support_images))
   assert [(tuple(g.shape), tuple(b.shape)) for g, b in film] == [
       ((c,), (c,)) for c in learner.backbone.film_channels]
   trainable = {v.path.split('/')[0] for v in learner.trainable_variables}
@@ -88,7 +100,7 @@ def test_generated_film_shapes_and_frozen_backbone(learner):
 def test_film_starts_near_identity():
   keras.utils.set_random_seed(0)
   model = simple_cnaps.SimpleCnaps(backbone='conv4', image_size=16)
-  episode = _episode()
+  episode = small_episode()
   film = model.task_context(model.context_contributions(episode.support_images))
   adapted = model.backbone(episode.support_images, film=film).numpy()
   plain = model.backbone(episode.support_images).numpy()
@@ -103,7 +115,7 @@ def _relative_error(grads, reference):
 
 @pytest.mark.parametrize('num_backprop', [6, 10])
 def test_backprop_whole_support_set_is_exact(learner, num_backprop):
-  episode = _episode()
+  episode = small_episode()
   variables = learner.trainable_variables
   full_loss, full, _ = estimator.full_task_gradients(learner, episode, variables)
   loss, grads, _ = estimator.lite_task_gradients(learner, episode, variables, num_backprop,
@@ -115,7 +127,7 @@ def test_backprop_whole_support_set_is_exact(learner, num_backprop):
 @pytest.fixture(scope='module')
 def subset_gradients(learner):
   """(full gradient, [15, p] LITE gradients of every 2-subset of the 6 support images)."""
-  episode = _episode()
+  episode = small_episode()
   variables = learner.trainable_variables
   _, full, _ = estimator.full_task_gradients(learner, episode, variables)
 
@@ -181,7 +193,7 @@ def test_error_of_mean_over_draws_shrinks_like_one_over_sqrt_draws_to_the_bias_f
 
 @pytest.mark.parametrize('recompute_batch', [2])
 def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batch):
-  episode = _episode()
+  episode = small_episode()
   variables = learner.trainable_variables
   subsets = tf.constant([[0, 4, 5]])
   reference = estimator.lite_task_gradients(learner, episode, variables, 3, 4, 7,

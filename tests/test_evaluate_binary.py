@@ -2,47 +2,24 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import keras
-import numpy as np
-import pytest
 
-from conftest import REPO_ROOT
+from conftest import run_binary
 from lite_tf.benchmarks.memory import random_episode
 from lite_tf.learners.protonets import ProtoNets
 from lite_tf.lite import model as lite_model
 from lite_tf.training import evaluate
 
 
-def _run(script, *args):
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', script), *args],
-                        capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope='module')
-def trained_dir(tmp_path_factory, glyph_cache):
-  train_dir = tmp_path_factory.mktemp('trained')
-  result = _run('train.py', f'--train_dir={train_dir}',
-                f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')}",
-                '--gin_bindings=run_training.num_steps=10',
-                '--gin_bindings=run_training.steps_per_log=10',
-                '--gin_bindings=run_training.valid_episodes=2',
-                '--gin_bindings=run_training.test_episodes=2')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return train_dir
-
-
-def test_evaluate_writes_tables_with_confidence_intervals_for_each_dataset(trained_dir,
+def test_evaluate_writes_tables_with_confidence_intervals_for_each_dataset(trained_demo_dir,
                                                                           tmp_path):
   extra = tmp_path / 'two_datasets.gin'
   extra.write_text("run_evaluation.datasets = {'glyphs': @glyph_episodes, "
                    "'glyphs_3way': @three_way/glyph_episodes}\n"
                    'three_way/glyph_episodes.way = 3\n')
   out = tmp_path / 'eval'
-  result = _run('evaluate.py', f'--train_dir={trained_dir}', f'--gin_config={extra}',
+  result = run_binary('evaluate.py', f'--train_dir={trained_demo_dir}', f'--gin_config={extra}',
                 '--num_episodes=12', f'--output_dir={out}')
   assert result.returncode == 0, result.stderr[-3000:]
   rows = json.loads((out / 'results.json').read_text())['results']
@@ -61,7 +38,7 @@ def test_evaluate_writes_tables_with_confidence_intervals_for_each_dataset(train
 
 
 def test_evaluate_without_training_fails_clearly(tmp_path):
-  result = _run('evaluate.py', f'--train_dir={tmp_path}')
+  result = run_binary('evaluate.py', f'--train_dir={tmp_path}')
   assert result.returncode != 0 and 'operative_config.gin' in result.stderr
   assert 'Traceback' not in result.stderr
 

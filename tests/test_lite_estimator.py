@@ -7,24 +7,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lite_tf.episode import Episode
+from conftest import small_episode
 from lite_tf.learners.protonets import ProtoNets
 from lite_tf.lite import estimator
-
-
-def _episode(num_support=6, num_query=7, size=16, way=3, seed=0):
-  rng = np.random.RandomState(seed)
-  support_labels = np.arange(num_support) % way
-  query_labels = rng.randint(0, way, num_query)
-  return Episode.from_numpy(rng.uniform(-1, 1, (num_support, size, size, 3)), support_labels,
-                            rng.uniform(-1, 1, (num_query, size, size, 3)), query_labels, way)
 
 
 @pytest.fixture(scope='module')
 def learner():
   keras.utils.set_random_seed(1)
   model = ProtoNets(backbone='conv4', image_size=16)
-  model(_episode().to_dict())
+  model(small_episode().to_dict())
   return model
 
 
@@ -36,7 +28,7 @@ def _relative_error(grads, reference):
 
 def test_average_over_all_subsets_equals_full_gradient(learner):
   """E_H[LITE gradient] = full gradient: average over all C(6, 2) = 15 subsets."""
-  episode = _episode(num_support=6)
+  episode = small_episode(num_support=6)
   variables = learner.trainable_variables
   _, full, _ = estimator.full_task_gradients(learner, episode, variables)
   subsets = list(itertools.combinations(range(6), 2))
@@ -56,7 +48,7 @@ def test_average_over_all_subsets_equals_full_gradient(learner):
 
 @pytest.mark.parametrize('num_backprop', [6, 10])
 def test_backprop_whole_support_set_is_exact(learner, num_backprop):
-  episode = _episode(num_support=6)
+  episode = small_episode(num_support=6)
   variables = learner.trainable_variables
   full_loss, full, _ = estimator.full_task_gradients(learner, episode, variables)
   loss, grads, _ = estimator.lite_task_gradients(learner, episode, variables, num_backprop,
@@ -66,7 +58,7 @@ def test_backprop_whole_support_set_is_exact(learner, num_backprop):
 
 
 def test_query_batches_accumulate_to_one_batch_gradient(learner):
-  episode = _episode(num_support=6, num_query=11)
+  episode = small_episode(num_support=6, num_query=11)
   variables = learner.trainable_variables
   _, one_batch, one_predictions = estimator.lite_task_gradients(learner, episode, variables, 6,
                                                                 4, 11)
@@ -79,7 +71,7 @@ def test_query_batches_accumulate_to_one_batch_gradient(learner):
 
 def test_subset_per_query_batch_is_unbiased(learner):
   """Two query batches, each with its own subset: the average over all pairs is exact."""
-  episode = _episode(num_support=4, num_query=6)
+  episode = small_episode(num_support=4, num_query=6)
   variables = learner.trainable_variables
   _, full, _ = estimator.full_task_gradients(learner, episode, variables)
   subsets = list(itertools.combinations(range(4), 2))
@@ -94,7 +86,7 @@ def test_subset_per_query_batch_is_unbiased(learner):
 
 @pytest.mark.parametrize('num_backprop,chunk_size', [(1, 1), (2, 3), (3, 100)])
 def test_forward_loss_equals_full_set_loss(learner, num_backprop, chunk_size):
-  episode = _episode(num_support=6, num_query=9)
+  episode = small_episode(num_support=6, num_query=9)
   full_loss, _, full_predictions = estimator.full_task_gradients(
       learner, episode, learner.trainable_variables)
   loss, _, predictions = estimator.lite_task_gradients(
@@ -104,7 +96,7 @@ def test_forward_loss_equals_full_set_loss(learner, num_backprop, chunk_size):
 
 
 def test_graph_mode_matches_eager(learner):
-  episode = _episode(num_support=6, num_query=9)
+  episode = small_episode(num_support=6, num_query=9)
   variables = learner.trainable_variables
   args = (learner, episode, variables, 2, 4, 4)
   eager_loss, eager_grads, _ = estimator.lite_task_gradients(*args, seed=(5, 6))
@@ -115,7 +107,7 @@ def test_graph_mode_matches_eager(learner):
 
 
 def test_random_subsets_depend_on_seed_and_average_towards_full(learner):
-  episode = _episode(num_support=6)
+  episode = small_episode(num_support=6)
   variables = learner.trainable_variables
   _, full, _ = estimator.full_task_gradients(learner, episode, variables)
   _, a, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 4, 7, seed=(0, 1))
@@ -149,7 +141,7 @@ def test_sample_backprop_indices_is_a_partition():
 
 
 def test_adapt_and_predict_matches_one_forward_pass(learner):
-  episode = _episode(num_support=6, num_query=9)
+  episode = small_episode(num_support=6, num_query=9)
   direct = learner(episode.to_dict())
   chunked = estimator.adapt_and_predict(learner, episode, chunk_size=4, query_batch_size=2)
   np.testing.assert_allclose(chunked.numpy(), direct.numpy(), rtol=1e-5, atol=1e-5)

@@ -8,28 +8,9 @@ import sys
 
 import numpy as np
 from PIL import Image
-import pytest
 
-from conftest import REPO_ROOT
+from conftest import run_binary
 from lite_tf.data import glyphs
-
-
-def _run(script, *args):
-  return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', script), *args],
-                        capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope='module')
-def trained_dir(tmp_path_factory, glyph_cache):
-  train_dir = tmp_path_factory.mktemp('trained')
-  result = _run('train.py', f'--train_dir={train_dir}',
-                f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')}",
-                '--gin_bindings=run_training.num_steps=50',
-                '--gin_bindings=run_training.steps_per_log=25',
-                '--gin_bindings=run_training.valid_episodes=2',
-                '--gin_bindings=run_training.test_episodes=2')
-  assert result.returncode == 0, result.stderr[-3000:]
-  return train_dir
 
 
 def _folders(tmp_path, glyph_cache):
@@ -52,11 +33,11 @@ def _folders(tmp_path, glyph_cache):
   return support, query, truth
 
 
-def test_personalize_export_and_serve_without_lite_tf(trained_dir, tmp_path, glyph_cache):
+def test_personalize_export_and_serve_without_lite_tf(trained_demo_dir, tmp_path, glyph_cache):
   support, query, truth = _folders(tmp_path, glyph_cache)
   export_dir = tmp_path / 'exported'
   predictions_path = tmp_path / 'predictions.json'
-  result = _run('personalize.py', f'--train_dir={trained_dir}', f'--support_dir={support}',
+  result = run_binary('personalize.py', f'--train_dir={trained_demo_dir}', f'--support_dir={support}',
                 f'--query={query}', f'--export_dir={export_dir}', f'--output={predictions_path}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'in one forward pass' in result.stdout
@@ -88,9 +69,9 @@ def test_personalize_export_and_serve_without_lite_tf(trained_dir, tmp_path, gly
   np.testing.assert_allclose(np.asarray(out['probabilities']), np.asarray(expected), atol=1e-5)
 
 
-def test_personalize_bad_support_folder(trained_dir, tmp_path):
+def test_personalize_bad_support_folder(trained_demo_dir, tmp_path):
   (tmp_path / 'support' / 'only_class').mkdir(parents=True)
-  result = _run('personalize.py', f'--train_dir={trained_dir}',
+  result = run_binary('personalize.py', f'--train_dir={trained_demo_dir}',
                 f"--support_dir={tmp_path / 'support'}")
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert 'only_class' in result.stderr and 'has no images' in result.stderr

@@ -10,9 +10,13 @@ import time
 from lite_tf import atomic
 
 
-def child_env(malloc='default'):
-  """TF's BFC allocator on CPU (so get_memory_info works) and the chosen glibc malloc mode."""
-  env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC='true', TF_CPP_MIN_LOG_LEVEL='2')
+def child_env(malloc='default', bfc=True):
+  """TF's BFC allocator on CPU (so get_memory_info works; bfc=False keeps TF's default CPU
+  allocator, what users run, for RSS-only figures) and the chosen glibc malloc mode."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  env.pop('TF_CPU_ALLOCATOR_USE_BFC', None)
+  if bfc:
+    env['TF_CPU_ALLOCATOR_USE_BFC'] = 'true'
   if malloc == 'no_mmap':
     env.update(MALLOC_MMAP_MAX_='0', MALLOC_TRIM_THRESHOLD_=str(64 * 1024 ** 3))
   return env
@@ -29,13 +33,13 @@ def _rss_bytes(pid):
   return 0
 
 
-def run_child(script, args, memory_limit_gb, malloc='default', base=None):
+def run_child(script, args, memory_limit_gb, malloc='default', base=None, bfc=True):
   """Runs `python script args...`; returns the dict after its 'RESULT ' line, or an error dict.
 
   A watchdog kills the child when its resident set passes memory_limit_gb.
   """
   proc = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env=child_env(malloc))
+                          stderr=subprocess.PIPE, text=True, env=child_env(malloc, bfc))
   state = {'oom': False}
   limit = memory_limit_gb * 1024 ** 3
 
