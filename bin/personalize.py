@@ -44,7 +44,7 @@ def main(argv):
     learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
     size = learner.image_size
     images, labels, class_names = personalize.read_support_folder(FLAGS.support_dir, size)
-    task = personalize.adapt(learner, images, labels)  # builds the learner
+    personalize.build(learner, images, labels)
     learner.load_weights(evaluation_report.find_weights(FLAGS.train_dir, FLAGS.weights))
     task = personalize.adapt(learner, images, labels)
     classifier = personalize.AdaptedClassifier(learner, task, class_names, size)

@@ -16,9 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from lite_tf.episode import Episode
-from lite_tf.episode import to_model_input
 from lite_tf.learners import base as learner_base
-from lite_tf.lite import chunking
+from lite_tf.lite import estimator
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
@@ -98,26 +97,28 @@ class AdaptedClassifier(tf.Module):
             'class_name': tf.gather(self.class_names, index)}
 
 
-def adapt(learner, support_images, support_labels, chunk_size=64):
-  """The adapted task state in one gradient-free forward pass of the support set (chunked)."""
+def _support_episode(support_images, support_labels):
+  """An Episode of the support set (its first image stands in as the unused query)."""
+  way = int(np.max(support_labels)) + 1
+  return Episode.from_numpy(support_images, support_labels, support_images[:1],
+                            support_labels[:1], way)
+
+
+def build(learner, support_images, support_labels):
+  """Creates the learner's weights (before loading trained ones) on one image per class."""
   if not isinstance(learner, learner_base.Learner):
     raise ValueError(f'{type(learner).__name__} does not adapt in a forward pass; '
                      'personalization needs a LITE learner (protonets, cnaps, simple_cnaps)')
-  way = int(np.max(support_labels)) + 1
-  episode = Episode.from_numpy(support_images, support_labels, support_images[:1],
-                               support_labels[:1], way)
-  learner.call(episode.to_dict())  # builds every layer (Keras' __call__ would cast labels)
+  _, first = np.unique(support_labels, return_index=True)
+  episode = _support_episode(support_images[first], support_labels[first])
+  learner.call(episode.to_dict())  # Keras' __call__ would cast the integer labels to float
   learner.built = True
-  images = episode.support_images
-  context = None
-  if learner.has_context:
-    context = learner.task_context(chunking.chunked_apply(
-        lambda x: learner.context_contributions(to_model_input(x)), images, chunk_size))
-  contributions = chunking.chunked_apply(
-      lambda x: learner.support_contributions(to_model_input(x), context), images, chunk_size)
-  return tf.nest.map_structure(tf.stop_gradient,
-                               learner.adapt(contributions, episode.support_labels,
-                                             tf.constant(way), context))
+
+
+def adapt(learner, support_images, support_labels, chunk_size=64):
+  """The adapted task state in one gradient-free forward pass of the support set (chunked)."""
+  return estimator.adapt_task(learner, _support_episode(support_images, support_labels),
+                              chunk_size)
 
 
 def export(classifier, export_dir):

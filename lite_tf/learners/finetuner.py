@@ -49,9 +49,10 @@ class FineTuner(keras.Model):
     tensors throughout, so it runs eagerly and inside tf.function alike.
 
     With support_images (FiLM fine-tuning), features are recomputed from them at every step
-    under the FiLM parameters being trained. Returns (weights, bias, film or None).
+    under the FiLM parameters being trained, and `features` may be None. Returns (weights,
+    bias, film or None).
     """
-    dim = tf.shape(features)[-1]
+    dim = self.backbone.feature_dim
     params = [tf.zeros(tf.stack([dim, way])), tf.zeros(tf.reshape(way, [1]))]
     if support_images is not None:
       params += [t for pair in self.backbone.zero_film() for t in pair]
@@ -80,9 +81,12 @@ class FineTuner(keras.Model):
 
   def predict_episode(self, episode):
     way = tf.cast(episode.way, tf.int32)
-    support_features = tf.stop_gradient(self.features(episode.support_images))
-    support_images = (episode_lib.to_model_input(episode.support_images) if self.film
-                      else None)
+    if self.film:  # features come from the images under the FiLM being trained
+      support_features = None
+      support_images = episode_lib.to_model_input(episode.support_images)
+    else:
+      support_features = tf.stop_gradient(self.features(episode.support_images))
+      support_images = None
     weights, bias, film = self.fit_head(support_features, episode.support_labels, way,
                                         support_images)
     query_features = chunking.chunked_apply(

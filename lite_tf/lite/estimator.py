@@ -244,12 +244,9 @@ def full_task_gradients(learner, episode, variables):
   return loss, grads, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
-def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):
-  """Test-time adaptation in one gradient-free forward pass of the support set, chunked.
-
-  Returns:
-    logits [num_query, way].
-  """
+def adapt_task(learner, episode, chunk_size=64):
+  """The adapted task state in one gradient-free forward pass of the support set, chunked
+  (the query set is not used)."""
   disable_grappler_add_rewrite()
   context = None
   if learner.has_context:
@@ -262,9 +259,17 @@ def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):
       chunk_size)
   task = learner.adapt(contributions, episode.support_labels, tf.cast(episode.way, tf.int32),
                        context)
-  task = tf.nest.map_structure(tf.stop_gradient, task)
-  logits = chunking.chunked_apply(
+  return tf.nest.map_structure(tf.stop_gradient, task)
+
+
+def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):
+  """Test-time adaptation in one gradient-free forward pass of the support set, chunked.
+
+  Returns:
+    logits [num_query, way].
+  """
+  task = adapt_task(learner, episode, chunk_size)
+  return chunking.chunked_apply(
       lambda x: learner.query_logits(task, to_model_input(x), training=False),
       episode.query_images,
       query_batch_size)
-  return logits
