@@ -3,6 +3,9 @@
   python bin/convert_to_records.py --input_dir=photos --output_dir=records/photos --name=photos
   python bin/convert_to_records.py --input_dir=omniglot_like --output_dir=records/omni \
       --name=omni --splits_json=splits.json   # root/superclass/class/*.png -> bi-level spec
+  python bin/convert_to_records.py --input_dir=ILSVRC2012_train --output_dir=records/ilsvrc_2012 \
+      --name=ilsvrc_2012 --is_a=wordnet.is_a.txt --words=words.txt \
+      --valid_root=n02075296 --test_root=n03183080   # root/<wn_id>/*.JPEG -> hierarchical spec
 """
 
 import os
@@ -21,6 +24,13 @@ flags.DEFINE_list('split_ratios', ['0.7', '0.15', '0.15'], 'train,valid,test cla
 flags.DEFINE_integer('seed', 22, 'Seed of the class split.')
 flags.DEFINE_string('splits_json', None, '{"train": [...], "valid": [...], "test": [...]} '
                     'of class (or superclass) folder names; overrides --split_ratios.')
+flags.DEFINE_string('is_a', None, 'WordNet is-a file ("parent child" per line, as ImageNet\'s '
+                    'wordnet.is_a.txt): class folders are wn_ids and the spec is hierarchical.')
+flags.DEFINE_string('words', None, 'Optional "wn_id<TAB>words" file (ImageNet\'s words.txt).')
+flags.DEFINE_string('valid_root', 'n02075296', 'With --is_a: the classes below this node are '
+                    'the valid split (Meta-Dataset: carnivore).')
+flags.DEFINE_string('test_root', 'n03183080', 'With --is_a: the classes below this node are '
+                    'the test split (Meta-Dataset: device).')
 flags.mark_flags_as_required(['input_dir', 'output_dir'])
 
 
@@ -28,16 +38,21 @@ def main(argv):
   del argv
   from lite_tf.data import convert  # pylint: disable=g-import-not-at-top
   try:
-    ratios = [float(r) for r in FLAGS.split_ratios]
-    report = convert.convert(FLAGS.input_dir, FLAGS.output_dir,
-                             FLAGS.name or os.path.basename(os.path.normpath(FLAGS.output_dir)),
-                             split_ratios=ratios, seed=FLAGS.seed, splits_json=FLAGS.splits_json)
+    name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.output_dir))
+    if FLAGS.is_a:
+      report = convert.convert_hierarchical(FLAGS.input_dir, FLAGS.output_dir, name,
+                                            FLAGS.is_a, FLAGS.valid_root, FLAGS.test_root,
+                                            words_path=FLAGS.words)
+    else:
+      ratios = [float(r) for r in FLAGS.split_ratios]
+      report = convert.convert(FLAGS.input_dir, FLAGS.output_dir, name, split_ratios=ratios,
+                               seed=FLAGS.seed, splits_json=FLAGS.splits_json)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   spec = report.spec
-  print(f'wrote {report.num_images} images of {len(spec.images_per_class)} classes to '
-        f'{FLAGS.output_dir}')
+  num_classes = sum(len(spec.class_ids(s)) for s in ('train', 'valid', 'test'))
+  print(f'wrote {report.num_images} images of {num_classes} classes to {FLAGS.output_dir}')
   for path, reason in report.skipped:
     print(f'skipped {path}: {reason}')
 

@@ -3,6 +3,8 @@
 Layouts:
   root/<class>/<image>                  -> DatasetSpec (flat)
   root/<superclass>/<class>/<image>     -> BiLevelDatasetSpec (superclasses are split)
+  root/<wn_id>/<image> + an is-a file   -> HierarchicalDatasetSpec (ImageNet's layout; classes
+                                           split by two roots of the DAG, see ontology.py)
 
 Class ids follow Meta-Dataset: TRAIN classes first, then VALID, then TEST; within a split,
 sorted by name (for bi-level: superclasses sorted by name, classes by name inside each).
@@ -24,6 +26,7 @@ import tensorflow as tf
 
 from lite_tf import atomic
 from lite_tf.data import dataset_spec as spec_lib
+from lite_tf.data import ontology
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
@@ -165,3 +168,62 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
   atomic.write_json(os.path.join(output_dir, f'{name}_splits.json'), splits)
   spec_lib.save(spec, output_dir)
   return ConversionReport(spec=spec, skipped=skipped, num_images=sum(images_per_class.values()))
+
+
+def _read_pairs(path, flag, separator):
+  pairs = []
+  try:
+    with open(path, encoding='utf-8') as f:
+      for number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        fields = line.rstrip('\n').split(separator, 1)
+        if len(fields) != 2 or not all(x.strip() for x in fields):
+          raise ValueError(f'{flag} {path}, line {number}: expected two fields separated by '
+                           f'{separator!r}; got {line.strip()[:80]!r}')
+        pairs.append((fields[0].strip(), fields[1].strip()))
+  except OSError as e:
+    raise ValueError(f'{flag} {path}: cannot read ({e})') from e
+  return pairs
+
+
+def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, test_root,
+                         words_path=None):
+  """Converts root/<wn_id>/<image> folders under a WordNet-style is-a relation (lines
+  'parent child', as ImageNet's wordnet.is_a.txt) into records with a hierarchical spec.
+
+  The classes below `valid_root` go to VALID, those below `test_root` to TEST (Meta-Dataset
+  uses n02075296 'carnivore' and n03183080 'device' for ILSVRC 2012), the rest to TRAIN.
+  Returns a ConversionReport.
+  """
+  if not os.path.isdir(input_dir):
+    raise ValueError(f'--input_dir {input_dir!r} is not a directory')
+  classes = _subdirs(input_dir)
+  if not classes:
+    raise ValueError(f'--input_dir {input_dir!r} has no class folders')
+  words = dict(_read_pairs(words_path, '--words', '\t')) if words_path else {}
+  graph = ontology.graph_from_is_a(_read_pairs(is_a_path, '--is_a', ' '), words)
+  unknown = [c for c in classes if c not in graph]
+  if unknown:
+    raise ValueError(f'--input_dir class folders {unknown[:10]} are not in --is_a {is_a_path}')
+  subgraphs, splits = ontology.split_subgraphs(graph, classes, valid_root, test_root)
+  os.makedirs(output_dir, exist_ok=True)
+  skipped, leaf_images, class_names = [], {}, {}
+  ordered = [wn_id for split in spec_lib.SPLITS for wn_id in splits[split]]
+  for class_id, wn_id in enumerate(ordered):
+    directory = os.path.join(input_dir, wn_id)
+    count = _write_class(_list_images(directory), class_id,
+                         os.path.join(output_dir, f'{class_id}.tfrecords'), skipped)
+    if count == 0:
+      raise ValueError(f'class folder {directory!r} has no readable images')
+    leaf_images[wn_id] = count
+    class_names[class_id] = wn_id
+  spec = spec_lib.HierarchicalDatasetSpec(
+      name=name, split_subgraphs=subgraphs,
+      images_per_class={s: ontology.spanning_images(subgraphs[s], leaf_images)
+                        for s in spec_lib.SPLITS},
+      class_names=class_names, path=output_dir)
+  atomic.write_json(os.path.join(output_dir, f'{name}_splits.json'),
+                    {s.lower(): splits[s] for s in spec_lib.SPLITS})
+  spec_lib.save(spec, output_dir)
+  return ConversionReport(spec=spec, skipped=skipped, num_images=sum(leaf_images.values()))

@@ -7,9 +7,9 @@ records folder is the folder the spec was read from, not the `path` stored in th
 
 Class ids are contiguous per split: TRAIN classes first, then VALID, then TEST.
 
-Supported here: DatasetSpecification (flat) and BiLevelDatasetSpecification (superclasses,
-e.g. Omniglot's alphabets). HierarchicalDatasetSpecification (ImageNet) is rejected with a
-clear error until its reader lands.
+All three of Meta-Dataset's spec types are read and written: DatasetSpecification (flat),
+BiLevelDatasetSpecification (superclasses, e.g. Omniglot's alphabets) and
+HierarchicalDatasetSpecification (ImageNet: one WordNet DAG per split, see ontology.py).
 """
 
 import dataclasses
@@ -18,6 +18,7 @@ import os
 from typing import Dict, Union
 
 from lite_tf import atomic
+from lite_tf.data import ontology
 
 SPEC_FILENAME = 'dataset_spec.json'
 SPLITS = ('TRAIN', 'VALID', 'TEST')
@@ -129,6 +130,98 @@ class BiLevelDatasetSpec:
     }
 
 
+@dataclasses.dataclass
+class HierarchicalDatasetSpec:
+  """Meta-Dataset's HierarchicalDatasetSpecification (ImageNet).
+
+  Each split has its own class DAG (`split_subgraphs[split]`: wn_id -> ontology.Synset); its
+  leaves are the split's classes. `images_per_class[split]` maps every node of that graph to the
+  number of images it spans (a leaf: its own images). `class_names` maps class id -> wn_id; ids
+  are contiguous per split, TRAIN then VALID then TEST (Meta-Dataset's converter numbers each
+  split's leaves in wn_id order).
+  """
+  name: str
+  split_subgraphs: Dict[str, ontology.Graph]
+  images_per_class: Dict[str, Dict[str, int]]
+  class_names: Dict[int, str]
+  path: str
+  file_pattern: str = '{}.tfrecords'
+
+  def __post_init__(self):
+    self.classes_per_split = {s: len(ontology.leaves(self.split_subgraphs[s])) for s in SPLITS}
+    self.class_names_to_ids = {wn_id: k for k, wn_id in self.class_names.items()}
+    self._spans = {}
+
+  def class_ids(self, split):
+    return _contiguous_ids(split, self.classes_per_split)
+
+  def split_of(self, class_id):
+    for split in SPLITS:
+      if class_id in self.class_ids(split):
+        return split
+    raise DatasetSpecError(f'{self.name}: no class id {class_id}')
+
+  def num_images(self, class_id):
+    return self.images_per_class[self.split_of(class_id)][self.class_names[class_id]]
+
+  def leaves(self, split):
+    """Sorted wn_ids of the split's classes."""
+    return ontology.leaves(self.split_subgraphs[_split_name(split)])
+
+  def spanning_leaves(self, split):
+    """wn_id -> frozenset of leaf wn_ids below it, for every node of the split's graph."""
+    split = _split_name(split)
+    if split not in self._spans:
+      self._spans[split] = ontology.spanning_leaves(self.split_subgraphs[split])
+    return self._spans[split]
+
+  class_file = DatasetSpec.class_file
+
+  def to_dict(self):
+    return {
+        'name': self.name,
+        'split_subgraphs': {s: ontology.export_graph(self.split_subgraphs[s]) for s in SPLITS},
+        'images_per_class': {s: dict(self.images_per_class[s]) for s in SPLITS},
+        'class_names': {str(k): v for k, v in self.class_names.items()},
+        'path': self.path,
+        'file_pattern': self.file_pattern,
+        '__class__': 'HierarchicalDatasetSpecification',
+    }
+
+
+def _hierarchical_from_dict(d, directory, path):
+  _require(d, ('name', 'split_subgraphs', 'images_per_class', 'class_names'), path)
+  _check_splits(d['split_subgraphs'], 'split_subgraphs', path)
+  _check_splits(d['images_per_class'], 'images_per_class', path)
+  try:
+    graphs = {s: ontology.import_graph(d['split_subgraphs'][s], f'{path}: split_subgraphs[{s}]')
+              for s in SPLITS}
+  except ontology.OntologyError as e:
+    raise DatasetSpecError(str(e)) from e
+  images = {}
+  for s in SPLITS:
+    counts = d['images_per_class'][s]
+    if not isinstance(counts, dict):
+      raise DatasetSpecError(f'{path}: images_per_class[{s}] must map wn_ids to image counts')
+    missing = [w for w in ontology.leaves(graphs[s]) if w not in counts]
+    if missing:
+      raise DatasetSpecError(f'{path}: images_per_class[{s}] lacks classes {missing[:10]}')
+    images[s] = {w: int(n) for w, n in counts.items()}
+  spec = HierarchicalDatasetSpec(
+      name=d['name'], split_subgraphs=graphs, images_per_class=images,
+      class_names=_int_keys(d['class_names'], 'class_names', path), path=directory,
+      file_pattern=d.get('file_pattern', '{}.tfrecords'))
+  for s in SPLITS:
+    ids = sorted(spec.class_names_to_ids.get(w, -1) for w in spec.leaves(s))
+    if ids != list(spec.class_ids(s)):
+      unnamed = [w for w in spec.leaves(s) if w not in spec.class_names_to_ids]
+      raise DatasetSpecError(
+          f'{path}: the {s} leaves must have class ids {spec.class_ids(s).start}..'
+          f'{spec.class_ids(s).stop - 1} in class_names'
+          + (f'; leaves without an id: {unnamed[:10]}' if unnamed else f'; got {ids[:10]}...'))
+  return spec
+
+
 def _int_keys(mapping, field, path):
   try:
     return {int(k): v for k, v in mapping.items()}
@@ -171,18 +264,19 @@ def from_dict(d, directory, path='dataset_spec'):
         class_names=_int_keys(d['class_names'], 'class_names', path), path=directory,
         file_pattern=d.get('file_pattern', '{}.tfrecords'))
   elif kind == 'HierarchicalDatasetSpecification':
-    raise DatasetSpecError(f'{path}: HierarchicalDatasetSpecification (ImageNet) is not '
-                           'supported yet')
+    spec = _hierarchical_from_dict(d, directory, path)
   else:
     raise DatasetSpecError(f'{path}: unknown or missing __class__ {kind!r}; expected '
-                           'DatasetSpecification or BiLevelDatasetSpecification')
+                           'DatasetSpecification, BiLevelDatasetSpecification or '
+                           'HierarchicalDatasetSpecification')
   if spec.file_pattern not in FILE_PATTERNS:
     raise DatasetSpecError(f'{path}: file_pattern must be one of {list(FILE_PATTERNS)}; got '
                            f'{spec.file_pattern!r}')
-  all_ids = set(range(sum(len(spec.class_ids(s)) for s in SPLITS)))
-  missing = sorted(all_ids - set(spec.images_per_class))
-  if missing:
-    raise DatasetSpecError(f'{path}: images_per_class lacks class ids {missing[:10]}')
+  if not isinstance(spec, HierarchicalDatasetSpec):
+    all_ids = set(range(sum(len(spec.class_ids(s)) for s in SPLITS)))
+    missing = sorted(all_ids - set(spec.images_per_class))
+    if missing:
+      raise DatasetSpecError(f'{path}: images_per_class lacks class ids {missing[:10]}')
   return spec
 
 

@@ -4,7 +4,8 @@ An episode description is a tuple of (class_id, num_support, num_query) triples.
 way/shot sampling:
   1. ways uniform in [min_ways, min(max_ways_upper_bound, classes available)]; classes drawn
      uniformly without replacement (Omniglot: first an alphabet uniformly, then ways and
-     characters inside it);
+     characters inside it; ImageNet: an internal node of the split's DAG uniformly among those
+     spanning min_ways..392 classes, its classes subsampled to max_ways_upper_bound if more);
   2. query shots per class: min(max_num_query, floor(smallest class size / 2));
   3. support set size: sum over classes of ceil(beta * min(max_support_size_contrib_per_class,
      images left after the query)), beta ~ U(0, 1], capped at max_support_set_size;
@@ -43,7 +44,11 @@ class EpisodeDescriptionConfig:
   min_log_weight: float = math.log(0.5)
   max_log_weight: float = math.log(2.0)
   ignore_bilevel_ontology: bool = False
+  ignore_dag_ontology: bool = False
   min_examples_in_class: int = 0
+  # Meta-Dataset's MAX_SPANNING_LEAVES_ELIGIBLE: the smallest bound under which every ImageNet
+  # class is still reachable.
+  max_spanning_leaves_eligible: int = 392
 
 
 def sample_num_ways(num_classes, min_ways, max_ways, rng):
@@ -100,12 +105,33 @@ def sample_support_per_class(images_per_class, remaining_per_class, support_set_
   return np.minimum(desired, remaining_per_class)
 
 
+def dag_sampling_nodes(spec, split, eligible, min_ways, max_spanning_leaves):
+  """Class-id lists of the internal nodes of the split's DAG that episodes may be drawn from:
+  those spanning between min_ways and max_spanning_leaves eligible classes (sorted by wn_id,
+  so that a seed gives the same episodes in every process)."""
+  spans = spec.spanning_leaves(split)
+  leaves = set(spec.leaves(split))
+  nodes = []
+  for wn_id in sorted(set(spans) - leaves):
+    ids = sorted(spec.class_names_to_ids[leaf] for leaf in spans[wn_id])
+    ids = [k for k in ids if k in eligible]
+    if min_ways <= len(ids) <= max_spanning_leaves:
+      nodes.append(ids)
+  if not nodes:
+    raise ValueError(f'no node of the {split!r} DAG of {spec.name!r} spans between '
+                     f'min_ways={min_ways} and max_spanning_leaves_eligible='
+                     f'{max_spanning_leaves} classes; change EpisodeDescriptionConfig.min_ways '
+                     'or .max_spanning_leaves_eligible, or set ignore_dag_ontology=True')
+  return nodes
+
+
 class EpisodeDescriptionSampler:
   """Samples episode descriptions for one split of one dataset.
 
   Class ids in descriptions are dataset-level ids. For a BiLevelDatasetSpec, classes are
   sampled within one superclass (Omniglot's alphabets) unless
-  config.ignore_bilevel_ontology.
+  config.ignore_bilevel_ontology; for a HierarchicalDatasetSpec, as the classes below one node
+  of the split's DAG (ImageNet) unless config.ignore_dag_ontology.
   """
 
   def __init__(self, spec, split, config=None, seed=0):
@@ -131,9 +157,21 @@ class EpisodeDescriptionSampler:
       if small:
         raise ValueError(f'superclasses {small} of {spec.name!r} have fewer than '
                          f'min_ways={c.min_ways} classes')
+    self.dag_nodes = None
+    if (isinstance(spec, spec_lib.HierarchicalDatasetSpec) and not c.ignore_dag_ontology):
+      if c.num_ways is not None:
+        raise ValueError('EpisodeDescriptionConfig.num_ways cannot be fixed with DAG sampling; '
+                         'set ignore_dag_ontology=True')
+      self.dag_nodes = dag_sampling_nodes(spec, split, set(self.eligible), c.min_ways,
+                                          c.max_spanning_leaves_eligible)
 
   def _sample_classes(self):
     c = self.config
+    if self.dag_nodes is not None:
+      classes = self.dag_nodes[self.rng.randint(len(self.dag_nodes))]
+      if len(classes) > c.max_ways_upper_bound:
+        classes = self.rng.choice(classes, size=[c.max_ways_upper_bound], replace=False)
+      return [int(k) for k in classes]
     if self.bilevel:
       superclass = self.rng.choice(self.superclasses, 1)[0]
       size = self.spec.classes_per_superclass[superclass]
