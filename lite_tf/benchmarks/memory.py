@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lite_tf import proc_status
 from lite_tf.episode import Episode
 from lite_tf.episode import to_model_input
 from lite_tf.learners import cnaps
@@ -32,11 +33,11 @@ from lite_tf.lite import model as lite_model
 
 
 def _status_kib(field):
-  with open('/proc/self/status') as f:
-    for line in f:
-      if line.startswith(field + ':'):
-        return int(line.split()[1])
-  raise RuntimeError(f'{field} not in /proc/self/status')
+  kib = proc_status.status_kib(field)
+  if kib is None:
+    raise RuntimeError(f'{field} not readable from /proc/self/status (the memory benchmark '
+                       'needs Linux)')
+  return kib
 
 
 def current_rss_bytes():

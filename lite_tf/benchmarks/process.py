@@ -8,6 +8,7 @@ import threading
 import time
 
 from lite_tf import atomic
+from lite_tf import proc_status
 
 
 def child_env(malloc='default', bfc=True):
@@ -23,14 +24,7 @@ def child_env(malloc='default', bfc=True):
 
 
 def _rss_bytes(pid):
-  try:
-    with open(f'/proc/{pid}/status') as f:
-      for line in f:
-        if line.startswith('VmRSS:'):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return 0
+  return (proc_status.status_kib('VmRSS', pid) or 0) * 1024
 
 
 def run_child(script, args, memory_limit_gb, malloc='default', base=None, bfc=True):

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from lite_tf import atomic
+from lite_tf import proc_status
 
 
 def peak_memory_bytes():
@@ -15,14 +16,7 @@ def peak_memory_bytes():
   gpus = tf.config.list_logical_devices('GPU')
   if gpus:
     return tf.config.experimental.get_memory_info(gpus[0].name)['peak']
-  try:
-    with open('/proc/self/status') as f:
-      for line in f:
-        if line.startswith('VmHWM:'):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return 0
+  return (proc_status.status_kib('VmHWM') or 0) * 1024
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
