@@ -156,3 +156,11 @@ def episode_assertions(episode):
                         & (query_labels < way) & (query_labels >= 0)), True,
           message='a query label does not occur in the support set'),
   ]
+
+
+def shard_filter(start, num_shards, index):
+  """keep(i) of an episode source's shard `index` of `num_shards`: the episodes start + index,
+  start + index + num_shards, ... (tf.data's shard of the stream from `start`)."""
+  if not 0 <= index < num_shards:
+    raise ValueError(f'shard index {index} is not in [0, {num_shards})')
+  return lambda i: i >= start and (i - start) % num_shards == index

@@ -95,3 +95,36 @@ def test_tfds_unprepared_dataset_is_a_clear_error(tmp_path):
   from lite_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="'cifar10' .* not prepared in data_dir"):
     tfds_source.TfdsEpisodeSource('cifar10', data_dir=str(tmp_path))
+
+
+def test_multi_source_resumes_and_shards_like_one_stream(fixture_dir):
+  config = sampling.EpisodeDescriptionConfig(num_ways=5, num_support=1, num_query=1)
+  sources = [reader.RecordsEpisodeSource(fixture_dir, split, image_size=8, config=config,
+                                         seed=i) for i, split in enumerate(('train', 'test'))]
+  mixed = adapters.MultiSourceEpisodes(sources, seed=1)
+  ids = lambda episodes: [tuple(e['support_class_ids'].tolist()) for e in episodes]
+  full = ids(e for _, e in zip(range(10), mixed.episodes()))
+  assert {c[0] >= 40 for c in full} == {True, False}  # both sources appear
+  assert ids(e for _, e in zip(range(4), mixed.episodes(start=6))) == full[6:]
+  shards = [ids(mixed.as_dataset(num_episodes=3, start=2, shard=(2, r)).as_numpy_iterator())
+            for r in range(2)]
+  assert [x for pair in zip(*shards) for x in pair] == full[2:8]
+
+
+def test_multi_source_records_gin_source(fixture_dir):
+  import gin  # pylint: disable=g-import-not-at-top
+  from lite_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.register_configurables()
+  with gin.unlock_config():
+    gin.parse_config([f"multi_source_records_episodes.records_dirs = ['{fixture_dir}', "
+                      f"'{fixture_dir}']", 'multi_source_records_episodes.image_size = 8'])
+  try:
+    source = reader.multi_source_records_episodes('valid')
+    assert len(source.sources) == 2
+    e = next(iter(source.as_dataset(num_episodes=1)))
+    assert e['support_images'].shape[1:] == (8, 8, 3)
+    assert set(e['support_class_ids'].numpy()) <= set(range(33, 40))
+  finally:
+    gin.clear_config()
+  with pytest.raises(ValueError, match='records_dirs must be a non-empty list'):
+    reader.multi_source_records_episodes('train', records_dirs=fixture_dir)

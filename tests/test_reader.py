@@ -73,3 +73,30 @@ def test_bad_records_are_named(fixture_dir, tmp_path):
     source.episode_from_description(((40, 20, 5),))
   with pytest.raises(dataset_spec.DatasetSpecError, match="unknown split 'dev'"):
     reader.RecordsEpisodeSource(fixture_dir, 'dev')
+
+
+def _ids(episodes):
+  return [tuple(e['support_class_ids'].tolist()) + tuple(e['query_class_ids'].tolist())
+          for e in episodes]
+
+
+def test_episode_stream_is_a_function_of_the_seed(fixture_dir):
+  """Every iteration replays the same episodes (validation sees the same set each epoch);
+  start= and shard= select from that one stream and decode only what they keep."""
+  config = sampling.EpisodeDescriptionConfig(num_ways=5, num_support=1, num_query=1)
+  source = reader.RecordsEpisodeSource(fixture_dir, 'train', image_size=8, config=config,
+                                       seed=3)
+  first = [e for _, e in zip(range(7), source.episodes())]
+  again = [e for _, e in zip(range(7), source.episodes())]
+  assert _ids(first) == _ids(again)
+  np.testing.assert_array_equal(first[6]['query_images'], again[6]['query_images'])
+  assert len(set(_ids(first))) == 7
+  assert _ids([e for _, e in zip(range(3), source.episodes(start=4))]) == _ids(first[4:])
+  decoded = []
+  original_decode = source._decode  # pylint: disable=protected-access
+  source._decode = lambda *a, **k: decoded.append(1) or original_decode(*a, **k)  # pylint: disable=protected-access
+  sharded = [{k: v.numpy() for k, v in e.items()}
+             for e in source.as_dataset(num_episodes=2, start=1, shard=(3, 2))]
+  assert _ids(sharded) == _ids([first[3], first[6]])
+  np.testing.assert_array_equal(sharded[1]['support_images'], first[6]['support_images'])
+  assert len(decoded) == 2 * 2  # support and query of the two kept episodes only

@@ -4,6 +4,8 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from lite_tf import episode as episode_lib
+
 
 def from_meta_dataset_tuple(support_images, support_labels, support_class_ids, query_images,
                             query_labels, query_class_ids):
@@ -39,7 +41,13 @@ def adapt_meta_dataset_pipeline(dataset):
 @gin.configurable
 class MultiSourceEpisodes:
   """Each episode from one source drawn uniformly at random (Meta-Dataset's multi-source
-  training), reproducibly for a seed."""
+  training), reproducibly for a seed.
+
+  Sources need `episodes(start=0, keep=None)` (lite_tf's records and in-memory sources): episode
+  g of the mix is episode l of source c_g, where c_g is the seeded draw and l counts the earlier
+  draws of c_g. So the mix can start at any episode and be sharded without decoding the
+  episodes it skips, like its sources.
+  """
 
   def __init__(self, sources, seed=0):
     if not sources:
@@ -48,16 +56,36 @@ class MultiSourceEpisodes:
     sizes = {getattr(s, 'image_size', None) for s in self.sources}
     if len(sizes) > 1:
       raise ValueError(f'MultiSourceEpisodes: sources differ in image_size {sorted(sizes)}')
-    self.rng = np.random.RandomState(seed)
+    self.seed = seed
 
-  def episodes(self):
-    iterators = [iter(s.episodes()) for s in self.sources]
+  def episodes(self, start=0, keep=None):
+    """Endless iterator of the mix's episodes with index >= start (and keep(index))."""
+    rng = np.random.RandomState(self.seed)
+    wanted = lambda g: g >= start and (keep is None or keep(g))  # pylint: disable=unnecessary-lambda-assignment
+    # global_index[c][l]: the mix's index of source c's episode l, filled as draws are made;
+    # a source only asks about episodes up to the one it is yielding, all drawn by then.
+    global_index = [[] for _ in self.sources]
+    iterators = [None] * len(self.sources)
+    index = 0
     while True:
-      yield next(iterators[self.rng.randint(len(iterators))])
+      c = rng.randint(len(self.sources))
+      global_index[c].append(index)
+      if wanted(index):
+        if iterators[c] is None:
+          iterators[c] = iter(self.sources[c].episodes(
+              keep=lambda l, c=c: wanted(global_index[c][l])))
+        yield next(iterators[c])
+      index += 1
 
-  def as_dataset(self, num_episodes=None, prefetch=2):
-    signature = self.sources[0].output_signature()
-    dataset = tf.data.Dataset.from_generator(self.episodes, output_signature=signature)
+  def output_signature(self):
+    return self.sources[0].output_signature()
+
+  def as_dataset(self, num_episodes=None, prefetch=2, start=0, shard=None):
+    """tf.data.Dataset of the mix from episode `start`; shard=(num_shards, index) as the
+    sources' as_dataset."""
+    keep = None if shard is None else episode_lib.shard_filter(start, *shard)
+    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start, keep),
+                                             output_signature=self.output_signature())
     if num_episodes is not None:
       dataset = dataset.take(num_episodes)
     return dataset.prefetch(prefetch)

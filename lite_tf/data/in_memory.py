@@ -61,15 +61,17 @@ class EpisodeSampler:
         'query_class_ids': np.asarray(query_ids, np.int64),
     }
 
-  def episodes(self, start=0):
-    """Python iterator over episodes start, start + 1, ..."""
+  def episodes(self, start=0, keep=None):
+    """Python iterator over episodes start, start + 1, ... (those with keep(index), if given)."""
     index = start
     while True:
-      yield self.episode(index)
+      if keep is None or keep(index):
+        yield self.episode(index)
       index += 1
 
-  def as_dataset(self, start=0, num_episodes=None):
-    """tf.data.Dataset of episode dicts, beginning at episode `start`."""
+  def as_dataset(self, start=0, num_episodes=None, shard=None):
+    """tf.data.Dataset of episode dicts, beginning at episode `start`; shard=(num_shards,
+    index) keeps episodes start + index + k * num_shards."""
     size = self.images_by_class[self.class_ids[0]].shape[1]
     n_support, n_query = self.way * self.shot, self.way * self.query_shot
     signature = {
@@ -81,7 +83,8 @@ class EpisodeSampler:
         'support_class_ids': tf.TensorSpec([n_support], tf.int64),
         'query_class_ids': tf.TensorSpec([n_query], tf.int64),
     }
-    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start),
+    keep = None if shard is None else episode_lib.shard_filter(start, *shard)
+    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start, keep),
                                              output_signature=signature)
     if num_episodes is not None:
       dataset = dataset.take(num_episodes)

@@ -13,6 +13,8 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from lite_tf import episode as episode_lib
+from lite_tf.data import adapters
 from lite_tf.data import dataset_spec as spec_lib
 from lite_tf.data import records
 from lite_tf.data import sampling
@@ -112,6 +114,7 @@ class RecordsEpisodeSource:
     self.split = split
     self.image_size = image_size
     self.image_dtype = image_dtype
+    self.config = config
     self.sampler = sampling.EpisodeDescriptionSampler(self.spec, split, config, seed=seed)
     self.seed = seed
     self.shuffle_buffer = shuffle_buffer
@@ -121,11 +124,11 @@ class RecordsEpisodeSource:
     for class_id in self.spec.class_ids(split):
       records.class_file(self.spec, class_id)  # fail early, naming a missing class file
 
-  def _stream(self, class_id):
-    if class_id not in self._streams:
-      self._streams[class_id] = _ClassStream(self.spec, class_id, self.shuffle_buffer,
-                                             self.seed * 1000003 + class_id)
-    return self._streams[class_id]
+  def _stream(self, class_id, streams):
+    if class_id not in streams:
+      streams[class_id] = _ClassStream(self.spec, class_id, self.shuffle_buffer,
+                                       self.seed * 1000003 + class_id)
+    return streams[class_id]
 
   def _decode(self, serialized, augment_seed=None):
     images = _decode_batch(tf.constant(serialized), self.image_size)
@@ -136,14 +139,15 @@ class RecordsEpisodeSource:
       images = tf.cast(tf.round((images + 1.0) * 127.5), tf.uint8)
     return images.numpy()
 
-  def _take(self, description):
-    return [self._stream(class_id).take(num_support + num_query)
+  def _take(self, description, streams):
+    return [self._stream(class_id, streams).take(num_support + num_query)
             for class_id, num_support, num_query in description]
 
-  def episode_from_description(self, description, index=0):
+  def episode_from_description(self, description, index=0, streams=None):
     """Episode dict (see lite_tf.episode) for a tuple of (class_id, num_support, num_query);
-    `index` seeds the support augmentation."""
-    taken_by_class = self._take(description)
+    `index` seeds the support augmentation. Records come from `streams` (class id ->
+    per-class record stream; the source's own by default)."""
+    taken_by_class = self._take(description, self._streams if streams is None else streams)
     support, query, support_ids, query_ids, support_labels, query_labels = [], [], [], [], [], []
     for label, ((class_id, num_support, num_query), taken) in enumerate(
         zip(description, taken_by_class)):
@@ -163,17 +167,24 @@ class RecordsEpisodeSource:
         'query_class_ids': np.asarray(query_ids, np.int64),
     }
 
-  def episodes(self, start=0):
-    """Endless iterator of episode dicts from episode `start` on.
+  def episodes(self, start=0, keep=None):
+    """Endless iterator of the episode dicts with index >= start (and keep(index), if given).
 
-    Episodes before `start` are sampled and their records taken from the class streams
-    without decoding, so a resumed run sees exactly the episodes an uninterrupted one would.
+    Every call replays the same sequence from a fresh sampler and fresh class streams, so it
+    is a function of the seed alone: validation sees the same episodes every epoch, replicas
+    see one stream, and a resumed run the episodes an uninterrupted one would. Episodes that
+    are not yielded are sampled and their records taken from the class streams, undecoded.
     """
-    for _ in range(start):
-      self._take(self.sampler.sample())
-    index = start
+    sampler = sampling.EpisodeDescriptionSampler(self.spec, self.split, self.config,
+                                                 seed=self.seed)
+    streams = {}
+    index = 0
     while True:
-      yield self.episode_from_description(self.sampler.sample(), index)
+      description = sampler.sample()
+      if index >= start and (keep is None or keep(index)):
+        yield self.episode_from_description(description, index, streams)
+      else:
+        self._take(description, streams)
       index += 1
 
   def output_signature(self):
@@ -189,10 +200,12 @@ class RecordsEpisodeSource:
         'query_class_ids': tf.TensorSpec([None], tf.int64),
     }
 
-  def as_dataset(self, num_episodes=None, prefetch=2, start=0):
+  def as_dataset(self, num_episodes=None, prefetch=2, start=0, shard=None):
     """tf.data.Dataset of episode dicts (variable shapes) from episode `start`, prefetching
-    `prefetch` episodes."""
-    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start),
+    `prefetch` episodes; shard=(num_shards, index) keeps episodes start + index + k *
+    num_shards and decodes only those."""
+    keep = None if shard is None else episode_lib.shard_filter(start, *shard)
+    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start, keep),
                                              output_signature=self.output_signature())
     if num_episodes is not None:
       dataset = dataset.take(num_episodes)
@@ -230,3 +243,19 @@ def records_episodes(split, records_dir=gin.REQUIRED, image_size=84, config=None
   split_seed = seed + {'train': 0, 'valid': 1, 'test': 2}.get(str(split).lower(), 0)
   return RecordsEpisodeSource(os.fspath(records_dir), split, image_size=image_size,
                               config=config, seed=split_seed, **kwargs)
+
+
+@gin.configurable
+def multi_source_records_episodes(split, records_dirs=gin.REQUIRED, image_size=84, config=None,
+                                  seed=0, **kwargs):
+  """gin episode source for Meta-Dataset's multi-source training
+  (`run_training.episode_source = @multi_source_records_episodes`): each episode from one of
+  `records_dirs` (one records folder per dataset), uniformly; every dataset's `split`."""
+  if isinstance(records_dirs, (str, os.PathLike)) or not records_dirs:
+    raise ValueError('multi_source_records_episodes.records_dirs must be a non-empty list of '
+                     f'records folders; got {records_dirs!r}')
+  split_seed = seed + {'train': 0, 'valid': 1, 'test': 2}.get(str(split).lower(), 0)
+  sources = [RecordsEpisodeSource(os.fspath(d), split, image_size=image_size, config=config,
+                                  seed=split_seed * 1000 + i, **kwargs)
+             for i, d in enumerate(records_dirs)]
+  return adapters.MultiSourceEpisodes(sources, seed=split_seed)

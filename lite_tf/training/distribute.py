@@ -7,6 +7,8 @@
 runs lite_tf's train_step on its own episode (see EpisodicModel.train_step).
 """
 
+import inspect
+
 import tensorflow as tf
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
@@ -25,16 +27,18 @@ def make_strategy(kind='default', devices=None):
 
 def replica_episodes(strategy, source, start=0):
   """The episodes of `source` from `start`, dealt round-robin: at step s replica r of R gets
-  episode start + s * R + r. Each replica's pipeline reads the stream and keeps its share, so
-  sampling (not decoding: sources decode lazily per episode only for in-memory data) is
-  repeated R times; for records sources prefer fewer, larger replicas."""
+  episode start + s * R + r. Each replica's pipeline replays the stream's sampling and decodes
+  only its share (`as_dataset(shard=...)`, which lite_tf's sources take; other sources are
+  decoded in full and sharded by tf.data)."""
   num_replicas = strategy.num_replicas_in_sync
   if num_replicas == 1:
     return source.as_dataset(start=start)
 
   def replica_dataset(input_context):
-    return source.as_dataset(start=start).shard(num_replicas,
-                                                 input_context.input_pipeline_id)
+    shard = (num_replicas, input_context.input_pipeline_id)
+    if 'shard' in inspect.signature(source.as_dataset).parameters:
+      return source.as_dataset(start=start, shard=shard)
+    return source.as_dataset(start=start).shard(*shard)
 
   return strategy.distribute_datasets_from_function(
       replica_dataset,
