@@ -9,24 +9,29 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from lite_tf.episode import Episode  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lite_tf.episode import shard_filter  # pylint: disable=wrong-import-position
 from lite_tf.learners.protonets import ProtoNets  # pylint: disable=wrong-import-position
 from lite_tf.lite import model as lite_model  # pylint: disable=wrong-import-position
 from lite_tf.training import distribute  # pylint: disable=wrong-import-position
 
 
 class Source:
-  """Episode i is a pure function of i; as_dataset(start) like lite_tf's sources."""
+  """Episode i is a pure function of i; as_dataset(start, shard) like lite_tf's sources."""
 
   def episode(self, i):
     rng = np.random.RandomState(i)
     return Episode.from_numpy(rng.uniform(-1, 1, (6, 16, 16, 3)), np.arange(6) % 3,
                               rng.uniform(-1, 1, (4, 16, 16, 3)), np.arange(4) % 3, 3).to_dict()
 
-  def as_dataset(self, start=0):
+  def as_dataset(self, start=0, shard=None):
+    keep = shard_filter(start, *shard) if shard else (lambda i: True)
+    self.shards.append(shard)
+
     def generate():
       i = start
       while True:
-        yield self.episode(i)
+        if keep(i):
+          yield self.episode(i)
         i += 1
     signature = {'support_images': tf.TensorSpec([6, 16, 16, 3], tf.float32),
                  'support_labels': tf.TensorSpec([6], tf.int32),
@@ -35,8 +40,18 @@ class Source:
                  'way': tf.TensorSpec([], tf.int32)}
     return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
+  def __init__(self):
+    self.shards = []
 
-def train(strategy, tasks_per_step, steps):
+
+class UnshardedSource(Source):
+  """A source whose as_dataset takes no shard=: replica_episodes shards it with tf.data."""
+
+  def as_dataset(self, start=0):  # pylint: disable=arguments-differ
+    return super().as_dataset(start)
+
+
+def train(strategy, tasks_per_step, steps, source):
   with strategy.scope():
     keras.utils.set_random_seed(0)
     learner = ProtoNets(backbone='conv4', image_size=16)
@@ -46,15 +61,17 @@ def train(strategy, tasks_per_step, steps):
     model = lite_model.LiteModel(learner, num_backprop=2, chunk_size=2, query_batch_size=4)
     model.compile(optimizer=lite_model.make_optimizer(learning_rate=1e-2,
                                                       tasks_per_step=tasks_per_step))
-  model.fit(distribute.replica_episodes(strategy, Source()), epochs=1, steps_per_epoch=steps,
+  model.fit(distribute.replica_episodes(strategy, source), epochs=1, steps_per_epoch=steps,
             verbose=0)
   return [v.numpy() for v in learner.trainable_weights], int(model.tasks_seen.numpy())
 
 
 def main():
   mirrored_strategy = distribute.make_strategy('mirrored', ['/cpu:0', '/cpu:1'])
-  single, single_tasks = train(distribute.make_strategy('default'), 2, 4)
-  mirrored, mirrored_tasks = train(mirrored_strategy, 1, 2)
+  single, single_tasks = train(distribute.make_strategy('default'), 2, 4, Source())
+  sharded_source = Source()
+  mirrored, mirrored_tasks = train(mirrored_strategy, 1, 2, sharded_source)
+  unsharded, _ = train(mirrored_strategy, 1, 2, UnshardedSource())
   keras.utils.set_random_seed(0)
   initial = ProtoNets(backbone='conv4', image_size=16)
   initial.call(Source().episode(0))
@@ -63,6 +80,9 @@ def main():
   print('moved', max(float(np.abs(a - b.numpy()).max())
                      for a, b in zip(single, initial.trainable_weights)))
   print('difference', max(float(np.abs(a - b).max()) for a, b in zip(single, mirrored)))
+  print('difference_unsharded', max(float(np.abs(a - b).max())
+                                    for a, b in zip(single, unsharded)))
+  print('shards', sorted(sharded_source.shards))
 
 
 if __name__ == '__main__':

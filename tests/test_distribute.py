@@ -17,3 +17,5 @@ def test_two_replicas_equal_two_accumulated_tasks_on_one_device():
   assert lines['tasks'] == '4 4'
   assert float(lines['moved']) > 1e-3  # the weights did change
   assert float(lines['difference']) < 1e-6
+  assert float(lines['difference_unsharded']) < 1e-6
+  assert lines['shards'] == '[(2, 0), (2, 1)]'  # each replica decodes only its share
