@@ -10,6 +10,7 @@ from PIL import Image
 import pytest
 
 from conftest import run_binary
+from lite_tf.data import batches
 from lite_tf.data import dataset_spec
 from lite_tf.data import ontology
 from lite_tf.data import reader
@@ -236,6 +237,11 @@ def test_records_episodes_from_a_hierarchical_dataset(spec, imagenet_like):
     assert set(e['support_class_ids'].numpy()) == set(spec.class_ids('test'))
     assert e['support_images'].shape[1:] == (16, 16, 3)
     assert len(e['query_labels']) == 7 * 5  # 7 classes, min(10, 10 // 2) queries each
+  dataset, num_classes = batches.labelled_batches(str(imagenet_like / 'records'), 'valid',
+                                                  image_size=16, batch_size=64, repeat=False)
+  labels = np.concatenate([l.numpy() for _, l in dataset])
+  assert num_classes == 7 and sorted(set(labels)) == list(range(7))
+  assert len(labels) == sum(spec.num_images(k) for k in spec.class_ids('valid'))
 
 
 def _load_with(tmp_path, edit):

@@ -86,6 +86,16 @@ def _write_class(paths, label, output_path, skipped):
   return count
 
 
+def _convert_class(directory, class_id, output_dir, skipped):
+  """Writes output_dir/<class_id>.tfrecords from the images of `directory`; returns their
+  number (unreadable files are added to `skipped`; none readable is an error)."""
+  count = _write_class(_list_images(directory), class_id,
+                       os.path.join(output_dir, f'{class_id}.tfrecords'), skipped)
+  if count == 0:
+    raise ValueError(f'class folder {directory!r} has no readable images')
+  return count
+
+
 def split_names(names, ratios, seed):
   """Splits names into train/valid/test by ratios (rounded; every split non-empty when the
   ratio is positive and names allow) with a seeded permutation."""
@@ -148,11 +158,7 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
       else:
         members = [(os.path.join(input_dir, group), group)]
       for directory, class_name in members:
-        count = _write_class(_list_images(directory), class_id,
-                             os.path.join(output_dir, f'{class_id}.tfrecords'), skipped)
-        if count == 0:
-          raise ValueError(f'class folder {directory!r} has no readable images')
-        images_per_class[class_id] = count
+        images_per_class[class_id] = _convert_class(directory, class_id, output_dir, skipped)
         class_names[class_id] = class_name
         class_id += 1
   counts = {s.upper(): len(splits[s]) for s in ('train', 'valid', 'test')}
@@ -211,12 +217,8 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
   skipped, leaf_images, class_names = [], {}, {}
   ordered = [wn_id for split in spec_lib.SPLITS for wn_id in splits[split]]
   for class_id, wn_id in enumerate(ordered):
-    directory = os.path.join(input_dir, wn_id)
-    count = _write_class(_list_images(directory), class_id,
-                         os.path.join(output_dir, f'{class_id}.tfrecords'), skipped)
-    if count == 0:
-      raise ValueError(f'class folder {directory!r} has no readable images')
-    leaf_images[wn_id] = count
+    leaf_images[wn_id] = _convert_class(os.path.join(input_dir, wn_id), class_id, output_dir,
+                                        skipped)
     class_names[class_id] = wn_id
   spec = spec_lib.HierarchicalDatasetSpec(
       name=name, split_subgraphs=subgraphs,

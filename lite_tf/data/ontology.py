@@ -57,18 +57,14 @@ def import_graph(node_list, where='graph'):
 def check_graph(graph, where='graph'):
   """Links point inside the graph, agree both ways, and contain no cycle."""
   for wn_id, node in graph.items():
-    for child in node.children:
-      if child not in graph:
-        raise OntologyError(f'{where}: node {wn_id!r} has child {child!r} outside the graph')
-      if wn_id not in graph[child].parents:
-        raise OntologyError(f'{where}: node {wn_id!r} lists child {child!r}, which does not '
-                            'list it as a parent')
-    for parent in node.parents:
-      if parent not in graph:
-        raise OntologyError(f'{where}: node {wn_id!r} has parent {parent!r} outside the graph')
-      if wn_id not in graph[parent].children:
-        raise OntologyError(f'{where}: node {wn_id!r} lists parent {parent!r}, which does not '
-                            'list it as a child')
+    for kind, linked, inverse, inverse_kind in (('child', node.children, 'parents', 'parent'),
+                                                ('parent', node.parents, 'children', 'child')):
+      for other in sorted(linked):
+        if other not in graph:
+          raise OntologyError(f'{where}: node {wn_id!r} has {kind} {other!r} outside the graph')
+        if wn_id not in getattr(graph[other], inverse):
+          raise OntologyError(f'{where}: node {wn_id!r} lists {kind} {other!r}, which does not '
+                              f'list it as a {inverse_kind}')
   spanning_leaves(graph, where)  # raises on a cycle
 
 
@@ -127,23 +123,14 @@ def graph_from_is_a(edges: Iterable, words: Optional[Dict[str, str]] = None):
   return graph
 
 
-def _ancestors(graph, wn_ids):
+def _reachable(graph, wn_ids, direction):
+  """The nodes reached from `wn_ids` (excluded) along `direction` ('parents' or 'children')."""
   seen, stack = set(), list(wn_ids)
   while stack:
-    for parent in graph[stack.pop()].parents:
-      if parent not in seen:
-        seen.add(parent)
-        stack.append(parent)
-  return seen
-
-
-def _descendants(graph, wn_id):
-  seen, stack = set(), [wn_id]
-  while stack:
-    for child in graph[stack.pop()].children:
-      if child not in seen:
-        seen.add(child)
-        stack.append(child)
+    for other in getattr(graph[stack.pop()], direction):
+      if other not in seen:
+        seen.add(other)
+        stack.append(other)
   return seen
 
 
@@ -153,9 +140,9 @@ def sampling_graph(graph, classes, root=None):
   missing = sorted(set(classes) - set(graph))
   if missing:
     raise OntologyError(f'classes {missing[:10]} are not in the is-a graph')
-  keep = _ancestors(graph, classes)
+  keep = _reachable(graph, classes, 'parents')
   if root is not None:
-    keep &= _descendants(graph, root) | {root}
+    keep &= _reachable(graph, [root], 'children') | {root}
   keep |= set(classes)
   sub = {w: Synset(w, graph[w].words, graph[w].children & keep, graph[w].parents & keep)
          for w in keep}
