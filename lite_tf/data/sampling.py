@@ -13,7 +13,9 @@ way/shot sampling:
      exp(U(min_log_weight, max_log_weight)), floored, capped at the images left.
 
 The random draws are made in the same order and with the same numpy calls as Meta-Dataset's
-`sampling.py`, so a sampler seeded alike yields the same descriptions.
+`sampling.py`, so a sampler seeded alike yields the same descriptions (for DAG sampling, the
+same in distribution: Meta-Dataset lists the eligible nodes in set order, which changes from
+process to process; here they are in wn_id order).
 Every constant is a field of EpisodeDescriptionConfig (gin-configurable, Meta-Dataset's
 defaults).
 """
