@@ -5,7 +5,9 @@
       --name=omni --splits_json=splits.json   # root/superclass/class/*.png -> bi-level spec
   python bin/convert_to_records.py --input_dir=ILSVRC2012_train --output_dir=records/ilsvrc_2012 \
       --name=ilsvrc_2012 --is_a=wordnet.is_a.txt --words=words.txt \
-      --valid_root=n02075296 --test_root=n03183080   # root/<wn_id>/*.JPEG -> hierarchical spec
+      --valid_root=n02075296 --test_root=n03183080 \
+      --exclude_lists=ImageNet_Caltech101_duplicates.txt,ImageNet_Caltech256_duplicates.txt,\
+ImageNet_CUBirds_duplicates.txt   # root/<wn_id>/*.JPEG -> hierarchical spec
 """
 
 import os
@@ -31,6 +33,9 @@ flags.DEFINE_string('valid_root', 'n02075296', 'With --is_a: the classes below t
                     'the valid split (Meta-Dataset: carnivore).')
 flags.DEFINE_string('test_root', 'n03183080', 'With --is_a: the classes below this node are '
                     'the test split (Meta-Dataset: device).')
+flags.DEFINE_list('exclude_lists', [], 'Files listing images to leave out, one "dir/name  # '
+                  'comment" per line (the format of Meta-Dataset\'s ImageNet_*_duplicates.txt); '
+                  'matched on base names.')
 flags.mark_flags_as_required(['input_dir', 'output_dir'])
 
 
@@ -39,20 +44,24 @@ def main(argv):
   from lite_tf.data import convert  # pylint: disable=g-import-not-at-top
   try:
     name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.output_dir))
+    exclude = convert.read_exclusion_lists(FLAGS.exclude_lists)
     if FLAGS.is_a:
       report = convert.convert_hierarchical(FLAGS.input_dir, FLAGS.output_dir, name,
                                             FLAGS.is_a, FLAGS.valid_root, FLAGS.test_root,
-                                            words_path=FLAGS.words)
+                                            words_path=FLAGS.words, exclude=exclude)
     else:
       ratios = [float(r) for r in FLAGS.split_ratios]
       report = convert.convert(FLAGS.input_dir, FLAGS.output_dir, name, split_ratios=ratios,
-                               seed=FLAGS.seed, splits_json=FLAGS.splits_json)
+                               seed=FLAGS.seed, splits_json=FLAGS.splits_json,
+                               exclude=exclude)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   spec = report.spec
   num_classes = sum(len(spec.class_ids(s)) for s in ('train', 'valid', 'test'))
   print(f'wrote {report.num_images} images of {num_classes} classes to {FLAGS.output_dir}')
+  if report.excluded:
+    print(f'left out {report.excluded} images named in --exclude_lists')
   for path, reason in report.skipped:
     print(f'skipped {path}: {reason}')
 

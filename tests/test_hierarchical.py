@@ -61,12 +61,17 @@ def imagenet_like(tmp_path_factory):
   """Records converted by bin/convert_to_records.py from a miniature ImageNet layout."""
   root = tmp_path_factory.mktemp('imagenet_like')
   _write_imagenet_like(root)
+  # In the format of Meta-Dataset's ImageNet_*_duplicates.txt.
+  (root / 'duplicates.txt').write_text('# duplicates of another dataset\n'
+                                       'n90/n90_0.png  # 0001.jpg\n\nn91/n91_3.png # 0002.jpg\n')
   result = run_binary('convert_to_records.py', f"--input_dir={root / 'images'}",
                       f"--output_dir={root / 'records'}", '--name=mini_imagenet',
                       f"--is_a={root / 'wordnet.is_a.txt'}", f"--words={root / 'words.txt'}",
-                      '--valid_root=n10', '--test_root=n20')
+                      '--valid_root=n10', '--test_root=n20',
+                      f"--exclude_lists={root / 'duplicates.txt'}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'wrote' in result.stdout and 'of 34 classes' in result.stdout
+  assert 'left out 2 images named in --exclude_lists' in result.stdout
   return root
 
 
@@ -147,6 +152,8 @@ def test_converter_follows_meta_dataset_splitting(spec, imagenet_like):
   assert counts['n13'] == sum(counts[w] for w in ('n53', 'n54', 'n55'))
   assert counts['n00'] == sum(spec.num_images(k) for k in spec.class_ids('train'))
   assert spec.num_images(0) == len(os.listdir(imagenet_like / 'images' / ordered[0]))
+  n90 = spec.class_names_to_ids['n90']
+  assert spec.num_images(n90) == len(os.listdir(imagenet_like / 'images' / 'n90')) - 1
   images, labels = records.read_class(spec, 30, image_size=10)
   assert images.shape[0] == spec.num_images(30) and set(labels.numpy()) == {30}
   splits = json.loads((imagenet_like / 'records' / 'mini_imagenet_splits.json').read_text())
@@ -289,6 +296,8 @@ def test_converter_errors_name_the_flag(tmp_path, imagenet_like):
   with pytest.raises(ValueError, match=r"class folders \['n94'\] are not in --is_a"):
     convert.convert_hierarchical(str(imagenet_like / 'images'), str(tmp_path / 'out'), 'x',
                                  str(edges), 'n10', 'n20')
+  with pytest.raises(ValueError, match=r'--exclude_lists .*missing.txt: cannot read'):
+    convert.read_exclusion_lists([str(tmp_path / 'missing.txt')])
   with pytest.raises(ValueError, match="test root 'n99' is not an ancestor of any class"):
     convert.convert_hierarchical(str(imagenet_like / 'images'), str(tmp_path / 'out'), 'x',
                                  str(imagenet_like / 'wordnet.is_a.txt'), 'n10', 'n99')

@@ -36,6 +36,24 @@ class ConversionReport:
   spec: object
   skipped: list  # (path, reason)
   num_images: int
+  excluded: int = 0  # files named in the exclusion lists
+
+
+def read_exclusion_lists(paths):
+  """File names to leave out, from lists in the format of Meta-Dataset's
+  ImageNet_*_duplicates.txt: one 'dir/file.JPEG  # comment' per line, '#' lines ignored.
+  Names are matched on the file's base name, as Meta-Dataset's converter does."""
+  names = set()
+  for path in paths or ():
+    try:
+      with open(path, encoding='utf-8') as f:
+        for line in f:
+          entry = line.split('#', 1)[0].strip()
+          if entry:
+            names.add(os.path.basename(entry))
+    except OSError as e:
+      raise ValueError(f'--exclude_lists {path}: cannot read ({e})') from e
+  return names
 
 
 def _list_images(directory):
@@ -86,14 +104,17 @@ def _write_class(paths, label, output_path, skipped):
   return count
 
 
-def _convert_class(directory, class_id, output_dir, skipped):
-  """Writes output_dir/<class_id>.tfrecords from the images of `directory`; returns their
-  number (unreadable files are added to `skipped`; none readable is an error)."""
-  count = _write_class(_list_images(directory), class_id,
-                       os.path.join(output_dir, f'{class_id}.tfrecords'), skipped)
+def _convert_class(directory, class_id, output_dir, skipped, excluded):
+  """Writes output_dir/<class_id>.tfrecords from the images of `directory` whose names are not
+  in `excluded`; returns (written, left out). Unreadable files are added to `skipped`; none
+  readable is an error."""
+  paths = _list_images(directory)
+  kept = [p for p in paths if os.path.basename(p) not in excluded]
+  count = _write_class(kept, class_id, os.path.join(output_dir, f'{class_id}.tfrecords'),
+                       skipped)
   if count == 0:
     raise ValueError(f'class folder {directory!r} has no readable images')
-  return count
+  return count, len(paths) - len(kept)
 
 
 def split_names(names, ratios, seed):
@@ -132,8 +153,9 @@ def _splits_from_file(path, names):
 
 
 def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22,
-            splits_json=None):
-  """Converts an image-folder tree; returns a ConversionReport."""
+            splits_json=None, exclude=()):
+  """Converts an image-folder tree, leaving out files whose base name is in `exclude`;
+  returns a ConversionReport."""
   if not os.path.isdir(input_dir):
     raise ValueError(f'--input_dir {input_dir!r} is not a directory')
   top = _subdirs(input_dir)
@@ -144,7 +166,7 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
   splits = (_splits_from_file(splits_json, top) if splits_json
             else split_names(top, split_ratios, seed))
   os.makedirs(output_dir, exist_ok=True)
-  skipped, images_per_class, class_names = [], {}, {}
+  skipped, images_per_class, class_names, num_excluded = [], {}, {}, 0
   superclass_names, classes_per_superclass = {}, {}
   class_id = 0
   for split in ('train', 'valid', 'test'):
@@ -158,7 +180,9 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
       else:
         members = [(os.path.join(input_dir, group), group)]
       for directory, class_name in members:
-        images_per_class[class_id] = _convert_class(directory, class_id, output_dir, skipped)
+        images_per_class[class_id], left_out = _convert_class(directory, class_id, output_dir,
+                                                              skipped, exclude)
+        num_excluded += left_out
         class_names[class_id] = class_name
         class_id += 1
   counts = {s.upper(): len(splits[s]) for s in ('train', 'valid', 'test')}
@@ -173,7 +197,8 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
                                 path=output_dir)
   atomic.write_json(os.path.join(output_dir, f'{name}_splits.json'), splits)
   spec_lib.save(spec, output_dir)
-  return ConversionReport(spec=spec, skipped=skipped, num_images=sum(images_per_class.values()))
+  return ConversionReport(spec=spec, skipped=skipped, num_images=sum(images_per_class.values()),
+                          excluded=num_excluded)
 
 
 def _read_pairs(path, flag, separator):
@@ -194,13 +219,14 @@ def _read_pairs(path, flag, separator):
 
 
 def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, test_root,
-                         words_path=None):
+                         words_path=None, exclude=()):
   """Converts root/<wn_id>/<image> folders under a WordNet-style is-a relation (lines
   'parent child', as ImageNet's wordnet.is_a.txt) into records with a hierarchical spec.
 
   The classes below `valid_root` go to VALID, those below `test_root` to TEST (Meta-Dataset
   uses n02075296 'carnivore' and n03183080 'device' for ILSVRC 2012), the rest to TRAIN.
-  Returns a ConversionReport.
+  Files whose base name is in `exclude` are left out (Meta-Dataset leaves out the ImageNet
+  images that also appear in Caltech-101/256 and CUB). Returns a ConversionReport.
   """
   if not os.path.isdir(input_dir):
     raise ValueError(f'--input_dir {input_dir!r} is not a directory')
@@ -214,11 +240,12 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
     raise ValueError(f'--input_dir class folders {unknown[:10]} are not in --is_a {is_a_path}')
   subgraphs, splits = ontology.split_subgraphs(graph, classes, valid_root, test_root)
   os.makedirs(output_dir, exist_ok=True)
-  skipped, leaf_images, class_names = [], {}, {}
+  skipped, leaf_images, class_names, num_excluded = [], {}, {}, 0
   ordered = [wn_id for split in spec_lib.SPLITS for wn_id in splits[split]]
   for class_id, wn_id in enumerate(ordered):
-    leaf_images[wn_id] = _convert_class(os.path.join(input_dir, wn_id), class_id, output_dir,
-                                        skipped)
+    leaf_images[wn_id], left_out = _convert_class(os.path.join(input_dir, wn_id), class_id,
+                                                  output_dir, skipped, exclude)
+    num_excluded += left_out
     class_names[class_id] = wn_id
   spec = spec_lib.HierarchicalDatasetSpec(
       name=name, split_subgraphs=subgraphs,
@@ -228,4 +255,5 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
   atomic.write_json(os.path.join(output_dir, f'{name}_splits.json'),
                     {s.lower(): splits[s] for s in spec_lib.SPLITS})
   spec_lib.save(spec, output_dir)
-  return ConversionReport(spec=spec, skipped=skipped, num_images=sum(leaf_images.values()))
+  return ConversionReport(spec=spec, skipped=skipped, num_images=sum(leaf_images.values()),
+                          excluded=num_excluded)
