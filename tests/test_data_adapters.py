@@ -128,3 +128,27 @@ def test_multi_source_records_gin_source(fixture_dir):
     gin.clear_config()
   with pytest.raises(ValueError, match='records_dirs must be a non-empty list'):
     reader.multi_source_records_episodes('train', records_dirs=fixture_dir)
+
+
+class _CountingSource:
+  """episodes() without keep=: the mix reads and drops what it skips."""
+
+  def __init__(self, name):
+    self.name = name
+
+  def episodes(self):
+    index = 0
+    while True:
+      yield (self.name, index)
+      index += 1
+
+
+def test_multi_source_over_sources_without_keep():
+  mixed = adapters.MultiSourceEpisodes([_CountingSource('a'), _CountingSource('b')], seed=3)
+  full = [e for _, e in zip(range(12), mixed.episodes())]
+  for name in 'ab':  # each source is read in order, nothing lost or repeated
+    taken = [e for e in full if e[0] == name]
+    assert taken == [(name, i) for i in range(len(taken))] and taken
+  assert [e for _, e in zip(range(5), mixed.episodes(start=7))] == full[7:]
+  odd = [e for _, e in zip(range(4), mixed.episodes(keep=lambda g: g % 2 == 1))]
+  assert odd == full[1:9:2]

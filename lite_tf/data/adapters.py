@@ -1,5 +1,7 @@
 """Episodes from other pipelines: Meta-Dataset's 6-tuples and multi-source mixing."""
 
+import inspect
+
 import gin
 import numpy as np
 import tensorflow as tf
@@ -38,15 +40,23 @@ def adapt_meta_dataset_pipeline(dataset):
                    f'query_class_ids), optionally paired with a source id; got {spec}')
 
 
+def _kept_episodes(source, keep):
+  """Iterator of the source's episodes l with keep(l): skipped undecoded where the source's
+  `episodes` takes keep=, else read and dropped."""
+  if 'keep' in inspect.signature(source.episodes).parameters:
+    return iter(source.episodes(keep=keep))
+  return (e for l, e in enumerate(source.episodes()) if keep(l))
+
+
 @gin.configurable
 class MultiSourceEpisodes:
   """Each episode from one source drawn uniformly at random (Meta-Dataset's multi-source
   training), reproducibly for a seed.
 
-  Sources need `episodes(start=0, keep=None)` (lite_tf's records and in-memory sources): episode
-  g of the mix is episode l of source c_g, where c_g is the seeded draw and l counts the earlier
-  draws of c_g. So the mix can start at any episode and be sharded without decoding the
-  episodes it skips, like its sources.
+  Episode g of the mix is episode l of source c_g, where c_g is the seeded draw and l counts
+  the earlier draws of c_g. So the mix can start at any episode and be sharded; sources whose
+  `episodes` takes keep= (lite_tf's records and in-memory sources) skip the episodes the mix
+  does not use without decoding them.
   """
 
   def __init__(self, sources, seed=0):
@@ -72,8 +82,8 @@ class MultiSourceEpisodes:
       global_index[c].append(index)
       if wanted(index):
         if iterators[c] is None:
-          iterators[c] = iter(self.sources[c].episodes(
-              keep=lambda l, c=c: wanted(global_index[c][l])))
+          iterators[c] = _kept_episodes(self.sources[c],
+                                        lambda l, c=c: wanted(global_index[c][l]))
         yield next(iterators[c])
       index += 1
 
