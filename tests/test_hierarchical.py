@@ -298,6 +298,9 @@ def test_converter_errors_name_the_flag(tmp_path, imagenet_like):
                                  str(edges), 'n10', 'n20')
   with pytest.raises(ValueError, match=r'--exclude_lists .*missing.txt: cannot read'):
     convert.read_exclusion_lists([str(tmp_path / 'missing.txt')])
+  with pytest.raises(ValueError, match="test root 'n22' has a single child .* collapses into: 'n24'"):
+    convert.convert_hierarchical(str(imagenet_like / 'images'), str(tmp_path / 'out'), 'x',
+                                 str(imagenet_like / 'wordnet.is_a.txt'), 'n10', 'n22')
   with pytest.raises(ValueError, match="test root 'n99' is not an ancestor of any class"):
     convert.convert_hierarchical(str(imagenet_like / 'images'), str(tmp_path / 'out'), 'x',
                                  str(imagenet_like / 'wordnet.is_a.txt'), 'n10', 'n99')

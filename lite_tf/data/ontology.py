@@ -188,6 +188,16 @@ def split_subgraphs(graph, classes: List[str], valid_root, test_root):
   """Meta-Dataset's split subgraphs for `classes` (the dataset's leaves) under an is-a graph:
   returns ({split: graph}, {split: sorted class wn_ids})."""
   full = sampling_graph(graph, classes)
+  for role, root in (('valid', valid_root), ('test', test_root)):
+    if root in graph and root not in full:
+      below = _reachable(graph, [root], 'children')
+      kept = sorted(below & set(full))
+      if kept and set(classes) & below:
+        top = [w for w in kept if not _reachable(full, [w], 'parents') & below]
+        raise OntologyError(
+            f'{role} root {root!r} has a single child among the classes\' ancestors, so it is '
+            f'collapsed away (as Meta-Dataset does); use the node it collapses into: '
+            f'{", ".join(repr(w) for w in top)}')
   splits = class_splits(full, valid_root, test_root)
   roots = {'TRAIN': None, 'VALID': valid_root, 'TEST': test_root}
   subgraphs = {split: sampling_graph(full, splits[split], roots[split]) for split in splits}
