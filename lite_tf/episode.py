@@ -164,3 +164,25 @@ def shard_filter(start, num_shards, index):
   if not 0 <= index < num_shards:
     raise ValueError(f'shard index {index} is not in [0, {num_shards})')
   return lambda i: i >= start and (i - start) % num_shards == index
+
+
+def episodes_dataset(episodes, output_signature, start=0, shard=None, num_episodes=None,
+                     prefetch=2):
+  """The tf.data.Dataset of an episode source's `as_dataset`.
+
+  Args:
+    episodes: the source's `episodes(start, keep)`: an iterator of episode dicts with index
+      >= start and keep(index).
+    output_signature: dict of tf.TensorSpec of an episode dict.
+    start: first episode index.
+    shard: (num_shards, index): keep episodes start + index + k * num_shards only (the source
+      skips the others without decoding them).
+    num_episodes: take this many (None: endless).
+    prefetch: episodes prefetched.
+  """
+  keep = None if shard is None else shard_filter(start, *shard)
+  dataset = tf.data.Dataset.from_generator(lambda: episodes(start, keep),
+                                           output_signature=output_signature)
+  if num_episodes is not None:
+    dataset = dataset.take(num_episodes)
+  return dataset.prefetch(prefetch)

@@ -93,9 +93,6 @@ class MultiSourceEpisodes:
   def as_dataset(self, num_episodes=None, prefetch=2, start=0, shard=None):
     """tf.data.Dataset of the mix from episode `start`; shard=(num_shards, index) as the
     sources' as_dataset."""
-    keep = None if shard is None else episode_lib.shard_filter(start, *shard)
-    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start, keep),
-                                             output_signature=self.output_signature())
-    if num_episodes is not None:
-      dataset = dataset.take(num_episodes)
-    return dataset.prefetch(prefetch)
+    return episode_lib.episodes_dataset(self.episodes, self.output_signature(), start=start,
+                                        shard=shard, num_episodes=num_episodes,
+                                        prefetch=prefetch)

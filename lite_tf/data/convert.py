@@ -66,6 +66,16 @@ def _subdirs(directory):
   return sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
 
 
+def _top_folders(input_dir):
+  """The sorted subfolders of --input_dir, or an error naming the flag."""
+  if not os.path.isdir(input_dir):
+    raise ValueError(f'--input_dir {input_dir!r} is not a directory')
+  folders = _subdirs(input_dir)
+  if not folders:
+    raise ValueError(f'--input_dir {input_dir!r} has no class folders')
+  return folders
+
+
 def _encoded(path):
   """Bytes to store for an image file (unchanged JPEG/PNG, else PNG), or raises ValueError."""
   with open(path, 'rb') as f:
@@ -156,11 +166,7 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
             splits_json=None, exclude=()):
   """Converts an image-folder tree, leaving out files whose base name is in `exclude`;
   returns a ConversionReport."""
-  if not os.path.isdir(input_dir):
-    raise ValueError(f'--input_dir {input_dir!r} is not a directory')
-  top = _subdirs(input_dir)
-  if not top:
-    raise ValueError(f'--input_dir {input_dir!r} has no class folders')
+  top = _top_folders(input_dir)
   bilevel = all(not _list_images(os.path.join(input_dir, d)) and _subdirs(os.path.join(input_dir, d))
                 for d in top)
   splits = (_splits_from_file(splits_json, top) if splits_json
@@ -228,11 +234,7 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
   Files whose base name is in `exclude` are left out (Meta-Dataset leaves out the ImageNet
   images that also appear in Caltech-101/256 and CUB). Returns a ConversionReport.
   """
-  if not os.path.isdir(input_dir):
-    raise ValueError(f'--input_dir {input_dir!r} is not a directory')
-  classes = _subdirs(input_dir)
-  if not classes:
-    raise ValueError(f'--input_dir {input_dir!r} has no class folders')
+  classes = _top_folders(input_dir)
   words = dict(_read_pairs(words_path, '--words', '\t')) if words_path else {}
   graph = ontology.graph_from_is_a(_read_pairs(is_a_path, '--is_a', ' '), words)
   unknown = [c for c in classes if c not in graph]

@@ -83,12 +83,8 @@ class EpisodeSampler:
         'support_class_ids': tf.TensorSpec([n_support], tf.int64),
         'query_class_ids': tf.TensorSpec([n_query], tf.int64),
     }
-    keep = None if shard is None else episode_lib.shard_filter(start, *shard)
-    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start, keep),
-                                             output_signature=signature)
-    if num_episodes is not None:
-      dataset = dataset.take(num_episodes)
-    return dataset.prefetch(2)
+    return episode_lib.episodes_dataset(self.episodes, signature, start=start, shard=shard,
+                                        num_episodes=num_episodes)
 
 
 def episode_from_dict(d):

@@ -204,12 +204,9 @@ class RecordsEpisodeSource:
     """tf.data.Dataset of episode dicts (variable shapes) from episode `start`, prefetching
     `prefetch` episodes; shard=(num_shards, index) keeps episodes start + index + k *
     num_shards and decodes only those."""
-    keep = None if shard is None else episode_lib.shard_filter(start, *shard)
-    dataset = tf.data.Dataset.from_generator(lambda: self.episodes(start, keep),
-                                             output_signature=self.output_signature())
-    if num_episodes is not None:
-      dataset = dataset.take(num_episodes)
-    return dataset.prefetch(prefetch)
+    return episode_lib.episodes_dataset(self.episodes, self.output_signature(), start=start,
+                                        shard=shard, num_episodes=num_episodes,
+                                        prefetch=prefetch)
 
 
 def augment_images(images, jitter_amount, gaussian_noise_std, rng):
@@ -235,14 +232,18 @@ def _decode_batch(serialized, image_size):
                    parallel_iterations=16)
 
 
+def _split_seed(seed, split):
+  """Valid and test splits get their own seeds (seed + 1, seed + 2)."""
+  return seed + {'train': 0, 'valid': 1, 'test': 2}.get(str(split).lower(), 0)
+
+
 @gin.configurable
 def records_episodes(split, records_dir=gin.REQUIRED, image_size=84, config=None, seed=0,
                      **kwargs):
   """gin episode source (`run_training.episode_source = @records_episodes`): one split of a
   records folder; valid and test splits get their own seeds."""
-  split_seed = seed + {'train': 0, 'valid': 1, 'test': 2}.get(str(split).lower(), 0)
   return RecordsEpisodeSource(os.fspath(records_dir), split, image_size=image_size,
-                              config=config, seed=split_seed, **kwargs)
+                              config=config, seed=_split_seed(seed, split), **kwargs)
 
 
 @gin.configurable
@@ -254,7 +255,7 @@ def multi_source_records_episodes(split, records_dirs=gin.REQUIRED, image_size=8
   if isinstance(records_dirs, (str, os.PathLike)) or not records_dirs:
     raise ValueError('multi_source_records_episodes.records_dirs must be a non-empty list of '
                      f'records folders; got {records_dirs!r}')
-  split_seed = seed + {'train': 0, 'valid': 1, 'test': 2}.get(str(split).lower(), 0)
+  split_seed = _split_seed(seed, split)
   sources = [RecordsEpisodeSource(os.fspath(d), split, image_size=image_size, config=config,
                                   seed=split_seed * 1000 + i, **kwargs)
              for i, d in enumerate(records_dirs)]

@@ -47,6 +47,11 @@ def evaluate_episodes(predict_episode, episodes, num_episodes):
   return mean, half_width, np.asarray(accuracies), np.asarray(seconds)
 
 
+def median_seconds(seconds):
+  """Median seconds per task of evaluate_episodes, leaving out the first (it traces)."""
+  return float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
+
+
 def test_time_cost(learner):
   """Adaptation cost per task as in the paper's Table 1 (steps of the support set)."""
   if hasattr(learner, 'test_time_cost'):

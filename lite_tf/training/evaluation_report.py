@@ -7,7 +7,6 @@ import os
 
 from absl import logging
 import gin
-import numpy as np
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
@@ -75,7 +74,7 @@ def run_evaluation(learner, weights_path, datasets=None, num_episodes=600, split
         'adapt_macs': evaluate.macs_for_model(meta_model, first),
         'forward_passes': cost['forward_passes'],
         'forward_backward_steps': cost['forward_backward_steps'],
-        'seconds_per_task': float(np.median(seconds[1:] if len(seconds) > 1 else seconds)),
+        'seconds_per_task': evaluate.median_seconds(seconds),
         'parameters': total, 'trainable_parameters': trainable})
     logging.info('%s: %.4f +/- %.4f', name, mean, half_width)
   return rows

@@ -7,7 +7,6 @@ import tempfile
 from absl import logging
 import gin
 import keras
-import numpy as np
 import tensorflow as tf
 
 from lite_tf import atomic
@@ -40,17 +39,6 @@ def check_train_dir(train_dir):
     os.remove(probe)
   except OSError as e:
     raise ValueError(f'--train_dir={train_dir!r} is not a writable directory: {e}') from e
-
-
-def _start_dataset(source, start):
-  """The source's episodes from index `start` (exact resume), or an error naming the source."""
-  try:
-    return source.as_dataset(start=start)
-  except TypeError:
-    if start:
-      raise ValueError(f'{type(source).__name__} cannot start at episode {start}, so the run '
-                       'cannot resume exactly; use a source whose as_dataset takes start=')
-    return source.as_dataset()
 
 
 @gin.configurable
@@ -127,11 +115,8 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
       training_callbacks.EpochCheckpoint(checkpoint, os.path.join(train_dir, 'history.jsonl')),
   ]
   initial_epoch = step // steps_per_log
-  strategy = tf.distribute.get_strategy()  # bin/train.py --distribution enters one
-  if strategy.num_replicas_in_sync > 1:
-    train_data = distribute.replica_episodes(strategy, train_source, step)
-  else:
-    train_data = _start_dataset(train_source, step)
+  # bin/train.py --distribution enters a strategy; the default one has a single replica.
+  train_data = distribute.replica_episodes(tf.distribute.get_strategy(), train_source, step)
   if initial_epoch < epochs:
     model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps_per_log, verbose=verbose, shuffle=False,
@@ -144,7 +129,7 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
       model.predict_episode, episode_source('test').episodes(), test_episodes)
   logging.info('test accuracy %.4f +/- %.4f over %d episodes', mean, half_width, test_episodes)
   cost = evaluate.test_time_cost(learner)
-  cost['seconds_per_task'] = float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
+  cost['seconds_per_task'] = evaluate.median_seconds(seconds)
   logging.info('test-time cost per task: %s', cost)
   history = training_callbacks.read_history(os.path.join(train_dir, 'history.jsonl'))
   return {'test_accuracy': mean, 'test_ci95': half_width, 'history': history,
