@@ -1,6 +1,12 @@
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# oneDNN on, explicitly (TensorFlow's default x86 build): the configuration in which a Conv2D
+# on a zero-row batch returns a wrong shape on AVX-512 CPUs.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+# Every backbone and set encoder fails loudly on an empty batch, on any CPU
+# (lite_tf.backbones.film.check_nonempty); inherited by the binaries the tests start.
+os.environ['LITE_TF_CHECK_EMPTY_BATCHES'] = '1'
 
 import subprocess  # pylint: disable=g-import-not-at-top
 import sys

@@ -6,8 +6,47 @@ A backbone's FiLM parameters are a list with one (gamma [C], beta [C]) pair per 
 in the order of `backbone.film_channels`; one pair serves every image of a task.
 """
 
+import os
+
 import keras
 import tensorflow as tf
+
+# Off by default (it adds one assertion per call); tests/conftest.py turns it on so that every
+# test fails, on any CPU, if a network is ever run on an empty batch.
+_CHECK_EMPTY_BATCHES = os.environ.get('LITE_TF_CHECK_EMPTY_BATCHES', '') not in ('', '0')
+
+
+class EmptyBatchError(ValueError):
+  """A network was called on a batch with zero rows."""
+
+
+def set_empty_batch_check(enabled):
+  """Turns the empty-batch guard of every backbone and set encoder on or off (process-wide).
+
+  Why: with oneDNN (TensorFlow's default x86 build) a `Conv2D` on a `[0, h, w, c]` batch
+  returns a tensor of the input's shape on some CPUs (AVX-512), so the next layer fails there
+  and nowhere else. lite_tf never runs a network on zero rows; the guard makes any regression
+  fail on every machine. Functions traced before the call keep the setting they were traced
+  with.
+  """
+  global _CHECK_EMPTY_BATCHES
+  _CHECK_EMPTY_BATCHES = bool(enabled)
+
+
+def check_nonempty(images, name):
+  """images unchanged; with the guard on, an error if it has zero rows (at trace time when
+  the batch size is static, else an assertion the result depends on)."""
+  if not _CHECK_EMPTY_BATCHES or not isinstance(images, (tf.Tensor, tf.Variable)):
+    return images
+  rows = images.shape[0]
+  if rows == 0:
+    raise EmptyBatchError(f'{name} called on an empty batch (shape {images.shape})')
+  if rows is None:
+    check = tf.debugging.assert_greater(tf.shape(images)[0], 0,
+                                        message=f'{name} called on an empty batch')
+    with tf.control_dependencies([check]):
+      return tf.identity(images)
+  return images
 
 
 def apply_film(x, params):
@@ -27,6 +66,9 @@ class FilmBackbone(keras.Model):
 
   feature_dim = None
   film_channels = ()
+
+  def __call__(self, images, *args, **kwargs):
+    return super().__call__(check_nonempty(images, self.name), *args, **kwargs)
 
   def build(self, input_shape):
     """Creates every weight by running the network once on a small zero batch."""

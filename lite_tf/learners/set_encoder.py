@@ -10,6 +10,8 @@ from keras import layers
 from keras import ops
 import tensorflow as tf
 
+from lite_tf.backbones import film
+
 
 class SetEncoder(keras.Model):
   """images [n, size, size, 3] -> per-image embeddings [n, filters].
@@ -34,7 +36,7 @@ class SetEncoder(keras.Model):
     self.built = True
 
   def call(self, images):
-    x = images
+    x = film.check_nonempty(images, self.name)
     if images.shape[1] is None or images.shape[1] > self.image_size:
       x = tf.image.resize(x, [self.image_size, self.image_size], antialias=True)
     for conv in self.convs:

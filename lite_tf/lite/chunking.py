@@ -9,24 +9,29 @@ import tensorflow as tf
 
 
 def chunked_map(fn, images, indices, chunk_size, like=None):
-  """Computes stop_gradient(fn(images[indices])) chunk by chunk.
+  """Computes stop_gradient(fn(images[indices])) chunk by chunk; fn never sees an empty batch.
 
   Args:
     fn: per-example function, [m, ...] images -> nest of [m, ...] tensors.
-    images: [n, size, size, 3].
+    images: [n, size, size, 3] with n >= 1.
     indices: [m] int32 rows of `images` to process (may be empty).
     chunk_size: Python int > 0, rows per chunk.
     like: optional nest shaped like fn's output (dtypes and trailing shapes). If None, the
-      first chunk is computed before the loop and gives them (an empty `indices` then runs fn
-      on an empty batch).
+      first chunk is computed before the loop and gives them; with an empty `indices` that
+      chunk is one row (image 0) whose output is dropped, so the network still runs on a
+      non-empty batch (oneDNN's Conv2D returns wrong shapes on zero rows on some CPUs).
   Returns:
     A nest like `like` of [m, ...] tensors, in the order of `indices`.
   """
   if chunk_size <= 0:
     raise ValueError(f'chunk_size must be positive; got {chunk_size}')
   if like is None:
-    first = tf.nest.map_structure(tf.stop_gradient,
-                                  fn(tf.gather(images, indices[:chunk_size])))
+    num = tf.shape(indices)[0]
+    first_rows = tf.cond(num > 0, lambda: indices[:chunk_size],
+                         lambda: tf.zeros([1], indices.dtype))
+    kept = tf.minimum(num, chunk_size)
+    first = tf.nest.map_structure(lambda t: tf.stop_gradient(t)[:kept],
+                                  fn(tf.gather(images, first_rows)))
     rest = chunked_map(fn, images, indices[chunk_size:], chunk_size, like=first)
     return tf.nest.map_structure(lambda a, b: tf.concat([a, b], 0), first, rest)
   likes = tf.nest.flatten(like)

@@ -75,10 +75,11 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows):
 
   Args:
     fn: (images [m, ...], extra) -> tensor [m, ...] whose row i depends on image i (and extra).
-    images: [n, ...] with n <= max_rows.
+    images: [n, ...] with 1 <= n <= max_rows.
     extra: nest of tensors fn also depends on (gradients flow into it), or None.
     batch_size: rows per micro-batch.
-    max_rows: static upper bound of n (micro-batches past n are empty).
+    max_rows: static upper bound of n. Micro-batches past n are never run: skipped when n is
+      static, else behind a tf.cond (a network must not see an empty batch).
   """
   flat = [] if extra is None else tf.nest.flatten(extra)
 
@@ -86,7 +87,19 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows):
   def segment(x, *flat_extra):
     return fn(x, None if extra is None else tf.nest.pack_sequence_as(extra, list(flat_extra)))
 
-  parts = [segment(images[i:i + batch_size], *flat) for i in range(0, max_rows, batch_size)]
+  static_rows = images.shape[0]
+  if static_rows is not None:
+    max_rows = min(max_rows, static_rows)
+  parts = [segment(images[:batch_size], *flat)]
+  n = tf.shape(images)[0]
+  for start in range(batch_size, max_rows, batch_size):
+    rows = images[start:start + batch_size]
+    if static_rows is not None:
+      parts.append(segment(rows, *flat))
+      continue
+    empty_shape = tf.concat([[0], tf.shape(parts[0])[1:]], 0)
+    parts.append(tf.cond(start < n, lambda rows=rows: segment(rows, *flat),
+                         lambda shape=empty_shape: tf.zeros(shape, parts[0].dtype)))
   return tf.concat(parts, 0)
 
 
@@ -141,14 +154,20 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
   def contributions_fn(x, context):
     return learner.support_contributions(to_model_input(x), context, training=False)
 
-  def query_batch(b, cache):
-    """Loss share, gradients, predictions and the filled cache for query batch b."""
+  def query_batch(b, cache, after=()):
+    """Loss share, gradients, predictions and the filled cache for query batch b.
+
+    `after`: tensors (the previous batches' gradients) that must exist before this batch's
+    forward pass starts. In graph mode nothing else orders two query batches, and both
+    batches' activations would be alive at once.
+    """
     chosen, rest = subset(b)
     scale = tf.cast(n, tf.float32) / tf.cast(tf.shape(chosen)[0], tf.float32)
     start = b * query_batch_size
     end = tf.minimum(start + query_batch_size, num_query)
     first = cache is None
-    chosen_images = tf.gather(images, chosen)
+    with tf.control_dependencies(list(after)):
+      chosen_images = tf.gather(images, chosen)
     if first:
       # The gradient-free chunks run first, with nothing else alive but the task's images,
       # so their transient activations never add to those kept for the backward pass.
@@ -193,7 +212,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       contributions = _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache['support']),
                                     chosen, scaled)
       task = learner.adapt(contributions, labels, way, context)
-      with tf.control_dependencies(tf.nest.flatten(cache)):  # after the chunks, as above
+      # After the chunks (as above) and after the previous query batch's gradients.
+      with tf.control_dependencies(tf.nest.flatten(cache) + list(after)):
         query_images = to_model_input(tf.identity(episode.query_images[start:end]))
       if recompute_batch:
         logits = recomputed_rows(
@@ -215,7 +235,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     # Known number of query batches (fixed-shape episodes): a plain Python loop.
     all_predictions = [predictions]
     for b in range(1, int(static_batches)):
-      batch_loss, batch_grads, batch_predictions, _ = query_batch(tf.constant(b), cache)
+      batch_loss, batch_grads, batch_predictions, _ = query_batch(tf.constant(b), cache,
+                                                                  after=grads)
       loss += batch_loss
       grads = [g + bg for g, bg in zip(grads, batch_grads)]
       all_predictions.append(batch_predictions)
@@ -225,7 +246,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
                                      element_shape=[None]).write(0, predictions)
 
   def body(b, loss, grads, predictions_array):
-    batch_loss, batch_grads, batch_predictions, _ = query_batch(b, cache)
+    batch_loss, batch_grads, batch_predictions, _ = query_batch(b, cache, after=grads)
     return (b + 1, loss + batch_loss, [g + bg for g, bg in zip(grads, batch_grads)],
             predictions_array.write(b, batch_predictions))
 

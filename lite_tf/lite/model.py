@@ -1,7 +1,7 @@
 """LiteModel: a Keras model whose `train_step` meta-trains a learner with LITE under `fit`.
 
 Each element of the training dataset is one episode (a dict, see lite_tf.episode). Gradients of
-several tasks are averaged before one Adam step by the optimizer's
+several tasks are averaged before one optimizer (Adam) step by the optimizer's
 `gradient_accumulation_steps` (see `make_optimizer`'s `tasks_per_step`).
 """
 
@@ -20,11 +20,21 @@ def _unpack(data):
 
 
 @gin.configurable
-def make_optimizer(learning_rate=1e-3, tasks_per_step=1):
-  """Adam that steps once per `tasks_per_step` tasks, on the mean of their gradients."""
-  if tasks_per_step < 1:
-    raise ValueError(f'make_optimizer.tasks_per_step must be >= 1; got {tasks_per_step}')
-  return keras.optimizers.Adam(
+def make_optimizer(learning_rate=1e-3, tasks_per_step=1, algorithm='adam'):
+  """The meta-optimizer: one step per `tasks_per_step` tasks, on the mean of their gradients.
+
+  Args:
+    algorithm: 'adam' (the paper's) or 'sgd' (plain gradient descent, e.g. to see gradient
+      scale).
+  """
+  if not isinstance(tasks_per_step, int) or tasks_per_step < 1:
+    raise ValueError(f'make_optimizer.tasks_per_step must be an integer >= 1; got '
+                     f'{tasks_per_step!r}')
+  optimizers = {'adam': keras.optimizers.Adam, 'sgd': keras.optimizers.SGD}
+  if algorithm not in optimizers:
+    raise ValueError(f'make_optimizer.algorithm must be one of {sorted(optimizers)}; got '
+                     f'{algorithm!r}')
+  return optimizers[algorithm](
       learning_rate=learning_rate,
       gradient_accumulation_steps=tasks_per_step if tasks_per_step > 1 else None)
 
