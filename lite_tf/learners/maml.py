@@ -106,9 +106,17 @@ class Maml(keras.Model):
     if batch_norm not in ('per_task', 'frozen'):
       raise ValueError(f"Maml.batch_norm must be 'per_task' or 'frozen'; got {batch_norm!r}")
     self.batch_norm = batch_norm
+    if support_batch_size is not None and (not isinstance(support_batch_size, int)
+                                           or support_batch_size <= 0):
+      raise ValueError(f'Maml.support_batch_size must be None or a positive integer; got '
+                       f'{support_batch_size!r}')
     if support_batch_size and not first_order:
       raise ValueError('Maml.support_batch_size needs first_order=True (second-order terms '
                        'need the whole support set in one graph)')
+    if support_batch_size and batch_norm == 'per_task':
+      raise ValueError("Maml.support_batch_size needs batch_norm='frozen': with 'per_task' "
+                       'each support batch is normalised with its own statistics, so the '
+                       'batches do not add up to the support gradient')
     self.image_size = image_size
     self.max_way = max_way
     self.num_inner_steps = num_inner_steps
@@ -146,21 +154,30 @@ class Maml(keras.Model):
     return loss
 
   def _batched_gradient_fn(self, episode):
-    """Support gradient accumulated over batches of support_batch_size (first order)."""
+    """Support gradient accumulated over batches of support_batch_size (first order), in a
+    sequential tf.while_loop: any support set size, static or not; no batch is empty."""
     if not self.support_batch_size:
       return None
     loss = self._support_loss_fn(episode)
-    n = tf.shape(episode.support_images)[0]
+    images, labels = episode.support_images, episode.support_labels
+    batch = self.support_batch_size
+    n = tf.shape(images)[0]
+    num_batches = (n + batch - 1) // batch
 
     def gradient(params):
-      total = [tf.zeros_like(p) for p in params]
-      for start in range(0, int(episode.support_images.shape[0]), self.support_batch_size):
-        end = start + self.support_batch_size
-        share = tf.cast(tf.minimum(end, n) - start, tf.float32) / tf.cast(n, tf.float32)
-        grads = _gradients(lambda p: loss(p, episode.support_images[start:end],
-                                          episode.support_labels[start:end]),
+      params = [tf.stop_gradient(p) for p in params]
+
+      def body(i, total):
+        start = i * batch
+        end = tf.minimum(start + batch, n)
+        share = tf.cast(end - start, tf.float32) / tf.cast(n, tf.float32)
+        grads = _gradients(lambda p: loss(p, images[start:end], labels[start:end]),
                            params, differentiable=False)
-        total = [t + share * g for t, g in zip(total, grads)]
+        return i + 1, [t + share * g for t, g in zip(total, grads)]
+
+      _, total = tf.while_loop(lambda i, _: i < num_batches, body,
+                               (tf.constant(0), [tf.zeros_like(p) for p in params]),
+                               parallel_iterations=1)
       return total
     return gradient
 
