@@ -13,6 +13,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from lite_tf import binary
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list('image_sizes', ['84', '224'], 'Image sides.')
 flags.DEFINE_integer('num_inner_steps', 10, 'K.')
@@ -64,4 +66,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(binary.exits_on_error(main))

@@ -20,6 +20,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from lite_tf import binary
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('learner', 'protonets', ['protonets', 'cnaps', 'simple_cnaps'],
                   'Learner trained with LITE.')
@@ -126,4 +128,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(binary.exits_on_error(main))

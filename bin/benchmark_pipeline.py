@@ -19,6 +19,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from lite_tf import binary
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('records_dir', None, 'Meta-Dataset records folder (default: synthetic).')
 flags.DEFINE_string('split', 'train', 'Split to sample.')
@@ -79,4 +81,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  sys.exit(app.run(main))
+  app.run(binary.exits_on_error(main))

@@ -18,6 +18,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from lite_tf import binary
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('input_dir', None, 'root/class/* or root/superclass/class/* images.')
 flags.DEFINE_string('output_dir', None, 'Where the records and dataset_spec.json go.')
@@ -67,4 +69,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(binary.exits_on_error(main))

@@ -17,6 +17,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from lite_tf import binary
 from lite_tf import config
 
 FLAGS = flags.FLAGS
@@ -73,4 +74,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(binary.exits_on_error(main))

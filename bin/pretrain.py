@@ -15,6 +15,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from lite_tf import binary
 from lite_tf import config
 
 FLAGS = flags.FLAGS
@@ -39,4 +40,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(binary.exits_on_error(main))
