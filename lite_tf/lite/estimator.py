@@ -78,8 +78,9 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows):
     images: [n, ...] with 1 <= n <= max_rows.
     extra: nest of tensors fn also depends on (gradients flow into it), or None.
     batch_size: rows per micro-batch.
-    max_rows: static upper bound of n. Micro-batches past n are never run: skipped when n is
-      static, else behind a tf.cond (a network must not see an empty batch).
+    max_rows: static upper bound of n. Micro-batches past n are skipped when n is static;
+      otherwise each runs on one row whose output is dropped (a network must not see an
+      empty batch).
   """
   flat = [] if extra is None else tf.nest.flatten(extra)
 
@@ -93,13 +94,13 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows):
   parts = [segment(images[:batch_size], *flat)]
   n = tf.shape(images)[0]
   for start in range(batch_size, max_rows, batch_size):
-    rows = images[start:start + batch_size]
     if static_rows is not None:
-      parts.append(segment(rows, *flat))
+      parts.append(segment(images[start:start + batch_size], *flat))
       continue
-    empty_shape = tf.concat([[0], tf.shape(parts[0])[1:]], 0)
-    parts.append(tf.cond(start < n, lambda rows=rows: segment(rows, *flat),
-                         lambda shape=empty_shape: tf.zeros(shape, parts[0].dtype)))
+    # Unknown n: a micro-batch past n runs on the last row and keeps none of its output (a
+    # tf.cond around tf.recompute_grad cannot be differentiated), so no network call is empty.
+    rows = images[tf.minimum(start, n - 1):tf.minimum(start + batch_size, n)]
+    parts.append(segment(rows, *flat)[:tf.clip_by_value(n - start, 0, batch_size)])
   return tf.concat(parts, 0)
 
 
