@@ -125,6 +125,10 @@ def test_finetuner_with_film_trains_film_parameters_with_the_head():
   assert [tuple(g.shape) for g, _ in film] == [(c,) for c in filmed.backbone.film_channels]
   assert max(float(tf.reduce_max(tf.abs(g))) for g, _ in film) > 0
   assert losses['film'] < losses['plain']
+  # Graph == eager. Adam divides by sqrt(v) + 1e-7, so float rounding in near-zero gradients
+  # (oneDNN's eager and graph kernels round differently) grows chaotically with the steps: with
+  # oneDNN on, the logits agree to 3e-7 after 10 steps and 3e-3 after 20. Compare after 5.
+  filmed.num_steps = 5
   graph = tf.function(lambda d: filmed.predict_episode(Episode.from_dict(d)))(episode.to_dict())
-  np.testing.assert_allclose(filmed.predict_episode(episode).numpy(), graph.numpy(), rtol=1e-3,
-                             atol=1e-3)
+  np.testing.assert_allclose(filmed.predict_episode(episode).numpy(), graph.numpy(), rtol=1e-5,
+                             atol=1e-5)
