@@ -26,12 +26,17 @@ def chunked_map(fn, images, indices, chunk_size, like=None):
   if chunk_size <= 0:
     raise ValueError(f'chunk_size must be positive; got {chunk_size}')
   if like is None:
-    num = tf.shape(indices)[0]
-    first_rows = tf.cond(num > 0, lambda: indices[:chunk_size],
-                         lambda: tf.zeros([1], indices.dtype))
-    kept = tf.minimum(num, chunk_size)
-    first = tf.nest.map_structure(lambda t: tf.stop_gradient(t)[:kept],
-                                  fn(tf.gather(images, first_rows)))
+    static_num = indices.shape[0]
+    if static_num:  # known and non-empty: static shapes (the MAC profiler needs them)
+      first = tf.nest.map_structure(tf.stop_gradient,
+                                    fn(tf.gather(images, indices[:chunk_size])))
+    else:
+      num = tf.shape(indices)[0]
+      first_rows = tf.cond(num > 0, lambda: indices[:chunk_size],
+                           lambda: tf.zeros([1], indices.dtype))
+      kept = tf.minimum(num, chunk_size)
+      first = tf.nest.map_structure(lambda t: tf.stop_gradient(t)[:kept],
+                                    fn(tf.gather(images, first_rows)))
     rest = chunked_map(fn, images, indices[chunk_size:], chunk_size, like=first)
     return tf.nest.map_structure(lambda a, b: tf.concat([a, b], 0), first, rest)
   likes = tf.nest.flatten(like)
