@@ -53,6 +53,24 @@ def small_episode(num_support=6, num_query=7, size=16, way=3, seed=0):
                             rng.uniform(-1, 1, (num_query, size, size, 3)), query_labels, way)
 
 
+def small_protonets(seed):
+  """ProtoNets on Conv-4 at 16x16, built, with weights from the Keras seed `seed`."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from lite_tf.learners.protonets import ProtoNets  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(seed)
+  model = ProtoNets(backbone='conv4', image_size=16)
+  model(small_episode().to_dict())
+  return model
+
+
+def relative_error(grads, reference):
+  """||grads - reference|| / ||reference|| over a list of tensors taken as one vector."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  diff = sum(float(tf.reduce_sum(tf.square(g - r))) for g, r in zip(grads, reference))
+  norm = sum(float(tf.reduce_sum(tf.square(r))) for r in reference)
+  return np.sqrt(diff / norm)
+
+
 def run_binary(script, *args):
   """Runs bin/<script> with args in a fresh process; returns the CompletedProcess."""
   return subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', script), *args],

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import relative_error
 from conftest import small_episode
 from lite_tf.learners import cnaps
 from lite_tf.learners import simple_cnaps
@@ -72,7 +73,7 @@ def test_solvers_give_the_same_gradients():
     model(episode.to_dict())
     results.append(estimator.full_task_gradients(model, episode, model.trainable_variables))
   assert abs(float(results[0][0]) - float(results[1][0])) < 1e-4 * abs(float(results[0][0]))
-  assert _relative_error(results[1][1], results[0][1]) < 1e-3
+  assert relative_error(results[1][1], results[0][1]) < 1e-3
 
 
 @pytest.fixture(scope='module', params=['simple_cnaps', 'cnaps'])
@@ -107,12 +108,6 @@ def test_film_starts_near_identity():
   np.testing.assert_allclose(adapted, plain, atol=1e-2 * np.abs(plain).max())
 
 
-def _relative_error(grads, reference):
-  diff = sum(float(tf.reduce_sum(tf.square(g - r))) for g, r in zip(grads, reference))
-  norm = sum(float(tf.reduce_sum(tf.square(r))) for r in reference)
-  return np.sqrt(diff / norm)
-
-
 @pytest.mark.parametrize('num_backprop', [6, 10])
 def test_backprop_whole_support_set_is_exact(learner, num_backprop):
   episode = small_episode()
@@ -121,7 +116,7 @@ def test_backprop_whole_support_set_is_exact(learner, num_backprop):
   loss, grads, _ = estimator.lite_task_gradients(learner, episode, variables, num_backprop,
                                                  chunk_size=4, query_batch_size=3)
   assert abs(float(loss) - float(full_loss)) < 1e-5
-  assert _relative_error(grads, full) < 1e-5
+  assert relative_error(grads, full) < 1e-5
 
 
 NUM_SUPPORT, NUM_BACKPROP, NUM_DRAWS = 6, 2, 400
@@ -267,4 +262,4 @@ def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batc
       recompute_batch=recompute_batch))
   got = step()
   assert abs(float(got[0]) - float(reference[0])) < 1e-5
-  assert _relative_error(got[1], reference[1]) < 1e-5
+  assert relative_error(got[1], reference[1]) < 1e-5

@@ -2,28 +2,19 @@
 
 import itertools
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import relative_error
 from conftest import small_episode
-from lite_tf.learners.protonets import ProtoNets
+from conftest import small_protonets
 from lite_tf.lite import estimator
 
 
 @pytest.fixture(scope='module')
 def learner():
-  keras.utils.set_random_seed(1)
-  model = ProtoNets(backbone='conv4', image_size=16)
-  model(small_episode().to_dict())
-  return model
-
-
-def _relative_error(grads, reference):
-  diff = sum(float(tf.reduce_sum(tf.square(g - r))) for g, r in zip(grads, reference))
-  norm = sum(float(tf.reduce_sum(tf.square(r))) for r in reference)
-  return np.sqrt(diff / norm)
+  return small_protonets(1)
 
 
 def test_average_over_all_subsets_equals_full_gradient(learner):
@@ -39,11 +30,11 @@ def test_average_over_all_subsets_equals_full_gradient(learner):
         backprop_indices=tf.constant([subset]))
     total = [t + g for t, g in zip(total, grads)]
   mean = [t / len(subsets) for t in total]
-  assert _relative_error(mean, full) < 1e-5
+  assert relative_error(mean, full) < 1e-5
   # A single subset is a noisy estimate, not the full gradient: the test above is not trivial.
   _, one, _ = estimator.lite_task_gradients(
       learner, episode, variables, 2, 3, 7, backprop_indices=tf.constant([subsets[0]]))
-  assert _relative_error(one, full) > 1e-2
+  assert relative_error(one, full) > 1e-2
 
 
 @pytest.mark.parametrize('num_backprop', [6, 10])
@@ -53,7 +44,7 @@ def test_backprop_whole_support_set_is_exact(learner, num_backprop):
   full_loss, full, _ = estimator.full_task_gradients(learner, episode, variables)
   loss, grads, _ = estimator.lite_task_gradients(learner, episode, variables, num_backprop,
                                                  chunk_size=4, query_batch_size=7)
-  assert _relative_error(grads, full) < 1e-5
+  assert relative_error(grads, full) < 1e-5
   np.testing.assert_allclose(float(loss), float(full_loss), rtol=1e-6)
 
 
@@ -65,7 +56,7 @@ def test_query_batches_accumulate_to_one_batch_gradient(learner):
   for batch_size in (1, 3, 5):
     _, grads, predictions = estimator.lite_task_gradients(learner, episode, variables, 6, 4,
                                                           batch_size)
-    assert _relative_error(grads, one_batch) < 1e-5
+    assert relative_error(grads, one_batch) < 1e-5
     np.testing.assert_array_equal(predictions, one_predictions)
 
 
@@ -81,7 +72,7 @@ def test_subset_per_query_batch_is_unbiased(learner):
     _, grads, _ = estimator.lite_task_gradients(
         learner, episode, variables, 2, 2, 3, backprop_indices=tf.constant([first, second]))
     total = [t + g for t, g in zip(total, grads)]
-  assert _relative_error([t / len(pairs) for t in total], full) < 1e-5
+  assert relative_error([t / len(pairs) for t in total], full) < 1e-5
 
 
 @pytest.mark.parametrize('num_backprop,chunk_size', [(1, 1), (2, 3), (3, 100)])
@@ -103,7 +94,7 @@ def test_graph_mode_matches_eager(learner):
   graph_loss, graph_grads, _ = tf.function(
       lambda: estimator.lite_task_gradients(*args, seed=(5, 6)))()
   np.testing.assert_allclose(float(graph_loss), float(eager_loss), rtol=1e-6)
-  assert _relative_error(graph_grads, eager_grads) < 1e-5
+  assert relative_error(graph_grads, eager_grads) < 1e-5
 
 
 def test_random_subsets_depend_on_seed_and_average_towards_full(learner):
@@ -112,7 +103,7 @@ def test_random_subsets_depend_on_seed_and_average_towards_full(learner):
   _, full, _ = estimator.full_task_gradients(learner, episode, variables)
   _, a, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 4, 7, seed=(0, 1))
   _, b, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 4, 7, seed=(0, 1))
-  assert _relative_error(a, b) == 0.0
+  assert relative_error(a, b) == 0.0
   errors = []
   total = [tf.zeros_like(v) for v in variables]
   for draw in range(1, 101):
@@ -120,7 +111,7 @@ def test_random_subsets_depend_on_seed_and_average_towards_full(learner):
                                             seed=(7, draw))
     total = [t + x for t, x in zip(total, g)]
     if draw in (5, 100):
-      errors.append(_relative_error([t / draw for t in total], full))
+      errors.append(relative_error([t / draw for t in total], full))
   assert errors[1] < errors[0]
 
 

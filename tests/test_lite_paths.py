@@ -4,30 +4,22 @@ call on an empty batch anywhere (the empty-batch guard is on in every test, conf
 
 import itertools
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import relative_error
 from conftest import small_episode
+from conftest import small_protonets
 from lite_tf.backbones import film
 from lite_tf.episode import Episode
-from lite_tf.learners.protonets import ProtoNets
 from lite_tf.lite import chunking
 from lite_tf.lite import estimator
 
 
 @pytest.fixture(scope='module')
 def learner():
-  keras.utils.set_random_seed(2)
-  model = ProtoNets(backbone='conv4', image_size=16)
-  model(small_episode().to_dict())
-  return model
-
-
-def _max_relative(grads, reference):
-  diff = np.sqrt(sum(float(tf.reduce_sum(tf.square(g - r))) for g, r in zip(grads, reference)))
-  return diff / np.sqrt(sum(float(tf.reduce_sum(tf.square(r))) for r in reference))
+  return small_protonets(2)
 
 
 def _dynamic(fn):
@@ -67,8 +59,8 @@ def test_while_loop_branch_equals_eager_and_the_full_gradient(learner):
   graph = _dynamic(lambda e: estimator.lite_task_gradients(learner, e, variables, 40, 4, 3))
   assert 'While' in str([op.type for op in graph.get_concrete_function().graph.get_operations()])
   got = graph(episode.to_dict())
-  assert _max_relative(eager[1], full) < 1e-5
-  assert _max_relative(got[1], full) < 1e-5
+  assert relative_error(eager[1], full) < 1e-5
+  assert relative_error(got[1], full) < 1e-5
   assert abs(float(got[0]) - float(eager[0])) < 1e-5
   np.testing.assert_array_equal(got[2].numpy(), eager[2].numpy())
 
@@ -91,7 +83,7 @@ def test_unequal_query_batches_with_a_subset_agree_across_paths(learner, recompu
                                                            **kwargs))(episode.to_dict())
   for got in (eager, graph):
     assert abs(float(got[0]) - float(plain[0])) < 1e-5
-    assert _max_relative(got[1], plain[1]) < 1e-5
+    assert relative_error(got[1], plain[1]) < 1e-5
 
 
 def test_recompute_with_more_micro_batches_than_rows_skips_the_empty_ones(learner):
@@ -103,7 +95,7 @@ def test_recompute_with_more_micro_batches_than_rows_skips_the_empty_ones(learne
   _, full, _ = estimator.full_task_gradients(learner, episode, variables)
   got = _dynamic(lambda e: estimator.lite_task_gradients(learner, e, variables, 8, 4, 7,
                                                          recompute_batch=2))(episode.to_dict())
-  assert _max_relative(got[1], full) < 1e-5
+  assert relative_error(got[1], full) < 1e-5
 
 
 def test_chunked_map_of_no_rows_never_calls_the_network_on_an_empty_batch(learner):

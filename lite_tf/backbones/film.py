@@ -11,26 +11,16 @@ import os
 import keras
 import tensorflow as tf
 
-# Off by default (it adds one assertion per call); tests/conftest.py turns it on so that every
-# test fails, on any CPU, if a network is ever run on an empty batch.
+# LITE_TF_CHECK_EMPTY_BATCHES=1: every backbone and set encoder fails on an empty batch. Why:
+# with oneDNN (TensorFlow's default x86 build) a Conv2D on a [0, h, w, c] batch returns a tensor
+# of the input's shape on some CPUs (AVX-512), so the next layer fails there and nowhere else.
+# lite_tf never runs a network on zero rows; tests/conftest.py turns the guard on so that a
+# regression fails on every machine. Off by default (it adds one assertion per call).
 _CHECK_EMPTY_BATCHES = os.environ.get('LITE_TF_CHECK_EMPTY_BATCHES', '') not in ('', '0')
 
 
 class EmptyBatchError(ValueError):
   """A network was called on a batch with zero rows."""
-
-
-def set_empty_batch_check(enabled):
-  """Turns the empty-batch guard of every backbone and set encoder on or off (process-wide).
-
-  Why: with oneDNN (TensorFlow's default x86 build) a `Conv2D` on a `[0, h, w, c]` batch
-  returns a tensor of the input's shape on some CPUs (AVX-512), so the next layer fails there
-  and nowhere else. lite_tf never runs a network on zero rows; the guard makes any regression
-  fail on every machine. Functions traced before the call keep the setting they were traced
-  with.
-  """
-  global _CHECK_EMPTY_BATCHES
-  _CHECK_EMPTY_BATCHES = bool(enabled)
 
 
 def check_nonempty(images, name):

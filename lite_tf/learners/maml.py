@@ -165,8 +165,6 @@ class Maml(keras.Model):
     num_batches = (n + batch - 1) // batch
 
     def gradient(params):
-      params = [tf.stop_gradient(p) for p in params]
-
       def body(i, total):
         start = i * batch
         end = tf.minimum(start + batch, n)
