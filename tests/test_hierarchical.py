@@ -16,6 +16,7 @@ from lite_tf.data import ontology
 from lite_tf.data import reader
 from lite_tf.data import records
 from lite_tf.data import sampling
+import md_reference
 
 # A miniature WordNet: (parent, child) pairs. 'carnivore' and 'device' are the valid and test
 # roots, as in Meta-Dataset's ImageNet; n31 sits below both 'device' and 'container'; n80 and
@@ -216,6 +217,20 @@ def test_dag_ways_and_class_frequencies_match_the_reference_law(spec):
   # Each class's inclusion count is binomial(draws, p_k).
   z = (class_seen - draws * class_law) / np.sqrt(draws * class_law * (1 - class_law))
   assert np.abs(z).max() < 4.0, z
+
+
+@pytest.mark.parametrize('ignore_p', [0.0, 0.4])
+def test_dag_episodes_equal_meta_datasets_for_the_same_seed(spec, ignore_p):
+  """Meta-Dataset's draw order on a DAG: "ignore the ontology?" (made even when its
+  probability is 0), a node, a subsample of its classes; the eligible nodes from the
+  reference law in wn_id order, as Meta-Dataset sorts them."""
+  config = sampling.EpisodeDescriptionConfig(max_ways_upper_bound=8,
+                                             ignore_hierarchy_probability=ignore_p)
+  sampler = sampling.EpisodeDescriptionSampler(spec, 'train', config, seed=12)
+  images = {k: spec.num_images(k) for k in spec.class_ids('train')}
+  expected = md_reference.dag_episodes(_node_law(spec, 'train', 8), list(spec.class_ids('train')),
+                                       images, 12, 300, 8, ignore_p)
+  assert [sampler.sample() for _ in range(300)] == expected
 
 
 def test_every_class_is_reachable_and_ontology_can_be_ignored(spec):

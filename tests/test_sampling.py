@@ -8,6 +8,7 @@ import pytest
 
 from lite_tf.data import dataset_spec
 from lite_tf.data import sampling
+import md_reference
 
 
 def _flat_spec(sizes, splits=(None,)):
@@ -149,6 +150,39 @@ def test_bilevel_sampling_stays_within_one_superclass():
     assert 5 <= len(classes) <= spec.classes_per_superclass[owner]
     seen.add(owner)
   assert seen == {0, 1, 2}
+
+
+def _omniglot_like():
+  return dataset_spec.BiLevelDatasetSpec(
+      name='omni', superclasses_per_split={'TRAIN': 3, 'VALID': 1, 'TEST': 1},
+      classes_per_superclass={0: 12, 1: 30, 2: 6, 3: 8, 4: 20},
+      images_per_class={c: 15 + (7 * c) % 11 for c in range(76)},
+      superclass_names={i: f'a{i}' for i in range(5)},
+      class_names={c: str(c) for c in range(76)}, path='/x')
+
+
+@pytest.mark.parametrize('ignore_p', [0.0, 0.3])
+def test_bilevel_episodes_equal_meta_datasets_for_the_same_seed(ignore_p):
+  """Meta-Dataset draws "ignore the ontology?" for every bi-level episode, even with
+  probability 0; skipping that draw would shift every later one."""
+  spec = _omniglot_like()
+  config = sampling.EpisodeDescriptionConfig(ignore_hierarchy_probability=ignore_p)
+  for split, superclasses in (('train', [0, 1, 2]), ('test', [4])):
+    sampler = sampling.EpisodeDescriptionSampler(spec, split, config, seed=11)
+    got = [sampler.sample() for _ in range(300)]
+    assert got == md_reference.bilevel_episodes(spec, superclasses, 11, 300, ignore_p)
+  if ignore_p:  # some training episodes then mix alphabets
+    train = sampling.EpisodeDescriptionSampler(spec, 'train', config, seed=11)
+    owners = [{next(s for s in range(3) if k in spec.class_ids_of_superclass(s))
+               for k, _, _ in train.sample()} for _ in range(100)]
+    assert any(len(o) > 1 for o in owners) and any(len(o) == 1 for o in owners)
+
+
+def test_ignore_hierarchy_probability_outside_0_1_is_a_clear_error():
+  with pytest.raises(ValueError, match='ignore_hierarchy_probability must be in'):
+    sampling.EpisodeDescriptionSampler(
+        _omniglot_like(), 'train',
+        sampling.EpisodeDescriptionConfig(ignore_hierarchy_probability=1.5))
 
 
 def test_too_few_classes_is_a_clear_error():

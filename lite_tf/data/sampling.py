@@ -13,7 +13,8 @@ way/shot sampling:
      exp(U(min_log_weight, max_log_weight)), floored, capped at the images left.
 
 The random draws are made in the same order and with the same numpy calls as Meta-Dataset's
-`sampling.py`, so a sampler seeded alike yields the same descriptions (for DAG sampling, the
+`sampling.py` (including its per-episode "ignore the ontology?" draw on DAG and bi-level
+datasets, made even when ignore_hierarchy_probability is 0), so a sampler seeded alike yields the same descriptions (for DAG sampling, the
 same in distribution: Meta-Dataset lists the eligible nodes in set order, which changes from
 process to process; here they are in wn_id order).
 Every constant is a field of EpisodeDescriptionConfig (gin-configurable, Meta-Dataset's
@@ -48,6 +49,9 @@ class EpisodeDescriptionConfig:
   ignore_bilevel_ontology: bool = False
   ignore_dag_ontology: bool = False
   min_examples_in_class: int = 0
+  # Meta-Dataset's ignore_hierarchy_probability: the share of episodes of a DAG or bi-level
+  # dataset whose classes are drawn uniformly, ignoring the ontology.
+  ignore_hierarchy_probability: float = 0.0
   # Meta-Dataset's MAX_SPANNING_LEAVES_ELIGIBLE: the smallest bound under which every ImageNet
   # class is still reachable.
   max_spanning_leaves_eligible: int = 392
@@ -142,6 +146,9 @@ class EpisodeDescriptionSampler:
     self.config = config or EpisodeDescriptionConfig()
     self.rng = np.random.RandomState(seed)
     c = self.config
+    if not 0.0 <= c.ignore_hierarchy_probability <= 1.0:
+      raise ValueError('EpisodeDescriptionConfig.ignore_hierarchy_probability must be in '
+                       f'[0, 1]; got {c.ignore_hierarchy_probability!r}')
     self.class_ids = list(spec.class_ids(split))
     self.eligible = [k for k in self.class_ids if spec.num_images(k) >= c.min_examples_in_class]
     self.bilevel = (isinstance(spec, spec_lib.BiLevelDatasetSpec)
@@ -167,14 +174,25 @@ class EpisodeDescriptionSampler:
       self.dag_nodes = dag_sampling_nodes(spec, split, set(self.eligible), c.min_ways,
                                           c.max_spanning_leaves_eligible)
 
+  def _follow_hierarchy(self):
+    """Meta-Dataset's per-episode draw of whether to use the ontology.
+
+    Meta-Dataset makes this draw for every episode of a DAG or bi-level dataset, even when
+    ignore_hierarchy_probability is 0 (p = [1, 0] still consumes one uniform), so it is made
+    here too: every later draw of a seeded sampler then matches Meta-Dataset's.
+    """
+    p = self.config.ignore_hierarchy_probability
+    prob = [1.0 - p, p] if p else [1.0, 0.0]
+    return bool(self.rng.choice([True, False], p=prob))
+
   def _sample_classes(self):
     c = self.config
-    if self.dag_nodes is not None:
+    if self.dag_nodes is not None and self._follow_hierarchy():
       classes = self.dag_nodes[self.rng.randint(len(self.dag_nodes))]
       if len(classes) > c.max_ways_upper_bound:
         classes = self.rng.choice(classes, size=[c.max_ways_upper_bound], replace=False)
       return [int(k) for k in classes]
-    if self.bilevel:
+    if self.dag_nodes is None and self.bilevel and self._follow_hierarchy():
       superclass = self.rng.choice(self.superclasses, 1)[0]
       size = self.spec.classes_per_superclass[superclass]
       ways = sample_num_ways(size, c.min_ways, c.max_ways_upper_bound, self.rng)
