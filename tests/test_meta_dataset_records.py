@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import gin
 import numpy as np
 from PIL import Image
 import pytest
@@ -52,11 +53,51 @@ def test_read_class_shapes_range_labels_and_pixels(fixture_dir, class_id):
   assert np.asarray(Image.open(io.BytesIO(jpeg))).shape == (84, 84, 3)
 
 
-def test_resize_to_other_sizes(fixture_dir):
+def _stored_pixels(spec, class_id):
+  raws = list(tf.data.TFRecordDataset(spec.class_file(class_id)))
+  return [tf.io.decode_image(tf.io.parse_single_example(r, records.FEATURES)['image'],
+                             channels=3) for r in raws]
+
+
+@pytest.mark.parametrize('size', [32, 126])
+def test_resize_to_other_sizes_matches_meta_datasets_v1_align_corners_op(fixture_dir, size):
+  """Meta-Dataset's decoder: tf.compat.v1 resize_images(BILINEAR, align_corners=True), then
+  2 * (x / 255 - 0.5). The TF2 half-pixel resize stays available through gin."""
   spec = dataset_spec.load(fixture_dir)
-  for size in (32, 126):
-    images, _ = records.read_class(spec, 3, image_size=size)
-    assert images.shape == (20, size, size, 3)
+  stored = _stored_pixels(spec, 3)
+  v1 = [tf.compat.v1.image.resize(image, [size, size], method=tf.image.ResizeMethod.BILINEAR,
+                                  align_corners=True) for image in stored]
+  expected = np.stack([2 * (np.asarray(x, np.float32) / 255.0 - 0.5) for x in v1])
+  images, _ = records.read_class(spec, 3, image_size=size)
+  assert images.shape == (20, size, size, 3)
+  np.testing.assert_allclose(images.numpy(), expected, atol=1e-6)
+
+  gin.bind_parameter('decode_example.resize_method', 'half_pixel')
+  half, _ = records.read_class(spec, 3, image_size=size)
+  half_expected = np.stack([np.asarray(tf.image.resize(tf.cast(x, tf.float32), [size, size]))
+                            for x in stored]) / 127.5 - 1.0
+  np.testing.assert_allclose(half.numpy(), half_expected, atol=1e-5)
+  assert np.abs(half.numpy() - expected).max() > 0.05  # the two conventions do differ here
+
+
+def test_align_corners_resize_by_hand():
+  """3x3 -> 5x5: output pixel (i, j) reads input coordinate (i / 2, j / 2), so corners and
+  every other pixel keep input values, the rest are means of neighbours."""
+  image = np.arange(9, dtype=np.float32).reshape(3, 3, 1) * 10
+  out = records.resize_bilinear(tf.constant(image), 5).numpy()[..., 0]
+  coordinate = np.arange(5) / 2
+  lo = np.floor(coordinate).astype(int)
+  hi = np.minimum(lo + 1, 2)
+  t = coordinate - lo
+  rows = image[lo, :, 0] * (1 - t)[:, None] + image[hi, :, 0] * t[:, None]
+  expected = rows[:, lo] * (1 - t)[None] + rows[:, hi] * t[None]
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  assert out[0, 0] == 0 and out[4, 4] == 80 and out[2, 2] == 40
+
+
+def test_unknown_resize_method_names_the_binding():
+  with pytest.raises(ValueError, match="decode_example.resize_method must be one of"):
+    records.resize_bilinear(tf.zeros([4, 4, 3]), 8, 'nearest')
 
 
 def test_missing_or_garbled_spec(tmp_path):

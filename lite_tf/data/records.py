@@ -3,6 +3,7 @@ encoded image (`image`, JPEG or PNG bytes) and its class id (`label`, int64)."""
 
 import os
 
+import gin
 import tensorflow as tf
 
 FEATURES = {
@@ -15,17 +16,42 @@ class RecordsError(ValueError):
   """A missing, truncated or corrupt class file."""
 
 
-def decode_example(serialized, image_size):
+RESIZE_METHODS = ('align_corners', 'half_pixel')
+
+
+def resize_bilinear(image, image_size, method='align_corners'):
+  """Bilinear resize of one [h, w, c] image to [image_size, image_size, c] float32.
+
+  'align_corners' is Meta-Dataset's (`tf.compat.v1.image.resize_images(..., align_corners=True)`
+  in its decoder): corner pixels map onto corner pixels, sample i of the output reads input
+  coordinate i * (in - 1) / (out - 1). 'half_pixel' is TF2's `tf.image.resize`: pixel centres
+  at half-integers, coordinate (i + 0.5) * in / out - 0.5. The two agree when the stored size
+  equals the requested one and differ otherwise.
+  """
+  if method == 'align_corners':
+    return tf.raw_ops.ResizeBilinear(
+        images=tf.cast(image, tf.float32)[tf.newaxis], size=[image_size, image_size],
+        align_corners=True, half_pixel_centers=False)[0]
+  if method == 'half_pixel':
+    return tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size],
+                           method='bilinear', antialias=False)
+  raise ValueError(f'decode_example.resize_method must be one of {list(RESIZE_METHODS)}; got '
+                   f'{method!r}')
+
+
+@gin.configurable
+def decode_example(serialized, image_size, resize_method='align_corners'):
   """Parses one record -> (image [image_size, image_size, 3] float32 in [-1, 1], label int64).
 
-  As in Meta-Dataset: decoded to 3 channels (grey images repeated), resized bilinearly.
+  As in Meta-Dataset's ImageDecoder: decoded to 3 channels (grey images repeated), resized
+  bilinearly with aligned corners (`resize_method`, see resize_bilinear), rescaled as
+  2 * (x / 255 - 0.5).
   """
   example = tf.io.parse_single_example(serialized, FEATURES)
   image = tf.io.decode_image(example['image'], channels=3, expand_animations=False)
-  image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size],
-                          method='bilinear', antialias=False)
+  image = resize_bilinear(image, image_size, resize_method)
   image = tf.ensure_shape(image, [image_size, image_size, 3])
-  return image / 127.5 - 1.0, example['label']
+  return 2.0 * (image / 255.0 - 0.5), example['label']
 
 
 def class_file(spec, class_id):
