@@ -32,8 +32,8 @@ class Episode:
     query_images: [num_query, size, size, 3] float32 in [-1, 1] (or uint8 in [0, 255]).
     query_labels: [num_query] int32 in [0, way).
     way: number of classes in the episode (scalar int).
-    support_class_ids: optional [num_support] int64 dataset-level class ids.
-    query_class_ids: optional [num_query] int64 dataset-level class ids.
+    support_class_ids: optional [num_support] int32 dataset-level class ids (Meta-Dataset's dtype).
+    query_class_ids: optional [num_query] int32 dataset-level class ids.
   """
   support_images: tf.Tensor
   support_labels: tf.Tensor
@@ -73,9 +73,9 @@ class Episode:
       way = int(support_labels.max()) + 1 if support_labels.size else 0
     optional = {}
     if support_class_ids is not None:
-      optional['support_class_ids'] = tf.constant(support_class_ids, tf.int64)
+      optional['support_class_ids'] = tf.constant(support_class_ids, tf.int32)
     if query_class_ids is not None:
-      optional['query_class_ids'] = tf.constant(query_class_ids, tf.int64)
+      optional['query_class_ids'] = tf.constant(query_class_ids, tf.int32)
     return cls(
         support_images=_image_tensor(support_images),
         support_labels=tf.constant(support_labels, tf.int32),

@@ -42,7 +42,7 @@ def test_meta_dataset_pipeline_adapter(with_source_id):
           lambda x: tf.TensorSpec(np.shape(x), tf.as_dtype(np.asarray(x).dtype)), element))
   out = next(iter(adapters.adapt_meta_dataset_pipeline(dataset)))
   assert int(out['way']) == 3 and out['support_labels'].dtype == tf.int32
-  assert out['support_class_ids'].dtype == tf.int64
+  assert out['support_class_ids'].dtype == tf.int32
   episode_lib.validate_episode(episode_lib.Episode.from_dict(out), image_size=8)
   np.testing.assert_array_equal(out['query_images'], episode[3])
 

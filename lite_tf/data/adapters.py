@@ -19,8 +19,8 @@ def from_meta_dataset_tuple(support_images, support_labels, support_class_ids, q
       'query_images': tf.cast(query_images, tf.float32),
       'query_labels': tf.cast(query_labels, tf.int32),
       'way': tf.reduce_max(support_labels) + 1,
-      'support_class_ids': tf.cast(support_class_ids, tf.int64),
-      'query_class_ids': tf.cast(query_class_ids, tf.int64),
+      'support_class_ids': tf.cast(support_class_ids, tf.int32),
+      'query_class_ids': tf.cast(query_class_ids, tf.int32),
   }
 
 
@@ -38,6 +38,68 @@ def adapt_meta_dataset_pipeline(dataset):
   raise ValueError('expected a dataset of Meta-Dataset episodes: 6-tuples (support_images, '
                    'support_labels, support_class_ids, query_images, query_labels, '
                    f'query_class_ids), optionally paired with a source id; got {spec}')
+
+
+class PipelineEpisodes:
+  """An episode source over a user's own tf.data pipeline of Meta-Dataset episodes (6-tuples,
+  optionally paired with a source id, as Meta-Dataset's episode pipelines yield).
+
+  Episode k is the pipeline's k-th element: a resumed run skips the first `start` elements
+  (they are read and dropped, as tf.data cannot seek), so the run continues exactly when the
+  pipeline is deterministic (Meta-Dataset's is for fixed seeds). Replicas share it with
+  tf.data's `shard`.
+  """
+
+  def __init__(self, dataset, name='pipeline'):
+    if not isinstance(dataset, tf.data.Dataset):
+      raise ValueError(f'{name} must give a tf.data.Dataset of Meta-Dataset episodes; got '
+                       f'{type(dataset).__name__}')
+    try:
+      self.dataset = adapt_meta_dataset_pipeline(dataset)
+    except ValueError as e:
+      raise ValueError(f'{name}: {e}') from e
+    self.name = name
+    shape = self.dataset.element_spec['support_images'].shape
+    self.image_size = shape[1] if shape.rank == 4 and shape[1] == shape[2] else None
+
+  def output_signature(self):
+    return self.dataset.element_spec
+
+  def episodes(self, start=0, keep=None):
+    """Iterator of the pipeline's episode dicts (numpy) with index >= start (and keep)."""
+    for index, episode in enumerate(self.dataset.skip(start), start):
+      if keep is None or keep(index):
+        yield {k: v.numpy() for k, v in episode.items()}
+
+  def as_dataset(self, num_episodes=None, prefetch=2, start=0, shard=None):
+    dataset = self.dataset.skip(start) if start else self.dataset
+    if shard is not None:
+      dataset = dataset.shard(*shard)
+    if num_episodes is not None:
+      dataset = dataset.take(num_episodes)
+    return dataset.prefetch(prefetch)
+
+
+def make_episode_source(episode_source, split):
+  """`episode_source(split)` as an episode source: a tf.data.Dataset of Meta-Dataset episodes
+  returned by a user's factory (`run_training.episode_source = @my_pipeline`) is wrapped in
+  PipelineEpisodes; lite_tf's own sources pass through."""
+  source = episode_source(split)
+  if isinstance(source, tf.data.Dataset):
+    name = getattr(episode_source, '__name__', type(episode_source).__name__)
+    return PipelineEpisodes(source, name=f'run_training.episode_source={name}({split!r})')
+  return source
+
+
+@gin.configurable
+def meta_dataset_pipeline(split, dataset_fn=gin.REQUIRED):
+  """gin episode source over a user's factory `dataset_fn(split)` returning a tf.data.Dataset
+  of Meta-Dataset episodes (`run_training.episode_source = @meta_dataset_pipeline`,
+  `meta_dataset_pipeline.dataset_fn = @my_pipeline`); the same as binding the factory itself
+  to run_training.episode_source. `split` is 'train', 'valid' or 'test'."""
+  name = getattr(dataset_fn, '__name__', type(dataset_fn).__name__)
+  return PipelineEpisodes(dataset_fn(split),
+                          name=f'meta_dataset_pipeline.dataset_fn={name}({split!r})')
 
 
 def _kept_episodes(source, keep):

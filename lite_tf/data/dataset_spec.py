@@ -29,16 +29,38 @@ class DatasetSpecError(ValueError):
   """A dataset_spec.json that is missing, garbled or inconsistent."""
 
 
-def _split_name(split):
-  name = str(split).upper()
+def split_name(split):
+  """'TRAIN', 'VALID' or 'TEST' for a split given as a string in any case or as an enum whose
+  `.name` is one of those (Meta-Dataset's `learning_spec.Split.TRAIN` and the like)."""
+  name = getattr(split, 'name', split)
+  name = name.upper() if isinstance(name, str) else None
   if name not in SPLITS:
-    raise DatasetSpecError(f'unknown split {split!r}; expected one of train, valid, test')
+    raise DatasetSpecError(f'unknown split {split!r}; expected one of train, valid, test (any '
+                           'case) or an enum member named TRAIN, VALID or TEST')
   return name
+
+
+class MetaDatasetNames:
+  """Meta-Dataset's DatasetSpecification method names, as aliases (README: "Meta-Dataset's
+  names")."""
+
+  def get_classes(self, split):
+    """The split's dataset-level class ids (a range), as Meta-Dataset's get_classes."""
+    return self.class_ids(split)
+
+  def get_total_images_per_class(self, class_id=None, pool=None):
+    """Images of a class (Meta-Dataset's name); pools (example-level splits) are refused."""
+    if pool is not None:
+      raise DatasetSpecError(f'{self.name}: example-level pools (pool={pool!r}) are not '
+                             'supported')
+    if class_id is None:
+      return sum(self.num_images(k) for s in SPLITS for k in self.class_ids(s))
+    return self.num_images(class_id)
 
 
 def _contiguous_ids(split, counts):
   """Ids of `split` given per-split counts in TRAIN, VALID, TEST order."""
-  split = _split_name(split)
+  split = split_name(split)
   offset = 0
   for name in SPLITS:
     if name == split:
@@ -47,7 +69,7 @@ def _contiguous_ids(split, counts):
 
 
 @dataclasses.dataclass
-class DatasetSpec:
+class DatasetSpec(MetaDatasetNames):
   """Meta-Dataset's DatasetSpecification: a flat set of classes split into train/valid/test."""
   name: str
   classes_per_split: Dict[str, int]
@@ -86,7 +108,7 @@ class DatasetSpec:
 
 
 @dataclasses.dataclass
-class BiLevelDatasetSpec:
+class BiLevelDatasetSpec(MetaDatasetNames):
   """Meta-Dataset's BiLevelDatasetSpecification: classes grouped into superclasses, and
   superclasses (not classes) split into train/valid/test. Class ids are contiguous within a
   superclass, superclasses in id order."""
@@ -116,6 +138,18 @@ class BiLevelDatasetSpec:
   num_images = DatasetSpec.num_images
   class_file = DatasetSpec.class_file
 
+  def get_superclasses(self, split):
+    """The split's superclass ids (a range), as Meta-Dataset's get_superclasses."""
+    return self.superclass_ids(split)
+
+  def get_class_ids_from_superclass_subclass_inds(self, split, superclass_id, class_inds):
+    """Meta-Dataset's mapping of a superclass and indices of classes inside it to (class ids
+    relative to the split, dataset-level class ids)."""
+    members = self.class_ids_of_superclass(superclass_id)
+    absolute = [members.start + int(i) for i in class_inds]
+    first = self.class_ids(split).start
+    return [k - first for k in absolute], absolute
+
   def to_dict(self):
     return {
         'name': self.name,
@@ -131,7 +165,7 @@ class BiLevelDatasetSpec:
 
 
 @dataclasses.dataclass
-class HierarchicalDatasetSpec:
+class HierarchicalDatasetSpec(MetaDatasetNames):
   """Meta-Dataset's HierarchicalDatasetSpecification (ImageNet).
 
   Each split has its own class DAG (`split_subgraphs[split]`: wn_id -> ontology.Synset); its
@@ -166,11 +200,11 @@ class HierarchicalDatasetSpec:
 
   def leaves(self, split):
     """Sorted wn_ids of the split's classes."""
-    return ontology.leaves(self.split_subgraphs[_split_name(split)])
+    return ontology.leaves(self.split_subgraphs[split_name(split)])
 
   def spanning_leaves(self, split):
     """wn_id -> frozenset of leaf wn_ids below it, for every node of the split's graph."""
-    split = _split_name(split)
+    split = split_name(split)
     if split not in self._spans:
       self._spans[split] = ontology.spanning_leaves(self.split_subgraphs[split])
     return self._spans[split]
@@ -293,6 +327,17 @@ def load(directory):
   if not isinstance(d, dict):
     raise DatasetSpecError(f'{path}: expected a JSON object')
   return from_dict(d, directory, path)
+
+
+def load_dataset_spec(dataset_records_path, convert_from_pkl=False, data_root=None):
+  """Meta-Dataset's name for `load`. Only `dataset_spec.json` is read (not the pickled
+  specs of old converters); `data_root` is accepted and unused, as the records are always read
+  from `dataset_records_path`."""
+  del data_root
+  if convert_from_pkl:
+    raise DatasetSpecError(f'{dataset_records_path}: convert_from_pkl=True is not supported; '
+                           'lite_tf reads dataset_spec.json (Meta-Dataset converters write it)')
+  return load(dataset_records_path)
 
 
 def save(spec, directory):

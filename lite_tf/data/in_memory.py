@@ -57,8 +57,8 @@ class EpisodeSampler:
         'query_images': to_unit_range(np.concatenate(query)),
         'query_labels': np.asarray([local[c] for c in query_ids], np.int32),
         'way': np.int32(self.way),
-        'support_class_ids': np.asarray(support_ids, np.int64),
-        'query_class_ids': np.asarray(query_ids, np.int64),
+        'support_class_ids': np.asarray(support_ids, np.int32),
+        'query_class_ids': np.asarray(query_ids, np.int32),
     }
 
   def episodes(self, start=0, keep=None):
@@ -80,8 +80,8 @@ class EpisodeSampler:
         'query_images': tf.TensorSpec([n_query, size, size, 3], tf.float32),
         'query_labels': tf.TensorSpec([n_query], tf.int32),
         'way': tf.TensorSpec([], tf.int32),
-        'support_class_ids': tf.TensorSpec([n_support], tf.int64),
-        'query_class_ids': tf.TensorSpec([n_query], tf.int64),
+        'support_class_ids': tf.TensorSpec([n_support], tf.int32),
+        'query_class_ids': tf.TensorSpec([n_query], tf.int32),
     }
     return episode_lib.episodes_dataset(self.episodes, signature, start=start, shard=shard,
                                         num_episodes=num_episodes)

@@ -163,8 +163,8 @@ class RecordsEpisodeSource:
         'query_images': self._decode(query),
         'query_labels': np.asarray(query_labels, np.int32),
         'way': np.int32(len(description)),
-        'support_class_ids': np.asarray(support_ids, np.int64),
-        'query_class_ids': np.asarray(query_ids, np.int64),
+        'support_class_ids': np.asarray(support_ids, np.int32),
+        'query_class_ids': np.asarray(query_ids, np.int32),
     }
 
   def episodes(self, start=0, keep=None):
@@ -196,8 +196,8 @@ class RecordsEpisodeSource:
         'query_images': tf.TensorSpec([None, s, s, 3], dtype),
         'query_labels': tf.TensorSpec([None], tf.int32),
         'way': tf.TensorSpec([], tf.int32),
-        'support_class_ids': tf.TensorSpec([None], tf.int64),
-        'query_class_ids': tf.TensorSpec([None], tf.int64),
+        'support_class_ids': tf.TensorSpec([None], tf.int32),
+        'query_class_ids': tf.TensorSpec([None], tf.int32),
     }
 
   def as_dataset(self, num_episodes=None, prefetch=2, start=0, shard=None):
@@ -234,7 +234,7 @@ def _decode_batch(serialized, image_size):
 
 def _split_seed(seed, split):
   """Valid and test splits get their own seeds (seed + 1, seed + 2)."""
-  return seed + {'train': 0, 'valid': 1, 'test': 2}.get(str(split).lower(), 0)
+  return seed + spec_lib.SPLITS.index(spec_lib.split_name(split))
 
 
 @gin.configurable

@@ -234,3 +234,10 @@ class EpisodeDescriptionSampler:
       shots = sample_support_per_class(sizes, remaining, size, c.min_log_weight,
                                        c.max_log_weight, self.rng)
     return tuple((k, int(s), int(query)) for k, s in zip(classes, shots))
+
+  def sample_episode_description(self):
+    """Meta-Dataset's name and convention: the next description with class ids relative to
+    the split (0 .. classes in the split - 1), where `sample` gives dataset-level ids. Both
+    advance the same random stream."""
+    first = self.class_ids[0]
+    return tuple((k - first, s, q) for k, s, q in self.sample())

@@ -10,6 +10,7 @@ import gin
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
+from lite_tf.data import adapters
 from lite_tf.data import in_memory
 from lite_tf.learners import base as learner_base
 from lite_tf.lite import model as lite_model
@@ -56,7 +57,7 @@ def run_evaluation(learner, weights_path, datasets=None, num_episodes=600, split
   rows = []
   loaded = False
   for name, make_source in datasets.items():
-    source = make_source(split)
+    source = adapters.make_episode_source(make_source, split)
     first = _first_episode(source)
     episode_lib.validate_episode(first, image_size=getattr(learner, 'image_size', None))
     if not loaded:

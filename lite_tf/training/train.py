@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
+from lite_tf.data import adapters
 from lite_tf.data import glyphs
 from lite_tf.data import in_memory
 from lite_tf.learners import base as learner_base
@@ -59,7 +60,8 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
     train_dir: where everything above, operative_config.gin and the final weights go.
     learner: a lite_tf.learners.base.Learner (gin: `run_training.learner = @protonets()`),
       or MAML / FineTuner.
-    episode_source: callable split -> sampler with `.episodes()`, `.as_dataset(start=...)`.
+    episode_source: callable split -> sampler with `.episodes()`, `.as_dataset(start=...)`,
+      or -> a tf.data.Dataset of Meta-Dataset episodes (6-tuples, see adapters.PipelineEpisodes).
     num_steps: meta-training tasks (each one a call of the meta-model's train_step).
     steps_per_log: tasks per Keras epoch: validation, checkpoints and logs this often.
     valid_episodes: valid-split episodes per validation (0: none).
@@ -74,7 +76,7 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   """
   check_train_dir(train_dir)
   image_size = getattr(learner, 'image_size', None)
-  train_source = episode_source('train')
+  train_source = adapters.make_episode_source(episode_source, 'train')
   first = in_memory.episode_from_dict(
       train_source.episode(0) if hasattr(train_source, 'episode')
       else next(iter(train_source.episodes())))
@@ -100,7 +102,8 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
 
   validation = {}
   if valid_episodes:
-    validation = dict(validation_data=episode_source('valid').as_dataset(
+    valid_source = adapters.make_episode_source(episode_source, 'valid')
+    validation = dict(validation_data=valid_source.as_dataset(
         num_episodes=valid_episodes).repeat(), validation_steps=valid_episodes)
   if verbose == 'auto':
     verbose = 1 if sys.stdout.isatty() else 2  # a live bar on a terminal, a line per log in files
@@ -126,7 +129,8 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
     learner.save_weights(tmp)
 
   mean, half_width, _, seconds = evaluate.evaluate_episodes(
-      model.predict_episode, episode_source('test').episodes(), test_episodes)
+      model.predict_episode, adapters.make_episode_source(episode_source, 'test').episodes(),
+      test_episodes)
   logging.info('test accuracy %.4f +/- %.4f over %d episodes', mean, half_width, test_episodes)
   cost = evaluate.test_time_cost(learner)
   cost['seconds_per_task'] = evaluate.median_seconds(seconds)
