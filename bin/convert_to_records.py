@@ -38,7 +38,17 @@ flags.DEFINE_string('test_root', 'n03183080', 'With --is_a: the classes below th
 flags.DEFINE_list('exclude_lists', [], 'Files listing images to leave out, one "dir/name  # '
                   'comment" per line (the format of Meta-Dataset\'s ImageNet_*_duplicates.txt); '
                   'matched on base names.')
+flags.DEFINE_bool('overwrite', False, 'Replace the dataset already in --output_dir (the new one '
+                  'is written beside it and renamed into place when complete).')
 flags.mark_flags_as_required(['input_dir', 'output_dir'])
+
+
+def _ratios(values):
+  try:
+    return [float(r) for r in values]
+  except ValueError:
+    raise ValueError('--split_ratios must be three numbers (train,valid,test class ratios, '
+                     f'e.g. 0.7,0.15,0.15); got {",".join(values)!r}') from None
 
 
 def main(argv):
@@ -50,18 +60,21 @@ def main(argv):
     if FLAGS.is_a:
       report = convert.convert_hierarchical(FLAGS.input_dir, FLAGS.output_dir, name,
                                             FLAGS.is_a, FLAGS.valid_root, FLAGS.test_root,
-                                            words_path=FLAGS.words, exclude=exclude)
+                                            words_path=FLAGS.words, exclude=exclude,
+                                            overwrite=FLAGS.overwrite)
     else:
-      ratios = [float(r) for r in FLAGS.split_ratios]
-      report = convert.convert(FLAGS.input_dir, FLAGS.output_dir, name, split_ratios=ratios,
-                               seed=FLAGS.seed, splits_json=FLAGS.splits_json,
-                               exclude=exclude)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
+      report = convert.convert(FLAGS.input_dir, FLAGS.output_dir, name,
+                               split_ratios=_ratios(FLAGS.split_ratios), seed=FLAGS.seed,
+                               splits_json=FLAGS.splits_json, exclude=exclude,
+                               overwrite=FLAGS.overwrite)
+  except (ValueError, OSError) as e:
+    print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
   spec = report.spec
   num_classes = sum(len(spec.class_ids(s)) for s in ('train', 'valid', 'test'))
   print(f'wrote {report.num_images} images of {num_classes} classes to {FLAGS.output_dir}')
+  for warning in convert.warn_empty_splits(spec):
+    print(warning, file=sys.stderr)
   if report.excluded:
     print(f'left out {report.excluded} images named in --exclude_lists')
   for path, reason in report.skipped:

@@ -51,7 +51,7 @@ def main(argv):
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.train_dir, 'eval')
     evaluation_report.write_report(rows, output_dir)
   except config.USER_ERRORS as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
   print(f'weights: {weights}')
   print(evaluation_report.markdown_table(rows), end='')

@@ -41,12 +41,14 @@ def main(argv):
     import gin  # pylint: disable=g-import-not-at-top
     from lite_tf import atomic  # pylint: disable=g-import-not-at-top
     from lite_tf import personalize  # pylint: disable=g-import-not-at-top
+    from lite_tf.training import checkpoints  # pylint: disable=g-import-not-at-top
     from lite_tf.training import evaluation_report  # pylint: disable=g-import-not-at-top
     learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
     size = learner.image_size
     images, labels, class_names = personalize.read_support_folder(FLAGS.support_dir, size)
     personalize.build(learner, images, labels)
-    learner.load_weights(evaluation_report.find_weights(FLAGS.train_dir, FLAGS.weights))
+    checkpoints.load_learner_weights(
+        learner, evaluation_report.find_weights(FLAGS.train_dir, FLAGS.weights))
     task = personalize.adapt(learner, images, labels)
     classifier = personalize.AdaptedClassifier(learner, task, class_names, size)
     predictions = []
@@ -63,7 +65,7 @@ def main(argv):
     if FLAGS.export_dir:
       personalize.export(classifier, FLAGS.export_dir)
   except config.USER_ERRORS as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
   print(f'adapted to {len(class_names)} classes from {len(labels)} support images in one '
         'forward pass')

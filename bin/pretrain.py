@@ -33,7 +33,7 @@ def main(argv):
     from lite_tf.training import pretrain  # pylint: disable=g-import-not-at-top
     result = pretrain.run_pretraining(FLAGS.output)
   except config.USER_ERRORS as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
   print(f"pretrained backbone saved to {result['output']} ({result['num_classes']} classes, "
         f"final training accuracy {100 * result['accuracy']:.1f}%)")

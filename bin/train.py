@@ -39,7 +39,7 @@ def main(argv):
     with distribute.make_strategy(FLAGS.distribution).scope():  # variables made in scope
       result = train.run_training(FLAGS.train_dir)
   except config.USER_ERRORS as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
   print(f"held-out-class accuracy: {100 * result['test_accuracy']:.2f}% "
         f"+/- {100 * result['test_ci95']:.2f}% (95% CI over {result['num_test_episodes']} "

@@ -32,11 +32,37 @@ def hard_exit(code):
   os._exit(code)  # pylint: disable=protected-access
 
 
+def user_error(e):
+  """The message to print for an exception that comes from the user's data or machine rather
+  than from a bug, or None. An error raised inside an episode source reaches the binary
+  wrapped by tf.data in an OpError with a graph dump: the source's own exception is reported.
+  A full disk or an unwritable path (OSError) is reported as it is."""
+  if isinstance(e, OSError):
+    return f'{e}'
+  if 'tensorflow' not in sys.modules:
+    return None
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if isinstance(e, tf.errors.OpError):
+    from lite_tf import episode  # pylint: disable=g-import-not-at-top
+    source = episode.source_error()
+    if source is not None:
+      return f'{source}'
+    if 'No space left on device' in e.message:
+      return f'no space left on the device: {e.message.splitlines()[0]}'
+  return None
+
+
+def describe(e):
+  """One message for an error a binary reports: user_error's, else str(e)."""
+  return user_error(e) or f'{e}'
+
+
 def exits_on_error(main):
   """Wraps an absl main(argv): an exception or a non-zero sys.exit ends the process within
   moments (hard_exit) instead of going through an interpreter shutdown that may hang.
 
-  A `sys.exit('message')` prints the message to stderr and exits 1; an unexpected exception
+  A `sys.exit('message')` prints the message to stderr and exits 1; an error of the user's
+  data or machine (user_error) prints one `error:` line and exits 1; any other exception
   prints its traceback and exits 1; Ctrl-C exits 130. A normal return (or sys.exit(0)) is left
   to absl and Python as usual.
   """
@@ -55,7 +81,11 @@ def exits_on_error(main):
     except KeyboardInterrupt:
       print('interrupted', file=sys.stderr)
       hard_exit(130)
-    except BaseException:  # pylint: disable=broad-except
-      traceback.print_exc()
+    except BaseException as e:  # pylint: disable=broad-except
+      message = user_error(e) if isinstance(e, Exception) else None
+      if message is None:
+        traceback.print_exc()
+      else:
+        print(f'error: {message}', file=sys.stderr)
       hard_exit(1)
   return wrapped

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 
 # Errors that come from what the user gave (flags, gin, data), reported without a traceback.
-USER_ERRORS = (ConfigError, episode_lib.EpisodeError, ValueError, FileNotFoundError,
+USER_ERRORS = (ConfigError, episode_lib.EpisodeError, ValueError, OSError,
                tf.errors.InvalidArgumentError)
 
 
@@ -45,5 +45,5 @@ def parse(config_files, bindings):
     gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(path))))
   try:
     gin.parse_config_files_and_bindings(config_files, bindings, finalize_config=False)
-  except (ValueError, KeyError, SyntaxError, ImportError) as e:
+  except (ValueError, KeyError, SyntaxError, ImportError, OSError) as e:
     raise ConfigError(f'gin config {list(config_files)} / bindings {list(bindings)}: {e}') from e

@@ -166,6 +166,26 @@ def shard_filter(start, num_shards, index):
   return lambda i: i >= start and (i - start) % num_shards == index
 
 
+_SOURCE_ERRORS = []
+
+
+def _recording_errors(iterator):
+  """Passes `iterator` through; an exception it raises is kept for `source_error` before
+  tf.data wraps it (with its traceback) into an OpError."""
+  try:
+    yield from iterator
+  except Exception as e:  # pylint: disable=broad-except
+    _SOURCE_ERRORS.append(e)
+    raise
+
+
+def source_error():
+  """The first exception raised inside an episode source's tf.data generator in this
+  process, or None: the binaries report it as the error's first line, in place of the graph
+  dump tf.data wraps it in."""
+  return _SOURCE_ERRORS[0] if _SOURCE_ERRORS else None
+
+
 def episodes_dataset(episodes, output_signature, start=0, shard=None, num_episodes=None,
                      prefetch=2):
   """The tf.data.Dataset of an episode source's `as_dataset`.
@@ -181,7 +201,7 @@ def episodes_dataset(episodes, output_signature, start=0, shard=None, num_episod
     prefetch: episodes prefetched.
   """
   keep = None if shard is None else shard_filter(start, *shard)
-  dataset = tf.data.Dataset.from_generator(lambda: episodes(start, keep),
+  dataset = tf.data.Dataset.from_generator(lambda: _recording_errors(episodes(start, keep)),
                                            output_signature=output_signature)
   if num_episodes is not None:
     dataset = dataset.take(num_episodes)

@@ -9,11 +9,13 @@ Layouts:
 Class ids follow Meta-Dataset: TRAIN classes first, then VALID, then TEST; within a split,
 sorted by name (for bi-level: superclasses sorted by name, classes by name inside each).
 JPEG and PNG files are stored byte for byte, as Meta-Dataset's converters do; other formats
-are re-encoded as PNG. Files that cannot be decoded are skipped and reported. Every file is
-written under a temporary name and renamed, and dataset_spec.json comes last, so a folder with
-a spec is always complete.
+are re-encoded as PNG. Files that cannot be decoded are skipped and reported. The dataset is
+written into a temporary folder beside the output folder and renamed into place only when
+complete (an existing dataset there is replaced only with overwrite=True, and a reader sees
+the old dataset or the new one, never a mix).
 """
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -127,6 +129,30 @@ def _convert_class(directory, class_id, output_dir, skipped, excluded):
   return count, len(paths) - len(kept)
 
 
+@contextlib.contextmanager
+def _output_folder(output_dir, overwrite):
+  """The temporary folder the dataset is written to; it replaces --output_dir on success."""
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise ValueError(f'--output_dir {output_dir!r} is a file, not a folder')
+  atomic.recover_folder(output_dir)
+  if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+    raise ValueError(f'--output_dir {output_dir!r} is not empty ({len(os.listdir(output_dir))} '
+                     'entries); pass --overwrite to replace what it holds')
+  parent = os.path.dirname(os.path.abspath(output_dir))
+  try:
+    with atomic.atomic_folder(output_dir) as work:
+      yield work
+  except PermissionError as e:
+    raise ValueError(f'--output_dir {output_dir!r}: cannot write in {parent!r} ({e.strerror})'
+                     ) from e
+
+
+def warn_empty_splits(spec):
+  """Warnings for splits without classes (a dataset that cannot be validated or tested)."""
+  return [f'warning: the {s.lower()} split has no classes' for s in spec_lib.SPLITS
+          if not len(spec.class_ids(s))]  # pylint: disable=g-explicit-length-test
+
+
 def split_names(names, ratios, seed):
   """Splits names into train/valid/test by ratios (rounded; every split non-empty when the
   ratio is positive and names allow) with a seeded permutation."""
@@ -163,15 +189,19 @@ def _splits_from_file(path, names):
 
 
 def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22,
-            splits_json=None, exclude=()):
+            splits_json=None, exclude=(), overwrite=False):
   """Converts an image-folder tree, leaving out files whose base name is in `exclude`;
-  returns a ConversionReport."""
+  returns a ConversionReport. A non-empty `output_dir` is replaced only if `overwrite`."""
   top = _top_folders(input_dir)
   bilevel = all(not _list_images(os.path.join(input_dir, d)) and _subdirs(os.path.join(input_dir, d))
                 for d in top)
   splits = (_splits_from_file(splits_json, top) if splits_json
             else split_names(top, split_ratios, seed))
-  os.makedirs(output_dir, exist_ok=True)
+  with _output_folder(output_dir, overwrite) as work:
+    return _convert_into(work, input_dir, output_dir, name, splits, bilevel, exclude)
+
+
+def _convert_into(work, input_dir, output_dir, name, splits, bilevel, exclude):
   skipped, images_per_class, class_names, num_excluded = [], {}, {}, 0
   superclass_names, classes_per_superclass = {}, {}
   class_id = 0
@@ -186,7 +216,7 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
       else:
         members = [(os.path.join(input_dir, group), group)]
       for directory, class_name in members:
-        images_per_class[class_id], left_out = _convert_class(directory, class_id, output_dir,
+        images_per_class[class_id], left_out = _convert_class(directory, class_id, work,
                                                               skipped, exclude)
         num_excluded += left_out
         class_names[class_id] = class_name
@@ -201,8 +231,8 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
     spec = spec_lib.DatasetSpec(name=name, classes_per_split=counts,
                                 images_per_class=images_per_class, class_names=class_names,
                                 path=output_dir)
-  atomic.write_json(os.path.join(output_dir, f'{name}_splits.json'), splits)
-  spec_lib.save(spec, output_dir)
+  atomic.write_json(os.path.join(work, f'{name}_splits.json'), splits)
+  spec_lib.save(spec, work)
   return ConversionReport(spec=spec, skipped=skipped, num_images=sum(images_per_class.values()),
                           excluded=num_excluded)
 
@@ -225,7 +255,7 @@ def _read_pairs(path, flag, separator):
 
 
 def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, test_root,
-                         words_path=None, exclude=()):
+                         words_path=None, exclude=(), overwrite=False):
   """Converts root/<wn_id>/<image> folders under a WordNet-style is-a relation (lines
   'parent child', as ImageNet's wordnet.is_a.txt) into records with a hierarchical spec.
 
@@ -241,12 +271,17 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
   if unknown:
     raise ValueError(f'--input_dir class folders {unknown[:10]} are not in --is_a {is_a_path}')
   subgraphs, splits = ontology.split_subgraphs(graph, classes, valid_root, test_root)
-  os.makedirs(output_dir, exist_ok=True)
+  with _output_folder(output_dir, overwrite) as work:
+    return _convert_hierarchical_into(work, input_dir, output_dir, name, subgraphs, splits,
+                                      exclude)
+
+
+def _convert_hierarchical_into(work, input_dir, output_dir, name, subgraphs, splits, exclude):
   skipped, leaf_images, class_names, num_excluded = [], {}, {}, 0
   ordered = [wn_id for split in spec_lib.SPLITS for wn_id in splits[split]]
   for class_id, wn_id in enumerate(ordered):
     leaf_images[wn_id], left_out = _convert_class(os.path.join(input_dir, wn_id), class_id,
-                                                  output_dir, skipped, exclude)
+                                                  work, skipped, exclude)
     num_excluded += left_out
     class_names[class_id] = wn_id
   spec = spec_lib.HierarchicalDatasetSpec(
@@ -254,8 +289,8 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
       images_per_class={s: ontology.spanning_images(subgraphs[s], leaf_images)
                         for s in spec_lib.SPLITS},
       class_names=class_names, path=output_dir)
-  atomic.write_json(os.path.join(output_dir, f'{name}_splits.json'),
+  atomic.write_json(os.path.join(work, f'{name}_splits.json'),
                     {s.lower(): splits[s] for s in spec_lib.SPLITS})
-  spec_lib.save(spec, output_dir)
+  spec_lib.save(spec, work)
   return ConversionReport(spec=spec, skipped=skipped, num_images=sum(leaf_images.values()),
                           excluded=num_excluded)

@@ -57,14 +57,32 @@ class _ClassStream:
     self._iterator = None
     self._left = 0
 
+  def _check_count(self):
+    """On first opening: the file's record count against the spec's (one cheap pass over
+    the serialized records, nothing decoded)."""
+    try:
+      count = sum(1 for _ in _read_records(self.path))
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      raise records.RecordsError(
+          f'{self.path}: corrupt or truncated records of class {self.class_id} '
+          f'({self.name!r}): {e.message}') from e
+    if count != self.expected:
+      raise records.RecordsError(
+          f'{self.path}: class {self.class_id} ({self.name!r}) has {count} records but the '
+          f'dataset spec says {self.expected}')
+
   def _new_pass(self):
+    if self.passes == 0:
+      self._check_count()
     self.passes += 1
     rng = np.random.RandomState((self.seed + 7919 * self.passes) % 2**32)
-    self._iterator = _buffered_shuffle(_read_records(self.path), self.shuffle_buffer, rng)
+    self._iterator = _buffered_shuffle(enumerate(_read_records(self.path)),
+                                       self.shuffle_buffer, rng)
     self._left = self.expected
 
   def take(self, n):
-    """n distinct serialized records (a fresh pass starts if this one has fewer left)."""
+    """n distinct records, as (path, class id, class name, index in the file, serialized
+    record) (a fresh pass starts if this one has fewer left)."""
     if n > self.expected:
       raise records.RecordsError(
           f'{self.path}: class {self.class_id} ({self.name!r}) has {self.expected} images but '
@@ -74,7 +92,8 @@ class _ClassStream:
     out = []
     try:
       for _ in range(n):
-        out.append(next(self._iterator))
+        index, record = next(self._iterator)
+        out.append((self.path, self.class_id, self.name, index, record))
     except StopIteration:
       raise records.RecordsError(
           f'{self.path}: class {self.class_id} ({self.name!r}) ended after '
@@ -130,8 +149,20 @@ class RecordsEpisodeSource:
                                        self.seed * 1000003 + class_id)
     return streams[class_id]
 
-  def _decode(self, serialized, augment_seed=None):
-    images = _decode_batch(tf.constant(serialized), self.image_size)
+  def _decode(self, taken, augment_seed=None):
+    """Decodes taken records (see _ClassStream.take); a record whose image does not decode
+    is named: file, class and index."""
+    try:
+      images = _decode_batch(tf.constant([t[-1] for t in taken], tf.string), self.image_size)
+    except tf.errors.InvalidArgumentError:
+      for path, class_id, name, index, record in taken:
+        try:
+          records.decode_example(tf.constant(record), self.image_size)
+        except tf.errors.InvalidArgumentError as e:
+          raise records.RecordsError(
+              f'{path}: record {index} of class {class_id} ({name!r}) does not decode: '
+              f'{e.message.splitlines()[0]}') from None
+      raise
     if augment_seed is not None and (self.jitter_amount or self.gaussian_noise_std):
       images = augment_images(images, self.jitter_amount, self.gaussian_noise_std,
                               tf.random.Generator.from_seed(augment_seed))

@@ -38,7 +38,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
       f.write(json.dumps(record) + '\n')
       f.flush()
       os.fsync(f.fileno())
+    atomic.check_free_space(
+        os.path.dirname(self.history_path),
+        weights_bytes(self.checkpoint.variables), f'checkpoint {step}')
     self.checkpoint.save(step)
+
+
+def weights_bytes(variables):
+  """A bound on the bytes a file of these variables takes (values plus 1 MiB of headers)."""
+  return sum(int(v.numpy().nbytes) for v in variables) + 2**20
 
 
 def read_history(path):
@@ -76,10 +84,13 @@ class BestCheckpoint(keras.callbacks.Callback):
     value = (logs or {}).get(self.monitor)
     if value is None or (self.best is not None and value <= self.best):
       return
-    self.best = float(value)
+    os.makedirs(self.directory, exist_ok=True)
+    atomic.check_free_space(self.directory, weights_bytes(self.learner.weights),
+                            'the best learner weights')
     with atomic.atomic_path(os.path.join(self.directory, 'learner.weights.h5'),
                             suffix='.weights.h5') as tmp:
       self.learner.save_weights(tmp)
+    self.best = float(value)
     atomic.write_json(self.info_path, {self.monitor: self.best,
                                        'step': int(self.model.tasks_seen.numpy())})
 

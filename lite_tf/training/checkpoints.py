@@ -11,6 +11,8 @@ at any episode index (`as_dataset(start=...)`).
 """
 
 import json
+import os
+import tempfile
 
 import tensorflow as tf
 
@@ -79,3 +81,47 @@ class TrainingCheckpoint:
     self._check_signature(path)
     self.checkpoint.restore(path).assert_existing_objects_matched()
     return path
+
+
+class WeightsError(ValueError):
+  """A learner weights file that is unreadable or belongs to another learner."""
+
+
+def _h5_tree(path):
+  """{dataset path: shape} of every array in an HDF5 file."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  tree = {}
+  with h5py.File(path, 'r') as f:
+    f.visititems(lambda name, obj: tree.__setitem__(name, tuple(obj.shape))
+                 if isinstance(obj, h5py.Dataset) else None)
+  return tree
+
+
+def load_learner_weights(learner, path):
+  """Loads `path` (a Keras .weights.h5 of the learner) into the built `learner` after checking
+  that the file holds exactly the arrays the learner would save (names and shapes), so the
+  weights of another learner or backbone are refused, naming the file and the differences,
+  instead of being half-loaded."""
+  if not os.path.isfile(path):
+    raise WeightsError(f'{path}: no such weights file')
+  try:
+    theirs = _h5_tree(path)
+  except (OSError, ValueError) as e:
+    raise WeightsError(f'{path}: not a readable Keras .weights.h5 file (garbage or truncated? '
+                       f'{e})') from e
+  with tempfile.TemporaryDirectory() as tmp:
+    own = os.path.join(tmp, 'own.weights.h5')
+    learner.save_weights(own)
+    ours = _h5_tree(own)
+  if theirs != ours:
+    problems = [f'{k}: file {theirs[k]}, learner {ours[k]}' for k in ours
+                if k in theirs and theirs[k] != ours[k]]
+    problems += [f'{k}: not in the file' for k in ours if k not in theirs]
+    problems += [f'{k}: in the file, not in the learner' for k in theirs if k not in ours]
+    shown = '\n  '.join(problems[:10])
+    more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
+    raise WeightsError(
+        f'{path} holds the weights of a different learner (another learner, backbone or '
+        f'way?) than {type(learner).__name__} of this configuration; nothing was loaded. '
+        f'Differences:\n  {shown}{more}')
+  learner.load_weights(path)

@@ -14,6 +14,7 @@ from lite_tf.data import adapters
 from lite_tf.data import in_memory
 from lite_tf.learners import base as learner_base
 from lite_tf.lite import model as lite_model
+from lite_tf.training import checkpoints
 from lite_tf.training import evaluate
 
 COLUMNS = ('dataset', 'accuracy', 'ci95', 'episodes', 'adapt_macs', 'forward_passes',
@@ -63,7 +64,7 @@ def run_evaluation(learner, weights_path, datasets=None, num_episodes=600, split
     if not loaded:
       if isinstance(learner, learner_base.Learner):
         learner(first.to_dict())
-      learner.load_weights(weights_path)
+      checkpoints.load_learner_weights(learner, weights_path)
       meta_model = lite_model.make_meta_model(learner)
       loaded = True
     mean, half_width, _, seconds = evaluate.evaluate_episodes(

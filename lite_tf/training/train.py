@@ -12,6 +12,7 @@ import tensorflow as tf
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
 from lite_tf.data import adapters
+from lite_tf.data import dataset_spec as spec_lib
 from lite_tf.data import glyphs
 from lite_tf.data import in_memory
 from lite_tf.learners import base as learner_base
@@ -25,8 +26,10 @@ from lite_tf.training import evaluate
 @gin.configurable
 def glyph_episodes(split, image_size=28, way=5, shot=5, query_shot=10, seed=0, cache_dir=None):
   """Episodes of the built-in glyph demo data (lite_tf.data.glyphs) for one split."""
+  name = spec_lib.split_name(split).lower()
   dataset = glyphs.load(size=image_size, cache_dir=cache_dir)
-  split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[split]
+  split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[name]
+  split = name
   return in_memory.EpisodeSampler(dataset.images_by_class(split), way=way, shot=shot,
                                   query_shot=query_shot, seed=split_seed)
 
@@ -40,6 +43,22 @@ def check_train_dir(train_dir):
     os.remove(probe)
   except OSError as e:
     raise ValueError(f'--train_dir={train_dir!r} is not a writable directory: {e}') from e
+
+
+def _check_steps(num_steps, steps_per_log, valid_episodes, test_episodes):
+  """Refuses counts that are not positive integers, naming the binding; says how many tasks
+  run when num_steps is not a multiple of steps_per_log."""
+  for name, value, low in (('num_steps', num_steps, 1), ('steps_per_log', steps_per_log, 1),
+                           ('valid_episodes', valid_episodes, 0),
+                           ('test_episodes', test_episodes, 1)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ValueError(f'run_training.{name} must be an integer >= {low}; got {value!r}')
+  tasks = max(1, num_steps // steps_per_log) * steps_per_log
+  if tasks != num_steps:
+    logging.warning('run_training.num_steps=%d is not a multiple of steps_per_log=%d: %d tasks '
+                    'will run', num_steps, steps_per_log, tasks)
+    print(f'warning: run_training.num_steps={num_steps} is not a multiple of '
+          f'run_training.steps_per_log={steps_per_log}: {tasks} tasks will run', file=sys.stderr)
 
 
 @gin.configurable
@@ -74,7 +93,11 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   Returns:
     dict with 'test_accuracy', 'test_ci95', 'history', 'resumed_from_step'.
   """
+  _check_steps(num_steps, steps_per_log, valid_episodes, test_episodes)
   check_train_dir(train_dir)
+  for folder in ('', 'best', 'checkpoints'):
+    for orphan in atomic.remove_orphans(os.path.join(train_dir, folder)):
+      logging.info('removed %s, left by an interrupted write', orphan)
   image_size = getattr(learner, 'image_size', None)
   train_source = adapters.make_episode_source(episode_source, 'train')
   first = in_memory.episode_from_dict(
@@ -87,7 +110,6 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   model = lite_model.make_meta_model(learner)
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
   model.optimizer.build(learner.trainable_variables)
-  atomic.write_text(os.path.join(train_dir, 'operative_config.gin'), gin.operative_config_str())
 
   checkpoint = checkpoints.TrainingCheckpoint(model, os.path.join(train_dir, 'checkpoints'),
                                               max_to_keep=max_checkpoints)
@@ -99,6 +121,9 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
     raise ValueError(f'the checkpoint in {train_dir} is at task {step}, not a multiple of '
                      f'run_training.steps_per_log={steps_per_log}; keep the value of the run '
                      'that wrote it')
+  # Only now that the checkpoints (if any) are known to belong to this configuration: a
+  # refused run keeps the operative config the checkpoints were written with.
+  atomic.write_text(os.path.join(train_dir, 'operative_config.gin'), gin.operative_config_str())
 
   validation = {}
   if valid_episodes:
@@ -124,6 +149,8 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
     model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps_per_log, verbose=verbose, shuffle=False,
               callbacks=all_callbacks, **validation)
+  atomic.check_free_space(train_dir, training_callbacks.weights_bytes(learner.weights),
+                          'the final learner weights')
   with atomic.atomic_path(os.path.join(train_dir, 'learner.weights.h5'),
                           suffix='.weights.h5') as tmp:
     learner.save_weights(tmp)
