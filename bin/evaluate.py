@@ -40,6 +40,11 @@ def main(argv):
       raise FileNotFoundError(f'--train_dir={FLAGS.train_dir!r}: no operative_config.gin; '
                               'is this a bin/train.py training directory?')
     bindings = list(FLAGS.gin_bindings)
+    if FLAGS.num_episodes is not None and FLAGS.num_episodes < 1:
+      raise ValueError(f'--num_episodes must be at least 1; got {FLAGS.num_episodes}')
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.train_dir, 'eval')
+    from lite_tf.training import train  # pylint: disable=g-import-not-at-top
+    train.check_writable_dir(output_dir, '--output_dir')  # before the evaluation, not after
     if FLAGS.num_episodes is not None:
       bindings.append(f'run_evaluation.num_episodes = {FLAGS.num_episodes}')
     config.parse([operative] + list(FLAGS.gin_config), bindings)
@@ -48,7 +53,6 @@ def main(argv):
     learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
     weights = evaluation_report.find_weights(FLAGS.train_dir, FLAGS.weights)
     rows = evaluation_report.run_evaluation(learner, weights)
-    output_dir = FLAGS.output_dir or os.path.join(FLAGS.train_dir, 'eval')
     evaluation_report.write_report(rows, output_dir)
   except config.USER_ERRORS as e:
     print(f'error: {binary.describe(e)}', file=sys.stderr)

@@ -29,6 +29,9 @@ flags.mark_flag_as_required('output')
 def main(argv):
   del argv
   try:
+    if not FLAGS.gin_config:
+      raise config.ConfigError('--gin_config: give at least one gin file, e.g. '
+                               '--gin_config=gin/pretrain_demo.gin')
     config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
     from lite_tf.training import pretrain  # pylint: disable=g-import-not-at-top
     result = pretrain.run_pretraining(FLAGS.output)

@@ -31,6 +31,9 @@ flags.mark_flag_as_required('train_dir')
 def main(argv):
   del argv
   try:
+    if not FLAGS.gin_config:
+      raise config.ConfigError('--gin_config: give at least one gin file, e.g. '
+                               '--gin_config=gin/demo_protonets.gin')
     config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
     import keras  # pylint: disable=g-import-not-at-top
     from lite_tf.training import train  # pylint: disable=g-import-not-at-top

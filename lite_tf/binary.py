@@ -39,6 +39,8 @@ def user_error(e):
   A full disk or an unwritable path (OSError) is reported as it is."""
   if isinstance(e, OSError):
     return f'{e}'
+  if isinstance(e, RuntimeError) and str(e).startswith('Required bindings for'):
+    return f'gin: {e} (set them in a --gin_config file or with --gin_bindings)'
   if 'tensorflow' not in sys.modules:
     return None
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 from PIL import Image
-import pytest
 
 from conftest import REPO_ROOT
 from lite_tf.data import dataset_spec
@@ -75,15 +74,3 @@ def test_bilevel_layout_and_splits_json(tmp_path):
   assert list(spec.class_ids('test')) == [3, 4, 5]
 
 
-@pytest.mark.parametrize('make_args,message', [
-    (lambda t: [f'--input_dir={t / "nope"}'], 'is not a directory'),
-    (lambda t: ['--split_ratios=0.5,0.5,0.5'], 'summing to 1'),
-    (lambda t: [f'--splits_json={t / "bad.json"}'], 'folders not in any split'),
-])
-def test_bad_input(tmp_path, make_args, message):
-  _make_folder(str(tmp_path / 'images'), classes=3, per_class=2)
-  (tmp_path / 'bad.json').write_text(json.dumps({'train': ['class0'], 'valid': [], 'test': []}))
-  args = [f'--input_dir={tmp_path / "images"}', f'--output_dir={tmp_path / "out"}']
-  result = _convert(*(args + make_args(tmp_path)))
-  assert result.returncode != 0 and message in result.stderr, result.stderr
-  assert not os.path.exists(tmp_path / 'out' / 'dataset_spec.json')

@@ -37,12 +37,6 @@ def test_evaluate_writes_tables_with_confidence_intervals_for_each_dataset(train
   assert '| glyphs |' in result.stdout
 
 
-def test_evaluate_without_training_fails_clearly(tmp_path):
-  result = run_binary('evaluate.py', f'--train_dir={tmp_path}')
-  assert result.returncode != 0 and 'operative_config.gin' in result.stderr
-  assert 'Traceback' not in result.stderr
-
-
 def test_adaptation_macs_match_the_conv4_arithmetic():
   """Conv-4 at 28x28: sum over layers of H*W*9*C_in*64 per image, for 25 support images and
   one query image (pooling, BatchNorm and the distances add under 2%)."""

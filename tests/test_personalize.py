@@ -67,11 +67,3 @@ def test_personalize_export_and_serve_without_lite_tf(trained_demo_dir, tmp_path
   assert out['names'] == [p['class'] for p in predictions]
   expected = [[p['probabilities'][c] for c in sorted(p['probabilities'])] for p in predictions]
   np.testing.assert_allclose(np.asarray(out['probabilities']), np.asarray(expected), atol=1e-5)
-
-
-def test_personalize_bad_support_folder(trained_demo_dir, tmp_path):
-  (tmp_path / 'support' / 'only_class').mkdir(parents=True)
-  result = run_binary('personalize.py', f'--train_dir={trained_demo_dir}',
-                f"--support_dir={tmp_path / 'support'}")
-  assert result.returncode != 0 and 'Traceback' not in result.stderr
-  assert 'only_class' in result.stderr and 'has no images' in result.stderr

@@ -12,6 +12,7 @@ import os
 import gin
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
 from lite_tf import episode as episode_lib
 from lite_tf.data import adapters
@@ -23,7 +24,9 @@ from lite_tf.data import sampling
 def _read_records(path):
   """Serialized records of a TFRecord file, CRC-checked, without building a tf.data graph
   (opening a tf.data iterator per class and pass costs far more than reading small files)."""
-  yield from tf.compat.v1.io.tf_record_iterator(path)
+  with deprecation.silence():  # its deprecation notice would be the first line users see
+    iterator = tf.compat.v1.io.tf_record_iterator(path)
+  yield from iterator
 
 
 def _buffered_shuffle(items, buffer_size, rng):

@@ -67,19 +67,23 @@ def sample_class_ids(num_ways, candidates, rng):
   return rng.choice(candidates, num_ways, replace=False)
 
 
-def num_query_per_class(images_per_class, max_num_query, num_support=None):
+def num_query_per_class(images_per_class, max_num_query, num_support=None, class_ids=None):
   """Balanced query shots: at most max_num_query and half the smallest class (or the smallest
-  class minus the largest fixed support shot)."""
+  class minus the largest fixed support shot). `class_ids` name the classes in errors."""
   images_per_class = np.asarray(images_per_class)
+  smallest = int(np.argmin(images_per_class))
+  which = f'class {class_ids[smallest]}' if class_ids is not None else 'the smallest class'
   if num_support is None:
     if images_per_class.min() < 2:
-      raise ValueError(f'every class needs at least 2 images; smallest has '
-                       f'{images_per_class.min()}')
+      raise ValueError(f'{which} has {images_per_class.min()} image(s); variable-shot '
+                       'episodes (EpisodeDescriptionConfig.num_support = None) need at least '
+                       '2 per class')
     return int(min(max_num_query, (images_per_class // 2).min()))
   largest = num_support if isinstance(num_support, int) else num_support[1]
   if images_per_class.min() - largest < 1:
-    raise ValueError(f'every class needs at least {largest + 1} images; smallest has '
-                     f'{images_per_class.min()}')
+    raise ValueError(f'{which} has {images_per_class.min()} images but '
+                     f'EpisodeDescriptionConfig.num_support = {num_support!r} needs at least '
+                     f'{largest + 1} per class (support shots + 1 query)')
   return int(min(max_num_query, images_per_class.min() - largest))
 
 
@@ -213,7 +217,7 @@ class EpisodeDescriptionSampler:
     sizes = np.array([self.spec.num_images(k) for k in classes])
     query = c.num_query
     if query is None:
-      query = num_query_per_class(sizes, c.max_num_query, c.num_support)
+      query = num_query_per_class(sizes, c.max_num_query, c.num_support, classes)
     if c.num_support is not None:
       if isinstance(c.num_support, int):
         if np.any(c.num_support + query > sizes):

@@ -47,6 +47,8 @@ class FilmAdaptedLearner(base.Learner):
     self.backbone.build((None, image_size, image_size, 3))
     if backbone_weights:
       weights_lib.load(self.backbone, backbone_weights)
+    # run_training warns when a frozen backbone starts from random weights.
+    self.backbone_pretrained = bool(backbone_weights)
     self.backbone.trainable = False
     self.set_encoder = set_encoder.SetEncoder(image_size=min(set_encoder_size, image_size))
     self.set_encoder.build((None, image_size, image_size, 3))

@@ -52,6 +52,9 @@ def run_evaluation(learner, weights_path, datasets=None, num_episodes=600, split
   Returns:
     list of row dicts (COLUMNS).
   """
+  if isinstance(num_episodes, bool) or not isinstance(num_episodes, int) or num_episodes < 1:
+    raise ValueError(f'run_evaluation.num_episodes must be an integer >= 1; got '
+                     f'{num_episodes!r}')
   if not datasets:
     datasets = {'default': gin.query_parameter('run_training.episode_source')
                 .scoped_configurable_fn}

@@ -19,6 +19,23 @@ from lite_tf.backbones import weights as weights_lib
 from lite_tf.data import glyphs
 
 
+OUTPUT_FORMATS = ('.weights.h5', '.h5', '.ckpt')
+
+
+def check_output(output):
+  """--output must name a file of a documented format, and not an existing folder."""
+  if not output:
+    raise ValueError('--output: give the path of the backbone weights file to write')
+  if os.path.isdir(output):
+    raise ValueError(f'--output={output!r} is an existing folder; give a file name ending in '
+                     f'{", ".join(OUTPUT_FORMATS)} (or a checkpoint prefix) inside it')
+  extension = os.path.splitext(os.path.basename(output))[1]
+  if extension and not output.endswith(OUTPUT_FORMATS):
+    raise ValueError(f'--output={output!r}: unknown format {extension!r}; expected a name '
+                     f'ending in {", ".join(OUTPUT_FORMATS)}, or a TF checkpoint prefix '
+                     'without extension')
+
+
 @gin.configurable
 def glyph_batches(image_size=28, batch_size=64, seed=0, cache_dir=None):
   """Labelled batches of the glyph demo data's train classes: (dataset, num_classes)."""
@@ -52,14 +69,15 @@ def run_pretraining(output, backbone='conv4', image_size=84, batch_source=gin.RE
   """Pre-trains `backbone` and saves its weights (lite_tf.backbones.weights.save) to `output`.
 
   Args:
-    output: `*.h5` (layer-named), `*.weights.h5` (Keras 3) or a TF checkpoint prefix.
+    output: `*.h5` (layer-named), `*.weights.h5` (Keras 3) or a TF checkpoint prefix
+      (`*.ckpt`, or a name without extension; written as <prefix>.index and
+      <prefix>.data-*).
     batch_source: callable -> (dataset of (images, labels), num_classes), e.g.
       `@labelled_batches` over a records dataset's train split, or `@glyph_batches`.
   Returns:
     dict with the final 'loss' and 'accuracy' (on training batches) and 'output'.
   """
-  if not output:
-    raise ValueError('--output: give the path of the backbone weights file to write')
+  check_output(output)
   directory = os.path.dirname(os.path.abspath(output))
   try:
     os.makedirs(directory, exist_ok=True)

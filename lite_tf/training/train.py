@@ -34,29 +34,48 @@ def glyph_episodes(split, image_size=28, way=5, shot=5, query_shot=10, seed=0, c
                                   query_shot=query_shot, seed=split_seed)
 
 
-def check_train_dir(train_dir):
-  """Creates train_dir and fails early, naming the flag, if it cannot be written."""
+def check_writable_dir(path, flag):
+  """Creates folder `path` and fails early, naming the flag, if it is a file or cannot be
+  written."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f'{flag}={path!r} is a file, not a folder')
   try:
-    os.makedirs(train_dir, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=train_dir)
+    os.makedirs(path, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=path)
     os.close(fd)
     os.remove(probe)
   except OSError as e:
-    raise ValueError(f'--train_dir={train_dir!r} is not a writable directory: {e}') from e
+    raise ValueError(f'{flag}={path!r} is not a writable directory: {e}') from e
+
+
+def check_train_dir(train_dir):
+  """Creates train_dir and fails early, naming the flag, if it cannot be written."""
+  check_writable_dir(train_dir, '--train_dir')
+
+
+def _warn_random_backbone(learner):
+  """CNAPs-style learners keep the backbone frozen: without pretrained weights they would
+  meta-train on random features. Says so loudly, with how to pretrain."""
+  message = (f'WARNING: {type(learner).__name__} has no backbone weights (BACKBONE_WEIGHTS = '
+             f'None): its frozen {learner.backbone_name} backbone keeps its random '
+             'initialisation. Pretrain it first, e.g. python bin/pretrain.py '
+             '--gin_config=gin/pretrain_demo.gin --output=conv4.weights.h5, then bind '
+             "BACKBONE_WEIGHTS = 'conv4.weights.h5'")
+  print(message, file=sys.stderr)
 
 
 def _check_steps(num_steps, steps_per_log, valid_episodes, test_episodes):
-  """Refuses counts that are not positive integers, naming the binding; says how many tasks
-  run when num_steps is not a multiple of steps_per_log."""
+  """Refuses counts that are not positive integers, naming the binding."""
   for name, value, low in (('num_steps', num_steps, 1), ('steps_per_log', steps_per_log, 1),
                            ('valid_episodes', valid_episodes, 0),
                            ('test_episodes', test_episodes, 1)):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
       raise ValueError(f'run_training.{name} must be an integer >= {low}; got {value!r}')
+
+
+def _warn_partial_steps(num_steps, steps_per_log):
   tasks = max(1, num_steps // steps_per_log) * steps_per_log
   if tasks != num_steps:
-    logging.warning('run_training.num_steps=%d is not a multiple of steps_per_log=%d: %d tasks '
-                    'will run', num_steps, steps_per_log, tasks)
     print(f'warning: run_training.num_steps={num_steps} is not a multiple of '
           f'run_training.steps_per_log={steps_per_log}: {tasks} tasks will run', file=sys.stderr)
 
@@ -98,6 +117,8 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   for folder in ('', 'best', 'checkpoints'):
     for orphan in atomic.remove_orphans(os.path.join(train_dir, folder)):
       logging.info('removed %s, left by an interrupted write', orphan)
+  if getattr(learner, 'backbone_pretrained', True) is False:
+    _warn_random_backbone(learner)
   image_size = getattr(learner, 'image_size', None)
   train_source = adapters.make_episode_source(episode_source, 'train')
   first = in_memory.episode_from_dict(
@@ -124,6 +145,7 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   # Only now that the checkpoints (if any) are known to belong to this configuration: a
   # refused run keeps the operative config the checkpoints were written with.
   atomic.write_text(os.path.join(train_dir, 'operative_config.gin'), gin.operative_config_str())
+  _warn_partial_steps(num_steps, steps_per_log)
 
   validation = {}
   if valid_episodes:

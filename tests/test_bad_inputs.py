@@ -1,0 +1,403 @@
+"""Bad input and faults through the five binaries, as a user meets them: one table.
+
+Every case runs a binary in a fresh process and asserts its exit code, that the first line of
+stderr names the culprit (flag, gin binding or file) and what was expected, that no traceback
+is printed, and what is left on disk (nothing half-written, nothing of the user's replaced).
+Cases share one trained demo run (conftest's trained_demo_dir) and copy it when they would
+change it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Callable, Optional
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from conftest import FIXTURE
+from conftest import REPO_ROOT
+
+GIN = os.path.join(REPO_ROOT, 'gin')
+DEMO = os.path.join(GIN, 'demo_protonets.gin')
+SHORT = ['run_training.num_steps=2', 'run_training.steps_per_log=2',
+         'run_training.valid_episodes=1', 'run_training.test_episodes=1']
+
+
+class Context:
+  """What a case needs: a scratch folder, the shared trained run, the records fixture."""
+
+  def __init__(self, tmp_path, trained):
+    self.tmp = tmp_path
+    self._trained = trained
+
+  def trained_copy(self):
+    """A private copy of the shared trained demo run (train_dir)."""
+    copy = self.tmp / 'trained'
+    if not copy.exists():
+      shutil.copytree(self._trained, copy)
+    return copy
+
+  def trained(self):
+    return self._trained
+
+  def images(self, classes=3, per_class=4, name='images'):
+    root = self.tmp / name
+    rng = np.random.RandomState(0)
+    for c in range(classes):
+      (root / f'class{c}').mkdir(parents=True)
+      for i in range(per_class):
+        Image.fromarray(rng.randint(0, 256, (12, 12, 3), dtype=np.uint8)).save(
+            root / f'class{c}' / f'{i}.png')
+    return root
+
+  def records_copy(self):
+    if not os.path.exists(os.path.join(FIXTURE, 'dataset_spec.json')):
+      pytest.skip(f'Meta-Dataset fixture not found at {FIXTURE}')
+    copy = self.tmp / 'records'
+    if not copy.exists():
+      shutil.copytree(FIXTURE, copy)
+    return copy
+
+
+def _digest(path):
+  return hashlib.sha256(open(path, 'rb').read()).hexdigest()
+
+
+def _other_learner_weights(path):
+  """Weights of a MAML learner (Conv-4, 28x28) where a ProtoNets run's weights belong."""
+  code = ('import sys, numpy as np\n'
+          'from lite_tf.learners import maml\n'
+          "m = maml.Maml(backbone='conv4', image_size=28, max_way=5)\n"
+          'm(np.zeros((1, 28, 28, 3), np.float32))\n'
+          'm.save_weights(sys.argv[1])\n')
+  subprocess.run([sys.executable, '-c', code, str(path)], check=True, capture_output=True,
+                 timeout=300)
+
+
+@dataclasses.dataclass
+class Case:
+  name: str
+  binary: str
+  args: Callable  # Context -> list of arguments
+  message: str  # in stderr's first line (for exit 0: anywhere in stderr)
+  code: int = 1
+  check: Optional[Callable] = None  # (Context, state from args) -> None: the files left behind
+  slow: bool = False
+
+
+def _train_dir_args(ctx, *bindings, gin_file=DEMO, train_dir=None):
+  train_dir = train_dir or ctx.tmp / 'run'
+  return [f'--train_dir={train_dir}', f'--gin_config={gin_file}'] + [
+      f'--gin_bindings={b}' for b in bindings]
+
+
+def _refused_on_trained(*bindings, gin_file=DEMO):
+  """Args that resume the copied trained run with a setting that must be refused; the state
+  records its operative config and checkpoint index to check they are kept."""
+  def args(ctx):
+    train_dir = ctx.trained_copy()
+    ctx.state = {p: _digest(train_dir / p) for p in ('operative_config.gin',
+                                                      'checkpoints/checkpoint')}
+    return _train_dir_args(ctx, *bindings, gin_file=gin_file, train_dir=train_dir)
+  return args
+
+
+def _kept(ctx):
+  for path, digest in ctx.state.items():
+    assert _digest(ctx.trained_copy() / path) == digest, f'{path} was rewritten'
+
+
+def _missing_include(ctx):
+  gin_file = ctx.tmp / 'bad.gin'
+  gin_file.write_text("include 'gin/no_such_file.gin'\n")
+  return [f'--train_dir={ctx.tmp / "run"}', f'--gin_config={gin_file}']
+
+
+def _file_in_the_way(ctx):
+  blocker = ctx.tmp / 'a_file'
+  blocker.write_text('not a folder')
+  return blocker
+
+
+def _with_orphans(ctx):
+  train_dir = ctx.trained_copy()
+  (train_dir / 'best' / '.tmp-abc123.weights.h5').write_bytes(b'x' * 100)
+  (train_dir / 'checkpoints' / 'ckpt-9_temp').mkdir()
+  (train_dir / 'checkpoints' / 'ckpt-9_temp' / 'part-00000').write_bytes(b'x')
+  (train_dir / 'notes.tmp-keep').write_text('the user\'s file')
+  return _train_dir_args(ctx, 'run_training.num_steps=50', 'run_training.steps_per_log=25',
+                         'run_training.valid_episodes=2', 'run_training.test_episodes=2',
+                         train_dir=train_dir)
+
+
+def _orphans_gone(ctx):
+  train_dir = ctx.trained_copy()
+  assert not (train_dir / 'best' / '.tmp-abc123.weights.h5').exists()
+  assert not (train_dir / 'checkpoints' / 'ckpt-9_temp').exists()
+  assert (train_dir / 'notes.tmp-keep').read_text() == 'the user\'s file'
+
+
+def _garbage_weights(ctx):
+  train_dir = ctx.trained_copy()
+  (train_dir / 'best' / 'learner.weights.h5').write_bytes(b'\x89HDF\r\n garbage')
+  return [f'--train_dir={train_dir}', '--num_episodes=2']
+
+
+def _other_weights(binary):
+  def args(ctx):
+    train_dir = ctx.trained_copy()
+    _other_learner_weights(train_dir / 'best' / 'learner.weights.h5')
+    if binary == 'evaluate':
+      return [f'--train_dir={train_dir}', '--num_episodes=2']
+    support = ctx.images(classes=2, per_class=2, name='support')
+    return [f'--train_dir={train_dir}', f'--support_dir={support}']
+  return args
+
+
+def _convert_args(ctx, *extra, classes=3):
+  return [f'--input_dir={ctx.images(classes=classes)}', f'--output_dir={ctx.tmp / "out"}',
+          *extra]
+
+
+def _non_empty_output(ctx):
+  out = ctx.tmp / 'out'
+  out.mkdir()
+  (out / 'dataset_spec.json').write_text('{"the": "old dataset"}')
+  (out / '0.tfrecords').write_bytes(b'old records')
+  return _convert_args(ctx)
+
+
+def _old_output_kept(ctx):
+  assert (ctx.tmp / 'out' / 'dataset_spec.json').read_text() == '{"the": "old dataset"}'
+  assert (ctx.tmp / 'out' / '0.tfrecords').read_bytes() == b'old records'
+  assert sorted(os.listdir(ctx.tmp)) == ['images', 'out']  # no temporary folder left
+
+
+def _overwrite(ctx):
+  out = ctx.tmp / 'out'
+  out.mkdir()
+  for stale in ('37.tfrecords', 'old_splits.json', 'dataset_spec.json'):
+    (out / stale).write_text('stale')
+  return _convert_args(ctx, '--overwrite', '--split_ratios=0.34,0.33,0.33')
+
+
+def _replaced_whole(ctx):
+  names = sorted(os.listdir(ctx.tmp / 'out'))
+  assert names == ['0.tfrecords', '1.tfrecords', '2.tfrecords', 'dataset_spec.json',
+                   'out_splits.json'], names
+  assert sorted(os.listdir(ctx.tmp)) == ['images', 'out']
+  mode = os.stat(ctx.tmp / 'out' / 'dataset_spec.json').st_mode & 0o777
+  assert mode == 0o666 & ~_umask(), oct(mode)
+
+
+def _umask():
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def _records_run(ctx, *bindings, records=None):
+  records = records or ctx.records_copy()
+  return _train_dir_args(ctx, f"records_episodes.records_dir='{records}'",
+                         'records_episodes.image_size=28', 'IMAGE_SIZE=28',
+                         'records_episodes.shuffle_buffer=0', *SHORT, *bindings,
+                         gin_file=os.path.join(GIN, 'records_protonets.gin'))
+
+
+def _corrupt_record(ctx):
+  """Class 5's record 3 keeps its framing and CRC but its image bytes are not an image."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  records = ctx.records_copy()
+  path = records / '5.tfrecords'
+  raw = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+  bad = tf.train.Example(features=tf.train.Features(feature={
+      'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'not an image'])),
+      'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[5])),
+  })).SerializeToString()
+  raw[3] = bad
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for r in raw:
+      writer.write(r)
+  # Fixed 5-way episodes over every train class soon reach class 5.
+  return _records_run(ctx, 'EpisodeDescriptionConfig.num_ways=33',
+                      'EpisodeDescriptionConfig.num_support=16',
+                      'EpisodeDescriptionConfig.num_query=4', 'lite.num_backprop=8',
+                      'records_episodes.config=@EpisodeDescriptionConfig()',
+                      "EpisodeDescriptionConfig.max_ways_upper_bound=50")
+
+
+def _spec_claims_more(ctx):
+  records = ctx.records_copy()
+  spec = json.loads((records / 'dataset_spec.json').read_text())
+  spec['images_per_class']['7'] = 25
+  (records / 'dataset_spec.json').write_text(json.dumps(spec))
+  return _records_run(ctx, 'EpisodeDescriptionConfig.num_ways=33',
+                      'EpisodeDescriptionConfig.num_support=1',
+                      'EpisodeDescriptionConfig.num_query=1', 'lite.num_backprop=8')
+
+
+CASES = [
+    # bin/train.py: gin bindings and files.
+    Case('train_unknown_binding', 'train', lambda c: _train_dir_args(c, 'lite.num_backprob=3'),
+         'num_backprob'),
+    Case('train_zero_backprop', 'train', lambda c: _train_dir_args(c, 'lite.num_backprop=0'),
+         'LiteModel.num_backprop must be a positive integer; got 0'),
+    Case('train_wrong_image_size', 'train',
+         lambda c: _train_dir_args(c, 'protonets.image_size=32'),
+         'are 28x28 but the model expects 32x32'),
+    Case('train_unknown_backbone', 'train',
+         lambda c: _train_dir_args(c, 'protonets.backbone="resnet50"'), "unknown backbone 'resnet50'"),
+    Case('train_num_steps_string', 'train',
+         lambda c: _train_dir_args(c, 'run_training.num_steps="ten"'),
+         "run_training.num_steps must be an integer >= 1; got 'ten'"),
+    Case('train_num_steps_zero', 'train', lambda c: _train_dir_args(c, 'run_training.num_steps=0'),
+         'run_training.num_steps must be an integer >= 1; got 0'),
+    Case('train_steps_per_log_zero', 'train',
+         lambda c: _train_dir_args(c, 'run_training.steps_per_log=0'),
+         'run_training.steps_per_log must be an integer >= 1; got 0'),
+    Case('train_missing_gin_file', 'train',
+         lambda c: [f'--train_dir={c.tmp / "run"}', f'--gin_config={c.tmp / "nope.gin"}'],
+         'no such file'),
+    Case('train_missing_include', 'train', _missing_include, 'no_such_file.gin'),
+    Case('train_no_gin_config', 'train', lambda c: [f'--train_dir={c.tmp / "run"}'],
+         '--gin_config: give at least one gin file'),
+    Case('train_dir_is_a_file', 'train',
+         lambda c: _train_dir_args(c, train_dir=_file_in_the_way(c) / 'run'), '--train_dir'),
+    Case('train_other_learner_on_a_trained_dir', 'train',
+         _refused_on_trained(gin_file=os.path.join(GIN, 'demo_maml.gin')),
+         'was written by a different model', check=_kept),
+    Case('train_other_steps_per_log_on_a_trained_dir', 'train',
+         _refused_on_trained('run_training.steps_per_log=20', 'run_training.num_steps=100'),
+         'not a multiple of run_training.steps_per_log=20', check=_kept),
+    Case('train_removes_orphans_of_killed_writes', 'train', _with_orphans, '', code=0,
+         check=_orphans_gone),
+    Case('train_num_steps_not_a_multiple_says_how_many', 'train',
+         lambda c: _train_dir_args(c, 'run_training.num_steps=3', 'run_training.steps_per_log=2',
+                                   'run_training.valid_episodes=1',
+                                   'run_training.test_episodes=1'),
+         'run_training.num_steps=3 is not a multiple of run_training.steps_per_log=2: 2 tasks '
+         'will run', code=0),
+    Case('train_simple_cnaps_without_backbone_weights_warns', 'train',
+         lambda c: _train_dir_args(c, *SHORT, gin_file=os.path.join(GIN, 'demo_simple_cnaps.gin')),
+         'WARNING: SimpleCnaps has no backbone weights (BACKBONE_WEIGHTS = None)', code=0),
+    # bin/train.py on Meta-Dataset records.
+    Case('records_corrupt_image_after_the_first_episode', 'train', _corrupt_record,
+         "5.tfrecords: record 3 of class 5 ('"),
+    Case('records_spec_claims_more_images_than_the_file', 'train', _spec_claims_more,
+         '7.tfrecords: class 7 '),
+    Case('records_classes_too_small_for_the_fixed_shots', 'train',
+         lambda c: _records_run(c, 'records_episodes.config=@EpisodeDescriptionConfig()',
+                                'EpisodeDescriptionConfig.num_support=30'),
+         'has 20 images but EpisodeDescriptionConfig.num_support = 30 needs at least 31'),
+    # bin/evaluate.py
+    Case('evaluate_untrained_dir', 'evaluate', lambda c: [f'--train_dir={c.tmp}'],
+         'no operative_config.gin'),
+    Case('evaluate_zero_episodes', 'evaluate',
+         lambda c: [f'--train_dir={c.trained()}', '--num_episodes=0'],
+         '--num_episodes must be at least 1; got 0'),
+    Case('evaluate_output_dir_is_a_file', 'evaluate',
+         lambda c: [f'--train_dir={c.trained()}', f'--output_dir={_file_in_the_way(c)}'],
+         'is a file, not a folder'),
+    Case('evaluate_unknown_split', 'evaluate',
+         lambda c: [f'--train_dir={c.trained()}', "--gin_bindings=run_evaluation.split='tset'"],
+         "unknown split 'tset'"),
+    Case('evaluate_garbage_weights', 'evaluate', _garbage_weights,
+         'learner.weights.h5: not a readable Keras .weights.h5 file'),
+    Case('evaluate_weights_of_another_learner', 'evaluate', _other_weights('evaluate'),
+         'holds the weights of a different learner'),
+    # bin/personalize.py
+    Case('personalize_weights_of_another_learner', 'personalize', _other_weights('personalize'),
+         'holds the weights of a different learner'),
+    Case('personalize_class_folder_without_images', 'personalize',
+         lambda c: [f'--train_dir={c.trained()}',
+                    f"--support_dir={os.path.dirname(_empty_class(c))}"],
+         'only_class'),
+    # bin/convert_to_records.py
+    Case('convert_missing_input', 'convert',
+         lambda c: [f'--input_dir={c.tmp / "nope"}', f'--output_dir={c.tmp / "out"}'],
+         'is not a directory'),
+    Case('convert_ratios_not_summing_to_one', 'convert',
+         lambda c: _convert_args(c, '--split_ratios=0.5,0.5,0.5'), 'summing to 1'),
+    Case('convert_ratios_not_numbers', 'convert',
+         lambda c: _convert_args(c, '--split_ratios=a,b,c'),
+         "--split_ratios must be three numbers (train,valid,test class ratios, e.g. "
+         "0.7,0.15,0.15); got 'a,b,c'"),
+    Case('convert_output_is_a_file', 'convert',
+         lambda c: [f'--input_dir={c.images()}', f'--output_dir={_file_in_the_way(c)}'],
+         'is a file, not a folder'),
+    Case('convert_refuses_a_non_empty_output', 'convert', _non_empty_output,
+         'is not empty (2 entries); pass --overwrite', check=_old_output_kept),
+    Case('convert_overwrite_replaces_the_whole_folder', 'convert', _overwrite, '', code=0,
+         check=_replaced_whole),
+    Case('convert_single_class_warns', 'convert', lambda c: _convert_args(c, classes=1),
+         'warning: the valid split has no classes', code=0),
+    # bin/pretrain.py
+    Case('pretrain_output_in_a_file', 'pretrain',
+         lambda c: [f'--output={_file_in_the_way(c) / "w.h5"}',
+                    f'--gin_config={GIN}/pretrain_demo.gin'], '--output'),
+    Case('pretrain_no_gin_config', 'pretrain', lambda c: [f'--output={c.tmp / "w.h5"}'],
+         '--gin_config: give at least one gin file'),
+    Case('pretrain_missing_required_binding', 'pretrain',
+         lambda c: [f'--output={c.tmp / "w.h5"}', f'--gin_config={_empty_gin(c)}'],
+         "gin: Required bindings for `run_pretraining` not provided in config: ['batch_source']"),
+    Case('pretrain_output_an_existing_folder', 'pretrain',
+         lambda c: [f'--output={c.tmp}', f'--gin_config={GIN}/pretrain_demo.gin'],
+         'is an existing folder'),
+    Case('pretrain_output_unknown_format', 'pretrain',
+         lambda c: [f'--output={c.tmp / "w.txt"}', f'--gin_config={GIN}/pretrain_demo.gin'],
+         "unknown format '.txt'"),
+]
+
+
+def _empty_gin(ctx):
+  path = ctx.tmp / 'empty.gin'
+  path.write_text('# nothing bound\n')
+  return path
+
+
+def _empty_class(ctx):
+  folder = ctx.tmp / 'support' / 'only_class'
+  folder.mkdir(parents=True)
+  return folder
+
+
+# TensorFlow's C++ runtime writes these at import, before any Python code of the binary can
+# say anything (TF_CPP_MIN_LOG_LEVEL does not reach them): they are not the binary's output.
+_TF_STARTUP = re.compile(r'^([IWEF]\d{4} [\d:.]+ +\d+ \S+\] |WARNING: All log messages before '
+                         r'absl::InitializeLog)')
+
+
+def first_line(stderr):
+  """The first line of stderr that the binary itself wrote."""
+  return next((line for line in stderr.splitlines()
+               if line.strip() and not _TF_STARTUP.match(line)), '')
+
+
+SCRIPTS = {'train': 'train.py', 'evaluate': 'evaluate.py', 'personalize': 'personalize.py',
+           'convert': 'convert_to_records.py', 'pretrain': 'pretrain.py'}
+
+
+@pytest.mark.parametrize('case', [pytest.param(c, id=c.name, marks=[pytest.mark.slow] * c.slow)
+                                  for c in CASES])
+def test_bad_input(case, tmp_path, trained_demo_dir, glyph_cache):
+  ctx = Context(tmp_path, trained_demo_dir)
+  args = case.args(ctx)
+  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', SCRIPTS[case.binary]),
+                           *map(str, args)], capture_output=True, text=True, timeout=600,
+                          cwd=REPO_ROOT)
+  stderr = result.stderr
+  assert result.returncode == case.code, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  if case.code:
+    assert case.message in first_line(stderr), stderr[-3000:]
+  else:
+    assert case.message in stderr, stderr[-3000:]
+  if case.check:
+    case.check(ctx)
