@@ -62,9 +62,12 @@ def atomic_path(path, suffix=''):
     yield tmp
     _honour_umask(tmp)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.errno is not None and not e.filename:
+      raise OSError(e.errno, f'{e.strerror} (writing {path}; nothing was replaced)',
+                    path) from e
     raise
 
 

@@ -8,6 +8,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 # (lite_tf.backbones.film.check_nonempty); inherited by the binaries the tests start.
 os.environ['LITE_TF_CHECK_EMPTY_BATCHES'] = '1'
 
+import re  # pylint: disable=g-import-not-at-top
 import subprocess  # pylint: disable=g-import-not-at-top
 import sys
 
@@ -89,3 +90,15 @@ def trained_demo_dir(tmp_path_factory, glyph_cache):
                       '--gin_bindings=run_training.test_episodes=2')
   assert result.returncode == 0, result.stderr[-3000:]
   return train_dir
+
+
+# TensorFlow's C++ runtime writes these at import, before any Python code of the binary can
+# say anything (TF_CPP_MIN_LOG_LEVEL does not reach them): they are not the binary's output.
+_TF_STARTUP = re.compile(r'^([IWEF]\d{4} [\d:.]+ +\d+ \S+\] |WARNING: All log messages before '
+                         r'absl::InitializeLog)')
+
+
+def first_line(stderr):
+  """The first line of stderr that the binary itself wrote."""
+  return next((line for line in stderr.splitlines()
+               if line.strip() and not _TF_STARTUP.match(line)), '')

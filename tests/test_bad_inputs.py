@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from PIL import Image
 import pytest
 
 from conftest import FIXTURE
+from conftest import first_line
 from conftest import REPO_ROOT
 
 GIN = os.path.join(REPO_ROOT, 'gin')
@@ -142,6 +142,8 @@ def _orphans_gone(ctx):
   assert not (train_dir / 'best' / '.tmp-abc123.weights.h5').exists()
   assert not (train_dir / 'checkpoints' / 'ckpt-9_temp').exists()
   assert (train_dir / 'notes.tmp-keep').read_text() == 'the user\'s file'
+  mode = os.stat(train_dir / 'operative_config.gin').st_mode & 0o777  # rewritten: umask kept
+  assert mode == 0o666 & ~_umask(), oct(mode)
 
 
 def _garbage_weights(ctx):
@@ -366,18 +368,6 @@ def _empty_class(ctx):
   folder = ctx.tmp / 'support' / 'only_class'
   folder.mkdir(parents=True)
   return folder
-
-
-# TensorFlow's C++ runtime writes these at import, before any Python code of the binary can
-# say anything (TF_CPP_MIN_LOG_LEVEL does not reach them): they are not the binary's output.
-_TF_STARTUP = re.compile(r'^([IWEF]\d{4} [\d:.]+ +\d+ \S+\] |WARNING: All log messages before '
-                         r'absl::InitializeLog)')
-
-
-def first_line(stderr):
-  """The first line of stderr that the binary itself wrote."""
-  return next((line for line in stderr.splitlines()
-               if line.strip() and not _TF_STARTUP.match(line)), '')
 
 
 SCRIPTS = {'train': 'train.py', 'evaluate': 'evaluate.py', 'personalize': 'personalize.py',

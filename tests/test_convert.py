@@ -2,13 +2,16 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
 
 from conftest import REPO_ROOT
+from lite_tf import atomic
 from lite_tf.data import dataset_spec
 from lite_tf.data import reader
 from lite_tf.data import records
@@ -74,3 +77,52 @@ def test_bilevel_layout_and_splits_json(tmp_path):
   assert list(spec.class_ids('test')) == [3, 4, 5]
 
 
+
+
+def test_replacing_a_dataset_survives_a_kill_midway(tmp_path):
+  """SIGKILL while --overwrite writes the new dataset: the old one still reads, whole; the
+  next run clears the unfinished folder and replaces the dataset."""
+  _make_folder(str(tmp_path / 'old_images'), classes=4, per_class=3)
+  out = tmp_path / 'out'
+  assert _convert(f'--input_dir={tmp_path / "old_images"}', f'--output_dir={out}',
+                  '--split_ratios=0.5,0.25,0.25').returncode == 0
+  old_spec = dataset_spec.load(str(out))
+  _make_folder(str(tmp_path / 'new_images'), classes=60, per_class=40, size=64)
+  command = [sys.executable, os.path.join(REPO_ROOT, 'bin', 'convert_to_records.py'),
+             f'--input_dir={tmp_path / "new_images"}', f'--output_dir={out}', '--overwrite']
+  proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  staged = []
+  while proc.poll() is None and time.time() < deadline:
+    staged = [d for d in tmp_path.iterdir() if d.name.startswith('.out.tmp-')]
+    if staged and len(list(staged[0].glob('*.tfrecords'))) >= 3:
+      break
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, 'the conversion ended before it could be killed'
+  assert staged, 'no temporary folder was seen'
+  spec = dataset_spec.load(str(out))  # the old dataset, complete
+  assert spec.class_names == old_spec.class_names
+  for class_id in range(4):
+    images, _ = records.read_class(spec, class_id, image_size=24)
+    assert images.shape[0] == 3
+  assert _convert(*command[2:]).returncode == 0
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['new_images', 'old_images', 'out']
+  assert len(dataset_spec.load(str(out)).class_names) == 60
+
+
+def test_a_kill_between_the_two_renames_is_recovered(tmp_path):
+  """The old folder moved aside, the new one not yet in place: the next run puts the old one
+  back (a reader then sees the old dataset) and removes the unfinished one."""
+  target = tmp_path / 'out'
+  (tmp_path / '.out.old-1234abcd').mkdir()
+  (tmp_path / '.out.old-1234abcd' / 'dataset_spec.json').write_text('old')
+  (tmp_path / '.out.tmp-xyz').mkdir()
+  atomic.recover_folder(str(target))
+  assert (target / 'dataset_spec.json').read_text() == 'old'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+  with atomic.atomic_folder(str(target)) as work:
+    (tmp_path / work / 'dataset_spec.json').write_text('new')
+  assert (target / 'dataset_spec.json').read_text() == 'new'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
