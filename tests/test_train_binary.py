@@ -47,6 +47,7 @@ def test_query_label_absent_from_support(tmp_path, glyph_cache):
   assert 'query labels [2] do not occur in the support set' in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow  # tests/test_binary_exit.py trains on the same records by default
 def test_training_on_meta_dataset_records(tmp_path):
   fixture = os.path.join(REPO_ROOT, '..', 'shared', 'fixtures', 'meta_dataset', 'glyphs_dtd')
   if not os.path.exists(os.path.join(fixture, 'dataset_spec.json')):
