@@ -32,14 +32,21 @@ class FilmAdaptedLearner(base.Learner):
     image_size: image side.
     backbone_weights: local weights file or TF checkpoint for the backbone
       (lite_tf.backbones.weights); None keeps the random initialisation (tests, demos).
-    set_encoder_size: side at which the set encoder sees (larger) images.
+    set_encoder_norm: 'batch' (the reference: BatchNorm with each call's statistics) or
+      'none' (images independent: LITE's set-encoder estimate then has no coupling; see
+      set_encoder.py).
+    film_architecture: 'reference' (two Dense-LayerNorm-ReLU-Dense networks per layer) or
+      'shared_hidden' (see film_generator.py).
+    set_encoder_size: None: the set encoder sees the images at the backbone's resolution (the
+      reference); an integer: larger images are resized to this side for it.
     regularization_weight: weight of the FiLM regularizer penalty (paper: 0.001).
   """
 
   has_context = True
 
   def __init__(self, backbone='efficientnet_b0', image_size=224, backbone_weights=None,
-               set_encoder_size=84, regularization_weight=1e-3, **kwargs):
+               set_encoder_size=None, regularization_weight=1e-3, set_encoder_norm='batch',
+               film_architecture='reference', **kwargs):
     super().__init__(**kwargs)
     self.image_size = image_size
     self.backbone_name = backbone
@@ -50,10 +57,13 @@ class FilmAdaptedLearner(base.Learner):
     # run_training warns when a frozen backbone starts from random weights.
     self.backbone_pretrained = bool(backbone_weights)
     self.backbone.trainable = False
-    self.set_encoder = set_encoder.SetEncoder(image_size=min(set_encoder_size, image_size))
+    self.set_encoder = set_encoder.SetEncoder(
+        image_size=min(set_encoder_size, image_size) if set_encoder_size else None,
+        norm=set_encoder_norm)
     self.set_encoder.build((None, image_size, image_size, 3))
     self.film_generator = film_generator.FilmGenerator(
-        self.backbone.film_channels, regularization_weight=regularization_weight)
+        self.backbone.film_channels, regularization_weight=regularization_weight,
+        architecture=film_architecture)
     self.film_generator.build((self.set_encoder.embedding_dim,))
 
   def context_contributions(self, images):
@@ -78,20 +88,28 @@ class FilmAdaptedLearner(base.Learner):
     return self.film_generator.regularization_loss()
 
 
-class _ResidualMlp(layers.Layer):
-  """x [.., d] -> x + W2 relu(W1 x) (CNAPs' dense residual block)."""
+class DenseResidualBlock(layers.Layer):
+  """CNAPs' generator block as the reference builds it (ORBIT-Dataset `mlps.py`):
+  Linear(out) -> ELU -> Linear(out) -> ELU -> Linear(out), plus the input when the input and
+  output widths are equal."""
 
-  def __init__(self, dim, **kwargs):
+  def __init__(self, units, **kwargs):
     super().__init__(**kwargs)
-    self.hidden = layers.Dense(dim, activation='relu', name='hidden')
-    self.out = layers.Dense(dim, name='out')
+    self.units = units
+    self.linears = [layers.Dense(units, name=f'linear{i}') for i in range(3)]
 
   def build(self, input_shape):
-    self.hidden.build(input_shape)
-    self.out.build(self.hidden.compute_output_shape(input_shape))
+    shape = input_shape
+    for linear in self.linears:
+      linear.build(shape)
+      shape = linear.compute_output_shape(shape)
+    self.residual = input_shape[-1] == self.units
 
   def call(self, x):
-    return x + self.out(self.hidden(x))
+    h = tf.nn.elu(self.linears[0](x))
+    h = tf.nn.elu(self.linears[1](h))
+    h = self.linears[2](h)
+    return x + h if self.residual else h
 
 
 class Cnaps(FilmAdaptedLearner):
@@ -101,8 +119,8 @@ class Cnaps(FilmAdaptedLearner):
   def __init__(self, **kwargs):
     super().__init__(**kwargs)
     dim = self.backbone.feature_dim
-    self.weight_generator = _ResidualMlp(dim, name='classifier_weights')
-    self.bias_generator = layers.Dense(1, name='classifier_bias')
+    self.weight_generator = DenseResidualBlock(dim, name='classifier_weights')
+    self.bias_generator = DenseResidualBlock(1, name='classifier_bias')
     self.weight_generator.build((None, dim))
     self.bias_generator.build((None, dim))
 
@@ -117,7 +135,9 @@ class Cnaps(FilmAdaptedLearner):
 
 @gin.configurable('cnaps')
 def make_cnaps(backbone='efficientnet_b0', image_size=224, backbone_weights=None,
-               set_encoder_size=84, regularization_weight=1e-3):
+               set_encoder_size=None, regularization_weight=1e-3, set_encoder_norm='batch',
+               film_architecture='reference'):
   """gin constructor: `run_training.learner = @cnaps()`."""
   return Cnaps(backbone=backbone, image_size=image_size, backbone_weights=backbone_weights,
-               set_encoder_size=set_encoder_size, regularization_weight=regularization_weight)
+               set_encoder_size=set_encoder_size, regularization_weight=regularization_weight,
+               set_encoder_norm=set_encoder_norm, film_architecture=film_architecture)

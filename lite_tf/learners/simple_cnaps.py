@@ -134,12 +134,13 @@ class SimpleCnaps(cnaps.FilmAdaptedLearner):
   """Simple CNAPs; `beta` is the weight of the identity in Q_k (1 in the paper); `solver`
   'woodbury' (default) or 'direct' (see the module docstring: same logits)."""
 
-  def __init__(self, beta=1.0, solver='woodbury', **kwargs):
+  def __init__(self, beta=1.0, solver='woodbury', logit_scale=1.0, **kwargs):
     super().__init__(**kwargs)
     if solver not in ('woodbury', 'direct'):
       raise ValueError(f"simple_cnaps.solver must be 'woodbury' or 'direct'; got {solver!r}")
     self.beta = beta
     self.solver = solver
+    self.logit_scale = logit_scale
 
   def adapt(self, contributions, labels, way, context=None):
     if self.solver == 'woodbury':
@@ -149,16 +150,24 @@ class SimpleCnaps(cnaps.FilmAdaptedLearner):
     return {'film': context, 'means': means, 'cholesky': cholesky}
 
   def classify(self, task, features):
+    """-logit_scale * squared Mahalanobis distance (1: the reference's logits)."""
     if self.solver == 'woodbury':
-      return woodbury_logits(features, task['mahalanobis'])
-    return mahalanobis_logits(features, task['means'], task['cholesky'])
+      half = woodbury_logits(features, task['mahalanobis'])
+    else:
+      half = mahalanobis_logits(features, task['means'], task['cholesky'])
+    return (2.0 * self.logit_scale) * half
 
 
 @gin.configurable('simple_cnaps')
 def make_simple_cnaps(backbone='efficientnet_b0', image_size=224, backbone_weights=None,
-                      set_encoder_size=84, regularization_weight=1e-3, beta=1.0,
-                      solver='woodbury'):
-  """gin constructor: `run_training.learner = @simple_cnaps()`."""
+                      set_encoder_size=None, regularization_weight=1e-3, beta=1.0,
+                      solver='woodbury', logit_scale=1.0, set_encoder_norm='batch',
+                      film_architecture='reference'):
+  """gin constructor: `run_training.learner = @simple_cnaps()`. logit_scale 1 gives the
+  reference's logits (minus the squared Mahalanobis distance), 0.5 the Gaussian
+  log-likelihood's."""
   return SimpleCnaps(backbone=backbone, image_size=image_size,
                      backbone_weights=backbone_weights, set_encoder_size=set_encoder_size,
-                     regularization_weight=regularization_weight, beta=beta, solver=solver)
+                     regularization_weight=regularization_weight, beta=beta, solver=solver,
+                     logit_scale=logit_scale, set_encoder_norm=set_encoder_norm,
+                     film_architecture=film_architecture)
