@@ -80,7 +80,9 @@ def test_solvers_give_the_same_gradients():
 def learner(request):
   keras.utils.set_random_seed(1)
   cls = {'simple_cnaps': simple_cnaps.SimpleCnaps, 'cnaps': cnaps.Cnaps}[request.param]
-  model = cls(backbone='conv4', image_size=16)
+  # Without BatchNorm in the set encoder (set_encoder_norm='none'): with the reference's
+  # batch statistics the images of a call are coupled and no subset estimate is exact.
+  model = cls(backbone='conv4', image_size=16, set_encoder_norm='none')
   model(small_episode().to_dict())
   # Larger FiLM regularizers than the initial 1e-3 so that the nested (set encoder) terms
   # of the gradient are not negligible.
@@ -145,7 +147,8 @@ def subset_gradients(learner):
   def lite(subset):
     return estimator.lite_task_gradients(learner, episode, variables, NUM_BACKPROP,
                                          chunk_size=3, query_batch_size=7,
-                                         backprop_indices=subset[None])[1]
+                                         backprop_indices=subset[None],
+                                         context_subset='shared')[1]
 
   return _flat(full), np.stack([_flat(lite(tf.constant(s))) for s in SUBSETS])
 
@@ -163,7 +166,8 @@ def random_draws(learner, subset_gradients):
   @tf.function
   def lite(seed):
     return estimator.lite_task_gradients(learner, episode, variables, NUM_BACKPROP,
-                                         chunk_size=3, query_batch_size=7, seed=seed)[1]
+                                         chunk_size=3, query_batch_size=7, seed=seed,
+                                         context_subset='shared')[1]
 
   indices, mismatch, total = [], 0.0, 0.0
   for i in range(NUM_DRAWS):
@@ -180,11 +184,11 @@ def random_draws(learner, subset_gradients):
   return np.array(indices), mismatch, total / NUM_DRAWS
 
 
-def test_lite_is_unbiased_except_through_the_set_encoder(learner, subset_gradients):
-  """Average over all C(6, 2) subsets: equal to the full gradient for the classifier and the
-  FiLM generators (a single sum over the support set); materially biased for the set encoder
-  (the task embedding is a mean over the support set inside the sum over adapted features).
-  Measured relative biases: set encoder 0.62 (Simple CNAPs) / 0.39 (CNAPs); others 3e-7."""
+def test_shared_subset_is_unbiased_except_through_the_set_encoder(learner, subset_gradients):
+  """context_subset='shared' (the paper's code): average over all C(6, 2) subsets equal to
+  the full gradient for the classifier and the FiLM generators (a single sum over the support
+  set); materially biased for the set encoder (the task embedding is a mean over the support
+  set inside the sum over adapted features, both over the same subset)."""
   full, per_subset = subset_gradients
   parts = _parts(learner)
   mean = per_subset.mean(0)
@@ -193,7 +197,39 @@ def test_lite_is_unbiased_except_through_the_set_encoder(learner, subset_gradien
     return np.linalg.norm(mean[mask] - full[mask]) / np.linalg.norm(full[mask])
 
   assert relative_bias(parts['others']) < 1e-5
-  assert relative_bias(parts['set encoder']) > 0.1
+  bias = relative_bias(parts['set encoder'])
+  print(f"{type(learner).__name__}, shared subsets: set-encoder relative bias {bias:.3g}")
+  assert bias > 0.1
+
+
+def test_independent_subsets_average_to_the_full_gradient_for_every_variable(learner):
+  """context_subset='independent' (the default): H for the contributions and H_c for the set
+  encoder drawn independently, so E[product of the two N/H sums] factorises. The average over
+  all 15 x 15 pairs of 2-subsets of the 6 support images equals the full gradient of every
+  trainable variable, set encoder included."""
+  episode = small_episode()
+  variables = learner.trainable_variables
+  _, full, _ = estimator.full_task_gradients(learner, episode, variables)
+
+  @tf.function
+  def lite(subset, context):
+    return estimator.lite_task_gradients(learner, episode, variables, NUM_BACKPROP,
+                                         chunk_size=3, query_batch_size=7,
+                                         backprop_indices=subset[None],
+                                         context_indices=context[None])[1]
+
+  total = [tf.zeros_like(g) for g in full]
+  for subset in SUBSETS:
+    for context in SUBSETS:
+      total = [t + g for t, g in zip(total, lite(tf.constant(subset), tf.constant(context)))]
+  mean = [t / len(SUBSETS) ** 2 for t in total]
+  # Per variable, to float32 tolerance: relative to the variable's own gradient, plus a floor
+  # at the whole gradient's scale for variables whose gradient is zero in exact arithmetic
+  # (the last bias of the classifier-weight generator shifts every class alike).
+  scale = float(tf.linalg.global_norm(full))
+  for v, m, f in zip(variables, mean, full):
+    error = float(tf.norm(m - f))
+    assert error < 1e-4 * float(tf.norm(f)) + 1e-6 * scale, (v.path, error, float(tf.norm(f)))
 
 
 def test_random_seeds_draw_enumerated_subsets_uniformly(learner, subset_gradients,
@@ -255,10 +291,11 @@ def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batc
   episode = small_episode()
   variables = learner.trainable_variables
   subsets = tf.constant([[0, 4, 5]])
+  contexts = tf.constant([[1, 2, 4]])
   reference = estimator.lite_task_gradients(learner, episode, variables, 3, 4, 7,
-                                            backprop_indices=subsets)
+                                            backprop_indices=subsets, context_indices=contexts)
   step = tf.function(lambda: estimator.lite_task_gradients(
-      learner, episode, variables, 3, 4, 7, backprop_indices=subsets,
+      learner, episode, variables, 3, 4, 7, backprop_indices=subsets, context_indices=contexts,
       recompute_batch=recompute_batch))
   got = step()
   assert abs(float(got[0]) - float(reference[0])) < 1e-5

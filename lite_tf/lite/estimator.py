@@ -104,8 +104,12 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows):
   return tf.concat(parts, 0)
 
 
+CONTEXT_SUBSETS = ('independent', 'shared')
+
+
 def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, query_batch_size,
-                        seed=(0, 0), backprop_indices=None, recompute_batch=None):
+                        seed=(0, 0), backprop_indices=None, recompute_batch=None,
+                        context_subset='independent', context_indices=None):
   """LITE gradient of the mean query cross-entropy of one task.
 
   Args:
@@ -122,12 +126,22 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       the network in micro-batches of this size whose activations are recomputed in the
       backward pass (recomputed_rows): about one more forward pass, for a backward peak of
       one micro-batch's activations instead of |H| + query_batch_size images'.
+    context_subset: for learners with a task context (CNAPs, Simple CNAPs): 'independent'
+      draws the subset H_c whose first-stage (set encoder) rows carry gradient independently
+      of the contribution subset H, so the expectation of the product of the two N/H-weighted
+      sums factorises and the set encoder's gradient is unbiased too; 'shared' uses H for both
+      (the LITE paper's code), which biases it. Either way H images go through each network.
+    context_indices: optional [num_query_batches, h] int32 subsets H_c (for tests), with
+      backprop_indices.
   Returns:
     loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one).
     grads: list of tensors aligned with `variables`.
     predictions: [num_query] int32 argmax of the query logits.
   """
   disable_grappler_add_rewrite()
+  if context_subset not in CONTEXT_SUBSETS:
+    raise ValueError(f'lite.context_subset must be one of {list(CONTEXT_SUBSETS)}; got '
+                     f'{context_subset!r}')
   if isinstance(num_backprop, int) and num_backprop <= 0:
     raise ValueError(f'num_backprop (|H|) must be positive; got {num_backprop}')
   if query_batch_size <= 0:
@@ -148,6 +162,20 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64)), n, num_backprop)
 
   has_context = learner.has_context
+
+  def context_subset_of(b, chosen):
+    """H_c of query batch b: H itself ('shared') or an independent draw of the same size."""
+    if context_subset == 'shared':
+      return chosen
+    if context_indices is not None:
+      return tf.cast(context_indices[b], tf.int32)
+    if backprop_indices is not None:
+      raise ValueError("context_subset='independent' with backprop_indices needs "
+                       'context_indices too')
+    batch_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64))
+    return sample_backprop_indices(
+        tf.random.experimental.stateless_fold_in(batch_seed, tf.constant(1, tf.int64)), n,
+        num_backprop)[0]
 
   def context_fn(x):
     return learner.context_contributions(to_model_input(x))
@@ -194,9 +222,15 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       if has_context:
         # Nested LITE: the H subset's first-stage rows carry gradient (N/H weighted) into the
         # context, which every contribution and query feature then depends on.
+        context_chosen = context_subset_of(b, chosen)
+        context_images = (chosen_images if context_subset == 'shared'
+                          else tf.gather(images, context_chosen))
+        context_scale = (tf.cast(n, tf.float32)
+                         / tf.cast(tf.shape(context_chosen)[0], tf.float32))
         context_rows = _scatter_rows(
-            tf.nest.map_structure(tf.stop_gradient, cache['context']), chosen,
-            tf.nest.map_structure(lambda c: scale_gradient(c, scale), context_fn(chosen_images)))
+            tf.nest.map_structure(tf.stop_gradient, cache['context']), context_chosen,
+            tf.nest.map_structure(lambda c: scale_gradient(c, context_scale),
+                                  context_fn(context_images)))
         context = learner.task_context(context_rows)
       if recompute_batch:
         max_rows = (int(backprop_indices.shape[1]) if backprop_indices is not None

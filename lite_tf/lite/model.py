@@ -120,10 +120,12 @@ class LiteModel(EpisodicModel):
     seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
     recompute_batch: None, or micro-batch size for recomputing the activations of the
       back-propagated images in the backward pass (see estimator.recomputed_rows).
+    context_subset: 'independent' (default: unbiased set-encoder gradient) or 'shared' (the
+      paper's code), see estimator.lite_task_gradients.
   """
 
   def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
-               recompute_batch=None, **kwargs):
+               recompute_batch=None, context_subset='independent', **kwargs):
     for name, value in (('num_backprop', num_backprop), ('chunk_size', chunk_size),
                         ('query_batch_size', query_batch_size)):
       if not isinstance(value, int) or value <= 0:
@@ -137,11 +139,16 @@ class LiteModel(EpisodicModel):
       raise ValueError(f'LiteModel.recompute_batch must be None or a positive integer; got '
                        f'{recompute_batch!r}')
     self.recompute_batch = recompute_batch
+    if context_subset not in estimator.CONTEXT_SUBSETS:
+      raise ValueError(f'lite.context_subset must be one of {list(estimator.CONTEXT_SUBSETS)}; '
+                       f'got {context_subset!r}')
+    self.context_subset = context_subset
 
   def task_gradients(self, episode, variables, seed):
     return estimator.lite_task_gradients(self.learner, episode, variables, self.num_backprop,
                                          self.chunk_size, self.query_batch_size, seed=seed,
-                                         recompute_batch=self.recompute_batch)
+                                         recompute_batch=self.recompute_batch,
+                                         context_subset=self.context_subset)
 
   def predict_episode(self, episode):
     return estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
@@ -162,11 +169,11 @@ class SelfAdaptingModel(EpisodicModel):
 
 @gin.configurable('lite')
 def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
-                    recompute_batch=None):
+                    recompute_batch=None, context_subset='independent'):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed,
-                   recompute_batch=recompute_batch)
+                   recompute_batch=recompute_batch, context_subset=context_subset)
 
 
 def make_meta_model(learner):
