@@ -14,6 +14,7 @@ from conftest import small_episode
 from lite_tf.learners import cnaps
 from lite_tf.learners import simple_cnaps
 from lite_tf.lite import estimator
+from lite_tf.lite import model as lite_model
 
 
 def _numpy_mahalanobis_logits(support, labels, query, way, beta=1.0):
@@ -300,3 +301,34 @@ def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batc
   got = step()
   assert abs(float(got[0]) - float(reference[0])) < 1e-5
   assert relative_error(got[1], reference[1]) < 1e-5
+
+
+def test_regularizer_accounting_reference_adds_the_penalty_per_query_batch_undivided(learner):
+  """The reference codes add 0.001 * sum(r^2) to every query batch's loss and do not divide
+  it by the tasks per step: with 3 query batches and a scale of 2 (two tasks per step), the
+  regularizer vectors' gradient exceeds the once-per-task one by (2 * 3 - 1) * 0.002 r."""
+  episode = small_episode()  # 7 queries: batches of 3, 3, 1
+  variables = learner.trainable_variables
+  subsets = tf.constant([[0, 1]] * 3)
+  common = dict(backprop_indices=subsets, context_indices=subsets)
+  _, once, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 3, 3, **common)
+  _, every, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 3, 3,
+                                              regularizer_scale=2.0,
+                                              regularizer_every_batch=True, **common)
+  generator = learner.film_generator
+  regularizers = {id(r) for r in generator.gamma_regularizers + generator.beta_regularizers}
+  for v, a, b in zip(variables, once, every):
+    expected = (5 * 2 * generator.regularization_weight * v.numpy()
+                if id(v) in regularizers else 0.0)
+    np.testing.assert_allclose(b.numpy() - a.numpy(), expected, rtol=1e-3, atol=1e-6)
+
+
+def test_lite_model_scales_the_penalty_by_the_tasks_of_a_step(learner):
+  model = lite_model.make_lite_model(learner)
+  model.compile(optimizer=lite_model.make_optimizer(tasks_per_step=4), jit_compile=False)
+  assert model._regularizer_scale() == 4.0  # pylint: disable=protected-access
+  per_task = lite_model.make_lite_model(learner, regularizer_accounting='per_task')
+  per_task.compile(optimizer=lite_model.make_optimizer(tasks_per_step=4), jit_compile=False)
+  assert per_task._regularizer_scale() == 1.0  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match='lite.regularizer_accounting must be one of'):
+    lite_model.make_lite_model(learner, regularizer_accounting='twice')

@@ -109,7 +109,8 @@ CONTEXT_SUBSETS = ('independent', 'shared')
 
 def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, query_batch_size,
                         seed=(0, 0), backprop_indices=None, recompute_batch=None,
-                        context_subset='independent', context_indices=None):
+                        context_subset='independent', context_indices=None,
+                        regularizer_scale=1.0, regularizer_every_batch=False):
   """LITE gradient of the mean query cross-entropy of one task.
 
   Args:
@@ -133,6 +134,9 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       (the LITE paper's code), which biases it. Either way H images go through each network.
     context_indices: optional [num_query_batches, h] int32 subsets H_c (for tests), with
       backprop_indices.
+    regularizer_scale, regularizer_every_batch: the learner's regularization loss (CNAPs'
+      FiLM penalty) enters the task loss times regularizer_scale, once per task or, with
+      regularizer_every_batch, once per query batch (LiteModel's regularizer_accounting).
   Returns:
     loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one).
     grads: list of tensors aligned with `variables`.
@@ -258,8 +262,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)
       loss = mean_cross_entropy(logits, episode.query_labels[start:end]) * share
-      if first:  # once per task
-        loss += learner.regularization_loss()
+      if regularizer_every_batch or first:
+        loss += regularizer_scale * learner.regularization_loss()
     grads = dense_gradients(tape.gradient(loss, variables), variables)
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return loss, grads, predictions, cache

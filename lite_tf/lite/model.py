@@ -109,6 +109,9 @@ class EpisodicModel(keras.Model):
     return {m.name: m.result() for m in self.metrics}
 
 
+REGULARIZER_ACCOUNTING = ('reference', 'per_task')
+
+
 class LiteModel(EpisodicModel):
   """Meta-trains a lite_tf.learners.base.Learner with LITE.
 
@@ -122,10 +125,14 @@ class LiteModel(EpisodicModel):
       back-propagated images in the backward pass (see estimator.recomputed_rows).
     context_subset: 'independent' (default: unbiased set-encoder gradient) or 'shared' (the
       paper's code), see estimator.lite_task_gradients.
+    regularizer_accounting: 'reference' (the FiLM penalty in every query batch's loss, not
+      divided by the tasks per step, as the reference codes) or 'per_task' (once per task,
+      averaged over tasks like the query loss).
   """
 
   def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
-               recompute_batch=None, context_subset='independent', **kwargs):
+               recompute_batch=None, context_subset='independent',
+               regularizer_accounting='reference', **kwargs):
     for name, value in (('num_backprop', num_backprop), ('chunk_size', chunk_size),
                         ('query_batch_size', query_batch_size)):
       if not isinstance(value, int) or value <= 0:
@@ -143,12 +150,28 @@ class LiteModel(EpisodicModel):
       raise ValueError(f'lite.context_subset must be one of {list(estimator.CONTEXT_SUBSETS)}; '
                        f'got {context_subset!r}')
     self.context_subset = context_subset
+    if regularizer_accounting not in REGULARIZER_ACCOUNTING:
+      raise ValueError(f'lite.regularizer_accounting must be one of '
+                       f'{list(REGULARIZER_ACCOUNTING)}; got {regularizer_accounting!r}')
+    self.regularizer_accounting = regularizer_accounting
+
+  def _regularizer_scale(self):
+    """'reference': the reference codes add the penalty to every query batch's loss and do
+    not divide it by the tasks of an optimizer step; the optimizer here averages the tasks'
+    gradients (accumulation, replicas), so the penalty is multiplied back by their number.
+    'per_task': once per task, averaged with the tasks like the query loss."""
+    if self.regularizer_accounting == 'per_task':
+      return 1.0
+    steps = getattr(self.optimizer, 'gradient_accumulation_steps', None) or 1
+    replica = tf.distribute.get_replica_context()
+    return float(steps * (replica.num_replicas_in_sync if replica else 1))
 
   def task_gradients(self, episode, variables, seed):
-    return estimator.lite_task_gradients(self.learner, episode, variables, self.num_backprop,
-                                         self.chunk_size, self.query_batch_size, seed=seed,
-                                         recompute_batch=self.recompute_batch,
-                                         context_subset=self.context_subset)
+    return estimator.lite_task_gradients(
+        self.learner, episode, variables, self.num_backprop, self.chunk_size,
+        self.query_batch_size, seed=seed, recompute_batch=self.recompute_batch,
+        context_subset=self.context_subset, regularizer_scale=self._regularizer_scale(),
+        regularizer_every_batch=self.regularizer_accounting == 'reference')
 
   def predict_episode(self, episode):
     return estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
@@ -169,11 +192,13 @@ class SelfAdaptingModel(EpisodicModel):
 
 @gin.configurable('lite')
 def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
-                    recompute_batch=None, context_subset='independent'):
+                    recompute_batch=None, context_subset='independent',
+                    regularizer_accounting='reference'):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed,
-                   recompute_batch=recompute_batch, context_subset=context_subset)
+                   recompute_batch=recompute_batch, context_subset=context_subset,
+                   regularizer_accounting=regularizer_accounting)
 
 
 def make_meta_model(learner):
