@@ -10,9 +10,12 @@ The forward value is unchanged (every e_i enters the loss), and averaged over al
 the estimate equals the full gradient: the gradient is a single sum over the support set of
 per-example Jacobians weighted by dL/de_i at the full forward value (ProtoNets, and the
 classifier parameters of CNAPs / Simple CNAPs). Learners with a task context (a first stage
-aggregated before the contributions, see lite_tf.learners.base) nest a sum inside a sum: the
-gradient of the first stage then has a bias (tests/test_cnaps.py measures it). The N-|H| other contributions are computed without gradient, in chunks,
-outside the tape, so their activations are freed at once.
+aggregated before the contributions, see lite_tf.learners.base) nest a sum inside a sum: with
+one subset for both (context_subset='shared', the paper's code) the first stage's gradient has
+a bias (tests/test_cnaps.py measures it); by default the first stage's rows are an
+independent subset H_c of the same size, so the expectation of the product factorises and
+every gradient is unbiased. The N-|H| other contributions are computed without gradient, in
+chunks, outside the tape, so their activations are freed at once.
 
 Query sets are processed in batches; every batch draws a fresh subset H, its loss is weighted
 by its share of the query set, and gradients are summed over batches, so that with |H| >= N the
