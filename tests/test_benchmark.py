@@ -58,7 +58,11 @@ def test_maml_benchmark_memory_falls_with_window(tmp_path):
       capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = json.loads(out.read_text())['results']
-  exact, windowed, first = rows
-  assert abs(exact['cosine_to_exact_maml'] - 1.0) < 1e-4
+  exact, windowed, literal, first = rows
+  assert literal['literal_window'] and not windowed['literal_window']
+  for lr in ('0.01', '0.1'):
+    assert abs(exact['cosine_by_inner_lr'][lr] - 1.0) < 1e-4
+    assert -1 <= literal['cosine_by_inner_lr'][lr] <= 1
   assert windowed['allocator_peak_bytes'] < exact['allocator_peak_bytes']
   assert first['allocator_peak_bytes'] < windowed['allocator_peak_bytes']
+  assert all(r['process_peak_rss_bytes'] >= r['peak_rss_above_start_bytes'] for r in rows)
