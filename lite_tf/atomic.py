@@ -109,15 +109,18 @@ def atomic_folder(path):
   os.makedirs(parent, exist_ok=True)
   recover_folder(path)
   tmp = tempfile.mkdtemp(prefix=tmp_prefix, dir=parent)
+  old = None
   try:
     yield tmp
     _honour_umask(tmp, directory=True)
-    old = None
     if os.path.exists(path):
       old = os.path.join(parent, old_prefix + uuid.uuid4().hex[:8])
       os.rename(path, old)
     os.rename(tmp, path)
   except BaseException:
+    if old is not None and not os.path.exists(path):
+      os.rename(old, path)  # failed between the two renames: the old folder goes back
+      old = None
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   if old is not None:

@@ -47,7 +47,11 @@ def user_error(e):
   if isinstance(e, tf.errors.OpError):
     from lite_tf import episode  # pylint: disable=g-import-not-at-top
     source = episode.source_error()
-    if source is not None:
+    # Only the source's own error (its message is inside the OpError's), and only an error
+    # about the data (ValueError: bad records, specs, episodes; OSError): a bug keeps its
+    # traceback.
+    if (isinstance(source, (ValueError, OSError)) and str(source)
+        and str(source).splitlines()[0] in e.message):
       return f'{source}'
     if 'No space left on device' in e.message:
       return f'no space left on the device: {e.message.splitlines()[0]}'

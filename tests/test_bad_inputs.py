@@ -182,6 +182,18 @@ def _old_output_kept(ctx):
   assert sorted(os.listdir(ctx.tmp)) == ['images', 'out']  # no temporary folder left
 
 
+def _not_a_dataset(ctx):
+  out = ctx.tmp / 'out'
+  out.mkdir()
+  (out / 'thesis.tex').write_text('the user\'s work')
+  return _convert_args(ctx, '--overwrite')
+
+
+def _user_folder_kept(ctx):
+  assert (ctx.tmp / 'out' / 'thesis.tex').read_text() == 'the user\'s work'
+  assert sorted(os.listdir(ctx.tmp / 'out')) == ['thesis.tex']
+
+
 def _overwrite(ctx):
   out = ctx.tmp / 'out'
   out.mkdir()
@@ -338,6 +350,11 @@ CASES = [
          'is not empty (2 entries); pass --overwrite', check=_old_output_kept),
     Case('convert_overwrite_replaces_the_whole_folder', 'convert', _overwrite, '', code=0,
          check=_replaced_whole),
+    Case('convert_overwrite_refuses_a_folder_without_a_dataset', 'convert', _not_a_dataset,
+         'holds no dataset (dataset_spec.json is missing)', check=_user_folder_kept),
+    Case('convert_refuses_an_input_inside_the_output', 'convert',
+         lambda c: [f'--input_dir={c.images()}', f'--output_dir={c.tmp}', '--overwrite'],
+         'overlap; write the records to a separate folder'),
     Case('convert_single_class_warns', 'convert', lambda c: _convert_args(c, classes=1),
          'warning: the valid split has no classes', code=0),
     # bin/pretrain.py

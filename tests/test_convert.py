@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from conftest import REPO_ROOT
 from lite_tf import atomic
@@ -125,4 +126,26 @@ def test_a_kill_between_the_two_renames_is_recovered(tmp_path):
   with atomic.atomic_folder(str(target)) as work:
     (tmp_path / work / 'dataset_spec.json').write_text('new')
   assert (target / 'dataset_spec.json').read_text() == 'new'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+
+
+def test_a_failure_between_the_two_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
+  target = tmp_path / 'out'
+  target.mkdir()
+  (target / 'dataset_spec.json').write_text('old')
+  real_rename = os.rename
+  calls = []
+
+  def failing_rename(src, dst):
+    calls.append((src, dst))
+    if len(calls) == 2:  # the new folder into place
+      raise OSError(28, 'No space left on device')
+    return real_rename(src, dst)
+
+  monkeypatch.setattr(os, 'rename', failing_rename)
+  with pytest.raises(OSError):
+    with atomic.atomic_folder(str(target)) as work:
+      (tmp_path / work / 'dataset_spec.json').write_text('new')
+  monkeypatch.undo()
+  assert (target / 'dataset_spec.json').read_text() == 'old'
   assert sorted(p.name for p in tmp_path.iterdir()) == ['out']

@@ -80,8 +80,11 @@ def _top_folders(input_dir):
 
 def _encoded(path):
   """Bytes to store for an image file (unchanged JPEG/PNG, else PNG), or raises ValueError."""
-  with open(path, 'rb') as f:
-    data = f.read()
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise ValueError(f'not a readable file ({e.strerror})') from e
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()
@@ -130,21 +133,42 @@ def _convert_class(directory, class_id, output_dir, skipped, excluded):
 
 
 @contextlib.contextmanager
-def _output_folder(output_dir, overwrite):
-  """The temporary folder the dataset is written to; it replaces --output_dir on success."""
+def _output_folder(output_dir, overwrite, input_dir):
+  """The folder the dataset is written to. Normally a temporary folder beside --output_dir
+  that replaces it on success; an empty --output_dir in a folder that cannot be written (or a
+  mount point) is written in place, as there is nothing in it to damage."""
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise ValueError(f'--output_dir {output_dir!r} is a file, not a folder')
-  atomic.recover_folder(output_dir)
-  if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-    raise ValueError(f'--output_dir {output_dir!r} is not empty ({len(os.listdir(output_dir))} '
-                     'entries); pass --overwrite to replace what it holds')
-  parent = os.path.dirname(os.path.abspath(output_dir))
+  real = os.path.realpath(output_dir)  # a symlinked folder: its target is replaced
+  source = os.path.realpath(input_dir)
+  if os.path.commonpath([real, source]) in (real, source):
+    raise ValueError(f'--input_dir {input_dir!r} and --output_dir {output_dir!r} overlap; '
+                     'write the records to a separate folder')
+  atomic.recover_folder(real)
+  entries = os.listdir(real) if os.path.isdir(real) else []
+  if entries and not overwrite:
+    raise ValueError(f'--output_dir {output_dir!r} is not empty ({len(entries)} entries); pass '
+                     '--overwrite to replace what it holds')
+  if entries and not os.path.exists(os.path.join(real, spec_lib.SPEC_FILENAME)):
+    raise ValueError(f'--output_dir {output_dir!r} holds no dataset ({spec_lib.SPEC_FILENAME} '
+                     'is missing): --overwrite replaces only a records dataset; choose an empty '
+                     'or new folder')
+  parent = os.path.dirname(real)
+  if not entries and os.path.isdir(real) and (os.path.ismount(real)
+                                              or not os.access(parent, os.W_OK)):
+    yield real
+    return
+  if entries and os.path.ismount(real):
+    raise ValueError(f'--output_dir {output_dir!r} is a mount point holding a dataset; it cannot '
+                     'be replaced whole: convert into a new folder inside it')
   try:
-    with atomic.atomic_folder(output_dir) as work:
+    with atomic.atomic_folder(real) as work:
       yield work
   except PermissionError as e:
-    raise ValueError(f'--output_dir {output_dir!r}: cannot write in {parent!r} ({e.strerror})'
-                     ) from e
+    if e.filename and os.path.commonpath([os.path.abspath(e.filename), parent]) == parent:
+      raise ValueError(f'--output_dir {output_dir!r}: cannot write in {parent!r} '
+                       f'({e.strerror})') from e
+    raise
 
 
 def warn_empty_splits(spec):
@@ -197,7 +221,7 @@ def convert(input_dir, output_dir, name, split_ratios=(0.7, 0.15, 0.15), seed=22
                 for d in top)
   splits = (_splits_from_file(splits_json, top) if splits_json
             else split_names(top, split_ratios, seed))
-  with _output_folder(output_dir, overwrite) as work:
+  with _output_folder(output_dir, overwrite, input_dir) as work:
     return _convert_into(work, input_dir, output_dir, name, splits, bilevel, exclude)
 
 
@@ -271,7 +295,7 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
   if unknown:
     raise ValueError(f'--input_dir class folders {unknown[:10]} are not in --is_a {is_a_path}')
   subgraphs, splits = ontology.split_subgraphs(graph, classes, valid_root, test_root)
-  with _output_folder(output_dir, overwrite) as work:
+  with _output_folder(output_dir, overwrite, input_dir) as work:
     return _convert_hierarchical_into(work, input_dir, output_dir, name, subgraphs, splits,
                                       exclude)
 

@@ -14,7 +14,9 @@ aggregated before the contributions, see lite_tf.learners.base) nest a sum insid
 one subset for both (context_subset='shared', the paper's code) the first stage's gradient has
 a bias (tests/test_cnaps.py measures it); by default the first stage's rows are an
 independent subset H_c of the same size, so the expectation of the product factorises and
-every gradient is unbiased. The N-|H| other contributions are computed without gradient, in
+every gradient is unbiased, provided the first stage treats images independently (CNAPs'
+set encoder with set_encoder_norm='none'; its reference BatchNorm uses each call's batch
+statistics, which couple the images of a call, and then no subset estimate is unbiased). The N-|H| other contributions are computed without gradient, in
 chunks, outside the tape, so their activations are freed at once.
 
 Query sets are processed in batches; every batch draws a fresh subset H, its loss is weighted
@@ -133,7 +135,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     context_subset: for learners with a task context (CNAPs, Simple CNAPs): 'independent'
       draws the subset H_c whose first-stage (set encoder) rows carry gradient independently
       of the contribution subset H, so the expectation of the product of the two N/H-weighted
-      sums factorises and the set encoder's gradient is unbiased too; 'shared' uses H for both
+      sums factorises and the set encoder's gradient is unbiased too (when the set encoder
+      treats images independently: set_encoder_norm='none'); 'shared' uses H for both
       (the LITE paper's code), which biases it. Either way H images go through each network.
     context_indices: optional [num_query_batches, h] int32 subsets H_c (for tests), with
       backprop_indices.
@@ -230,8 +233,11 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         # Nested LITE: the H subset's first-stage rows carry gradient (N/H weighted) into the
         # context, which every contribution and query feature then depends on.
         context_chosen = context_subset_of(b, chosen)
-        context_images = (chosen_images if context_subset == 'shared'
-                          else tf.gather(images, context_chosen))
+        if context_subset == 'shared':
+          context_images = chosen_images
+        else:  # ordered like chosen_images: after the chunks and the previous batch
+          with tf.control_dependencies(list(after) + (tf.nest.flatten(cache) if first else [])):
+            context_images = tf.gather(images, context_chosen)
         context_scale = (tf.cast(n, tf.float32)
                          / tf.cast(tf.shape(context_chosen)[0], tf.float32))
         context_rows = _scatter_rows(
