@@ -143,8 +143,10 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     regularizer_scale, regularizer_every_batch: the learner's regularization loss (CNAPs'
       FiLM penalty) enters the task loss times regularizer_scale, once per task or, with
       regularizer_every_batch, once per query batch (LiteModel's regularizer_accounting).
+      The returned loss holds it once, unscaled, so it compares across settings.
   Returns:
-    loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one).
+    loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one)
+      plus the regularization loss.
     grads: list of tensors aligned with `variables`.
     predictions: [num_query] int32 argmax of the query logits.
   """
@@ -271,9 +273,13 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)
       loss = mean_cross_entropy(logits, episode.query_labels[start:end]) * share
+      objective = loss
       if regularizer_every_batch or first:
-        loss += regularizer_scale * learner.regularization_loss()
-    grads = dense_gradients(tape.gradient(loss, variables), variables)
+        penalty = learner.regularization_loss()
+        objective = loss + regularizer_scale * penalty
+        if first:  # the reported loss counts the penalty once per task, whatever the scale
+          loss += penalty
+    grads = dense_gradients(tape.gradient(objective, variables), variables)
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return loss, grads, predictions, cache
 
