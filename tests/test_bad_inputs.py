@@ -300,7 +300,8 @@ CASES = [
          'will run', code=0),
     Case('train_simple_cnaps_without_backbone_weights_warns', 'train',
          lambda c: _train_dir_args(c, *SHORT, gin_file=os.path.join(GIN, 'demo_simple_cnaps.gin')),
-         'WARNING: SimpleCnaps has no backbone weights (BACKBONE_WEIGHTS = None)', code=0),
+         'WARNING: SimpleCnaps has no backbone weights (BACKBONE_WEIGHTS = None)', code=0,
+         slow=True),
     # bin/train.py on Meta-Dataset records.
     Case('records_corrupt_image_after_the_first_episode', 'train', _corrupt_record,
          "5.tfrecords: record 3 of class 5 ('"),

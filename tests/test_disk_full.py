@@ -50,7 +50,8 @@ def _leftovers(train_dir):
 
 @pytest.mark.parametrize('leave_kib,culprit', [
     (0, 'operative_config.gin'),  # full before anything is written
-    (700, 'for the best learner weights'),  # room for the config, not for the weights
+    # Room for the config, not for the weights (slow: it trains until the first write).
+    pytest.param(700, 'for the best learner weights', marks=pytest.mark.slow),
 ])
 def test_full_disk_is_a_clear_error_and_the_run_finishes_when_there_is_room(
     tmpfs, glyph_cache, leave_kib, culprit):
