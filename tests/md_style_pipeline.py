@@ -30,10 +30,16 @@ def md_style_pipeline(split, records_dir=gin.REQUIRED, image_size=28, way=5, sho
     chosen = tf.argsort(tf.random.stateless_uniform([len(class_ids)], key))[:way]
     order = tf.argsort(tf.random.stateless_uniform([way, per_class], key + 1), axis=1)
     picked = tf.gather(images, chosen)  # [way, per_class, S, S, 3]
-    take = lambda rows: tf.reshape(  # pylint: disable=unnecessary-lambda-assignment
-        tf.gather(picked, rows, batch_dims=1), [-1, image_size, image_size, 3])
-    labels = lambda n: tf.repeat(tf.range(way, dtype=tf.int32), n)  # pylint: disable=unnecessary-lambda-assignment
-    class_of = lambda n: tf.repeat(tf.gather(ids, chosen), n)  # pylint: disable=unnecessary-lambda-assignment
+
+    def take(rows):
+      return tf.reshape(tf.gather(picked, rows, batch_dims=1), [-1, image_size, image_size, 3])
+
+    def labels(n):
+      return tf.repeat(tf.range(way, dtype=tf.int32), n)
+
+    def class_of(n):
+      return tf.repeat(tf.gather(ids, chosen), n)
+
     return ((take(order[:, :shots]), labels(shots), class_of(shots),
              take(order[:, shots:shots + queries]), labels(queries), class_of(queries)),
             tf.constant(0, tf.int32))

@@ -15,7 +15,8 @@ from conftest import first_line
 
 ARGS = ['--gin_config=' + os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin'),
         '--gin_bindings=run_training.num_steps=2', '--gin_bindings=run_training.steps_per_log=2',
-        '--gin_bindings=run_training.valid_episodes=1', '--gin_bindings=run_training.test_episodes=1']
+        '--gin_bindings=run_training.valid_episodes=1',
+        '--gin_bindings=run_training.test_episodes=1']
 
 
 @pytest.fixture()

@@ -60,15 +60,17 @@ class _ClassStream:
     self._iterator = None
     self._left = 0
 
+  def _corrupt(self, error):
+    return records.RecordsError(f'{self.path}: corrupt or truncated records of class '
+                                f'{self.class_id} ({self.name!r}): {error.message}')
+
   def _check_count(self):
     """On first opening: the file's record count against the spec's (one cheap pass over
     the serialized records, nothing decoded)."""
     try:
       count = sum(1 for _ in _read_records(self.path))
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-      raise records.RecordsError(
-          f'{self.path}: corrupt or truncated records of class {self.class_id} '
-          f'({self.name!r}): {e.message}') from e
+      raise self._corrupt(e) from e
     if count != self.expected:
       raise records.RecordsError(
           f'{self.path}: class {self.class_id} ({self.name!r}) has {count} records but the '
@@ -103,9 +105,7 @@ class _ClassStream:
           f'{self.expected - self._left + len(out)} records; the dataset spec says '
           f'{self.expected}') from None
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-      raise records.RecordsError(
-          f'{self.path}: corrupt or truncated records of class {self.class_id} '
-          f'({self.name!r}): {e.message}') from e
+      raise self._corrupt(e) from e
     self._left -= n
     return out
 

@@ -14,9 +14,10 @@ way/shot sampling:
 
 The random draws are made in the same order and with the same numpy calls as Meta-Dataset's
 `sampling.py` (including its per-episode "ignore the ontology?" draw on DAG and bi-level
-datasets, made even when ignore_hierarchy_probability is 0), so a sampler seeded alike yields the same descriptions (for DAG sampling, the
-same in distribution: Meta-Dataset lists the eligible nodes in set order, which changes from
-process to process; here they are in wn_id order).
+datasets, made even when ignore_hierarchy_probability is 0), so a sampler seeded alike yields
+the same descriptions (for DAG sampling, the same in distribution: Meta-Dataset lists the
+eligible nodes in set order, which changes from process to process; here they are in wn_id
+order).
 Every constant is a field of EpisodeDescriptionConfig (gin-configurable, Meta-Dataset's
 defaults).
 """

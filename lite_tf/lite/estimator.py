@@ -16,8 +16,9 @@ a bias (tests/test_cnaps.py measures it); by default the first stage's rows are 
 independent subset H_c of the same size, so the expectation of the product factorises and
 every gradient is unbiased, provided the first stage treats images independently (CNAPs'
 set encoder with set_encoder_norm='none'; its reference BatchNorm uses each call's batch
-statistics, which couple the images of a call, and then no subset estimate is unbiased). The N-|H| other contributions are computed without gradient, in
-chunks, outside the tape, so their activations are freed at once.
+statistics, which couple the images of a call, and then no subset estimate is unbiased).
+The N-|H| other contributions are computed without gradient, in chunks, outside the tape, so
+their activations are freed at once.
 
 Query sets are processed in batches; every batch draws a fresh subset H, its loss is weighted
 by its share of the query set, and gradients are summed over batches, so that with |H| >= N the

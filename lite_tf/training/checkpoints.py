@@ -21,6 +21,19 @@ class CheckpointError(ValueError):
   """A checkpoint that does not belong to this model."""
 
 
+def _listed_differences(ours, theirs, ours_name, theirs_name, limit):
+  """Indented lines naming each entry whose value differs between two {name: value} maps or
+  that is in one only (at most `limit`, then a count)."""
+  problems = [f'{p}: {theirs_name} {theirs[p]}, {ours_name} {ours[p]}'
+              for p in ours if p in theirs and ours[p] != theirs[p]]
+  problems += [f'{p}: not in the {theirs_name}' for p in ours if p not in theirs]
+  problems += [f'{p}: in the {theirs_name}, not in the {ours_name}'
+               for p in theirs if p not in ours]
+  shown = '\n  '.join(problems[:limit])
+  more = f'\n  ... and {len(problems) - limit} more' if len(problems) > limit else ''
+  return f'\n  {shown}{more}'
+
+
 def _signature(variables):
   return [[v.path, list(v.shape), str(v.dtype)] for v in variables]
 
@@ -63,15 +76,10 @@ class TrainingCheckpoint:
       return
     ours = {p: (s, d) for p, s, d in json.loads(self.signature)}
     theirs = {p: (s, d) for p, s, d in stored}
-    problems = [f'{p}: checkpoint {theirs[p]}, model {ours[p]}'
-                for p in ours if p in theirs and ours[p] != theirs[p]]
-    problems += [f'{p}: not in the checkpoint' for p in ours if p not in theirs]
-    problems += [f'{p}: in the checkpoint, not in the model' for p in theirs if p not in ours]
-    shown = '\n  '.join(problems[:20])
-    more = f'\n  ... and {len(problems) - 20} more' if len(problems) > 20 else ''
     raise CheckpointError(
         f'{path} was written by a different model (another learner, backbone or optimizer '
-        f'setting?); nothing was restored. Differences:\n  {shown}{more}')
+        f'setting?); nothing was restored. Differences:'
+        f'{_listed_differences(ours, theirs, "model", "checkpoint", 20)}')
 
   def restore_latest(self):
     """Restores the newest checkpoint, if any; returns its path or None."""
@@ -114,14 +122,8 @@ def load_learner_weights(learner, path):
     learner.save_weights(own)
     ours = _h5_tree(own)
   if theirs != ours:
-    problems = [f'{k}: file {theirs[k]}, learner {ours[k]}' for k in ours
-                if k in theirs and theirs[k] != ours[k]]
-    problems += [f'{k}: not in the file' for k in ours if k not in theirs]
-    problems += [f'{k}: in the file, not in the learner' for k in theirs if k not in ours]
-    shown = '\n  '.join(problems[:10])
-    more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
     raise WeightsError(
         f'{path} holds the weights of a different learner (another learner, backbone or '
         f'way?) than {type(learner).__name__} of this configuration; nothing was loaded. '
-        f'Differences:\n  {shown}{more}')
+        f'Differences:{_listed_differences(ours, theirs, "learner", "file", 10)}')
   learner.load_weights(path)

@@ -26,10 +26,9 @@ from lite_tf.training import evaluate
 @gin.configurable
 def glyph_episodes(split, image_size=28, way=5, shot=5, query_shot=10, seed=0, cache_dir=None):
   """Episodes of the built-in glyph demo data (lite_tf.data.glyphs) for one split."""
-  name = spec_lib.split_name(split).lower()
+  split = spec_lib.split_name(split).lower()
   dataset = glyphs.load(size=image_size, cache_dir=cache_dir)
-  split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[name]
-  split = name
+  split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[split]
   return in_memory.EpisodeSampler(dataset.images_by_class(split), way=way, shot=shot,
                                   query_shot=query_shot, seed=split_seed)
 
