@@ -91,7 +91,7 @@ class AdaptedClassifier(tf.Module):
                         antialias=True) / 127.5 - 1.0
     task = tf.nest.pack_sequence_as(self._task_structure,
                                     [v.read_value() for v in self._task_variables])
-    logits = self._learner.query_logits(task, x, training=False)
+    logits = estimator.adapted_query_logits(self._learner, task, x)
     index = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return {'probabilities': tf.nn.softmax(logits), 'class_index': index,
             'class_name': tf.gather(self.class_names, index)}

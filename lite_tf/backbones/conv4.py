@@ -17,7 +17,7 @@ class Conv4(film_lib.FilmBackbone):
     self.film_channels = [filters] * 4
     self.convs = [layers.Conv2D(filters, 3, padding='same', use_bias=False,
                                 name=f'block{i}_conv') for i in range(4)]
-    self.norms = [layers.BatchNormalization(name=f'block{i}_bn') for i in range(4)]
+    self.norms = [self.batch_norm(f'block{i}_bn') for i in range(4)]
     self.pool = layers.MaxPooling2D(2, name='pool')
     self.global_pool = layers.GlobalAveragePooling2D(name='global_pool')
 

@@ -30,14 +30,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _BN_EPSILON = 1e-3
 
 
-def _bn(name):
-  return layers.BatchNormalization(epsilon=_BN_EPSILON, name=name)
-
-
 class _MBConv:
   """Layers of one mobile inverted bottleneck block with squeeze-and-excitation."""
 
-  def __init__(self, kernel, filters_in, filters_out, expand_ratio, stride, name):
+  def __init__(self, kernel, filters_in, filters_out, expand_ratio, stride, name, batch_norm):
     self.stride = stride
     self.residual = stride == 1 and filters_in == filters_out
     self.channels = filters_in * expand_ratio
@@ -45,16 +41,16 @@ class _MBConv:
     if expand_ratio != 1:
       self.expand_conv = layers.Conv2D(self.channels, 1, padding='same', use_bias=False,
                                        name=f'{name}expand_conv')
-      self.expand_bn = _bn(f'{name}expand_bn')
+      self.expand_bn = batch_norm(f'{name}expand_bn', _BN_EPSILON)
     self.dwconv = layers.DepthwiseConv2D(kernel, strides=stride, padding='same',
                                          use_bias=False, name=f'{name}dwconv')
-    self.bn = _bn(f'{name}bn')
+    self.bn = batch_norm(f'{name}bn', _BN_EPSILON)
     squeezed = max(1, int(filters_in * 0.25))
     self.se_reduce = layers.Conv2D(squeezed, 1, padding='same', name=f'{name}se_reduce')
     self.se_expand = layers.Conv2D(self.channels, 1, padding='same', name=f'{name}se_expand')
     self.project_conv = layers.Conv2D(filters_out, 1, padding='same', use_bias=False,
                                       name=f'{name}project_conv')
-    self.project_bn = _bn(f'{name}project_bn')
+    self.project_bn = batch_norm(f'{name}project_bn', _BN_EPSILON)
 
   def layers(self):
     return [l for l in (self.expand_conv, self.expand_bn, self.dwconv, self.bn, self.se_reduce,
@@ -80,18 +76,19 @@ class EfficientNetB0(film_lib.FilmBackbone):
     self.feature_dim = 1280
     self.stem_conv = layers.Conv2D(32, 3, strides=2, padding='same', use_bias=False,
                                    name='stem_conv')
-    self.stem_bn = _bn('stem_bn')
+    self.stem_bn = self.batch_norm('stem_bn', _BN_EPSILON)
     self.mbconv = []
     block_layers = []
     for stage, (kernel, repeats, f_in, f_out, expand, stride) in enumerate(B0_STAGES):
       for j in range(repeats):
         block = _MBConv(kernel, f_in if j == 0 else f_out, f_out, expand,
-                        stride if j == 0 else 1, name=f'block{stage + 1}{chr(97 + j)}_')
+                        stride if j == 0 else 1, name=f'block{stage + 1}{chr(97 + j)}_',
+                        batch_norm=self.batch_norm)
         self.mbconv.append(block)
         block_layers += block.layers()
     self.block_layers = block_layers  # tracked by Keras (the _MBConv holders are not layers)
     self.top_conv = layers.Conv2D(1280, 1, padding='same', use_bias=False, name='top_conv')
-    self.top_bn = _bn('top_bn')
+    self.top_bn = self.batch_norm('top_bn', _BN_EPSILON)
     self.global_pool = layers.GlobalAveragePooling2D(name='global_pool')
     self.film_channels = [32] + [b.channels for b in self.mbconv] + [1280]
 

@@ -11,6 +11,8 @@ import os
 import keras
 import tensorflow as tf
 
+from lite_tf.backbones import task_norm
+
 # LITE_TF_CHECK_EMPTY_BATCHES=1: every backbone and set encoder fails on an empty batch. Why:
 # with oneDNN (TensorFlow's default x86 build) a Conv2D on a [0, h, w, c] batch returns a tensor
 # of the input's shape on some CPUs (AVX-512), so the next layer fails there and nowhere else.
@@ -57,8 +59,20 @@ class FilmBackbone(keras.Model):
   feature_dim = None
   film_channels = ()
 
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    # Shared by the BatchNorm layers (subclasses build them with self.batch_norm(name)).
+    self.task_norm = task_norm.NormState(task_norm.configured_statistics())
+
+  def batch_norm(self, name, epsilon=1e-3):
+    """A BatchNorm layer that per-task statistics can drive (lite_tf.backbones.task_norm)."""
+    return task_norm.BatchNormalization(self.task_norm, epsilon=epsilon, name=name)
+
   def __call__(self, images, *args, **kwargs):
-    return super().__call__(check_nonempty(images, self.name), *args, **kwargs)
+    self.task_norm.begin_call()
+    out = super().__call__(check_nonempty(images, self.name), *args, **kwargs)
+    self.task_norm.end_call(self.name)
+    return out
 
   def build(self, input_shape):
     """Creates every weight by running the network once on a small zero batch."""

@@ -14,10 +14,6 @@ def _conv(filters, kernel, stride, name):
                        name=name)
 
 
-def _bn(name):
-  return layers.BatchNormalization(epsilon=1e-5, name=name)
-
-
 class ResNet18(film_lib.FilmBackbone):
   """ResNet-18 feature extractor: [n, size, size, 3] -> [n, widths[-1]]."""
 
@@ -25,7 +21,7 @@ class ResNet18(film_lib.FilmBackbone):
     super().__init__(name=name, **kwargs)
     self.feature_dim = widths[-1]
     self.stem_conv = _conv(widths[0], 7, 2, 'stem_conv')
-    self.stem_bn = _bn('stem_bn')
+    self.stem_bn = self.batch_norm('stem_bn', 1e-5)
     self.stem_pool = layers.MaxPooling2D(3, strides=2, padding='same', name='stem_pool')
     self.blocks = []
     self.film_channels = []
@@ -34,11 +30,11 @@ class ResNet18(film_lib.FilmBackbone):
       for block in range(2):
         stride = 2 if (stage > 0 and block == 0) else 1
         name = f'stage{stage + 1}_block{block + 1}'
-        parts = {'conv1': _conv(filters, 3, stride, f'{name}_conv1'), 'bn1': _bn(f'{name}_bn1'),
-                 'conv2': _conv(filters, 3, 1, f'{name}_conv2'), 'bn2': _bn(f'{name}_bn2')}
+        parts = {'conv1': _conv(filters, 3, stride, f'{name}_conv1'), 'bn1': self.batch_norm(f'{name}_bn1', 1e-5),
+                 'conv2': _conv(filters, 3, 1, f'{name}_conv2'), 'bn2': self.batch_norm(f'{name}_bn2', 1e-5)}
         if stride != 1 or in_filters != filters:
           parts['down_conv'] = _conv(filters, 1, stride, f'{name}_down_conv')
-          parts['down_bn'] = _bn(f'{name}_down_bn')
+          parts['down_bn'] = self.batch_norm(f'{name}_down_bn', 1e-5)
         self.blocks.append(parts)
         self.film_channels += [filters, filters]
         in_filters = filters

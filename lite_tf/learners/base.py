@@ -18,12 +18,21 @@ parameters generated from a mean-pooled task embedding) conditions the second:
 
 LITE (lite_tf.lite) decides which contributions carry gradient; learners never see the H split,
 chunking, N/H scaling or gradient accumulation.
+
+With `batch_norm.statistics = 'task'` (lite_tf.backbones.task_norm) the backbone's BatchNorm
+layers normalise with statistics of the task's support set, computed without gradient before
+anything else and held fixed for every forward pass of the task; the callers of a learner
+(LITE, Learner.call, test-time adaptation) do that through norm_statistics and
+fixed_norm_statistics, so learners need no code of their own for it.
 """
+
+import contextlib
 
 import keras
 import tensorflow as tf
 
 from lite_tf import episode as episode_lib
+from lite_tf.backbones import task_norm
 
 
 def mean_cross_entropy(logits, labels):
@@ -77,6 +86,34 @@ class Learner(keras.Model):
     """Logits [num_query, way] for query images [num_query, size, size, 3]."""
     raise NotImplementedError
 
+  def _task_norm_state(self):
+    """The backbone's NormState when it uses per-task BatchNorm statistics, else None."""
+    state = getattr(getattr(self, 'backbone', None), 'task_norm', None)
+    return state if state is not None and state.statistics == 'task' else None
+
+  def uses_task_statistics(self):
+    """Whether the backbone normalises with per-task statistics (batch_norm.statistics)."""
+    return self._task_norm_state() is not None
+
+  def norm_statistics(self, contributions_fn, images, chunk_size=None):
+    """Per-task BatchNorm statistics (None unless `batch_norm.statistics = 'task'`).
+
+    Args:
+      contributions_fn: images [m, ...] -> support contributions, with the task's context.
+      images: the whole support set.
+      chunk_size: rows per gradient-free chunk; None: one pass over all images.
+    """
+    state = self._task_norm_state()
+    if state is None:
+      return None
+    return task_norm.task_statistics(state, contributions_fn, images, chunk_size)
+
+  def fixed_norm_statistics(self, statistics):
+    """Context in which the backbone normalises with `statistics` (a no-op for None)."""
+    if statistics is None:
+      return contextlib.nullcontext()
+    return self._task_norm_state().fixed(statistics)
+
   def call(self, inputs, training=False):
     """Adapts to the support set and classifies the query set in one forward pass.
 
@@ -87,7 +124,10 @@ class Learner(keras.Model):
     context = None
     if self.has_context:
       context = self.task_context(self.context_contributions(support_images))
-    contributions = self.support_contributions(support_images, context, training=training)
-    task = self.adapt(contributions, inputs['support_labels'], inputs['way'], context)
-    return self.query_logits(task, episode_lib.to_model_input(inputs['query_images']),
-                             training=training)
+    statistics = self.norm_statistics(
+        lambda x: self.support_contributions(x, context, training=training), support_images)
+    with self.fixed_norm_statistics(statistics):
+      contributions = self.support_contributions(support_images, context, training=training)
+      task = self.adapt(contributions, inputs['support_labels'], inputs['way'], context)
+      return self.query_logits(task, episode_lib.to_model_input(inputs['query_images']),
+                               training=training)

@@ -30,6 +30,10 @@ class FineTuner(keras.Model):
     self.chunk_size = chunk_size
     self.film = film
     self.backbone = backbones.create(backbone)
+    if self.backbone.task_norm.statistics != 'moving':
+      raise ValueError(f"batch_norm.statistics={self.backbone.task_norm.statistics!r} is for "
+                       'the LITE learners (protonets, cnaps, simple_cnaps); FineTuner adapts '
+                       "its own weights per task: use batch_norm.statistics='moving'")
     self.backbone.build((None, image_size, image_size, 3))
     if backbone_weights:
       weights_lib.load(self.backbone, backbone_weights)

@@ -127,6 +127,10 @@ class Maml(keras.Model):
     self.literal_window = literal_window
     self.support_batch_size = support_batch_size
     self.backbone = backbones.create(backbone)
+    if self.backbone.task_norm.statistics != 'moving':
+      raise ValueError(f"batch_norm.statistics={self.backbone.task_norm.statistics!r} is for "
+                       'the LITE learners (protonets, cnaps, simple_cnaps); MAML adapts '
+                       "its own weights per task: use batch_norm.statistics='moving'")
     self.head = keras.layers.Dense(max_way, name='head')
     self.build((None, image_size, image_size, 3))
 

@@ -25,6 +25,8 @@ by its share of the query set, and gradients are summed over batches, so that wi
 result is exactly the gradient of the mean query loss.
 """
 
+import contextlib
+
 import tensorflow as tf
 
 from lite_tf.episode import to_model_input
@@ -203,6 +205,10 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     forward pass starts. In graph mode nothing else orders two query batches, and both
     batches' activations would be alive at once.
     """
+    with contextlib.ExitStack() as norm_scope:  # per-task BatchNorm statistics, if any
+      return query_batch_with(b, cache, after, norm_scope)
+
+  def query_batch_with(b, cache, after, norm_scope):
     chosen, rest = subset(b)
     scale = tf.cast(n, tf.float32) / tf.cast(tf.shape(chosen)[0], tf.float32)
     start = b * query_batch_size
@@ -221,6 +227,14 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         cache['context'] = chunking.chunked_apply(context_fn, images, chunk_size)
         context_value = tf.nest.map_structure(tf.stop_gradient,
                                               learner.task_context(cache['context']))
+      # Per-task BatchNorm statistics (batch_norm.statistics='task'): gradient-free, from all
+      # N images, then fixed for every forward pass of the task.
+      statistics = learner.norm_statistics(lambda x: contributions_fn(x, context_value),
+                                           images, chunk_size)
+      if statistics is not None:
+        cache['norm'] = statistics
+    norm_scope.enter_context(learner.fixed_norm_statistics(cache.get('norm')))
+    if first:
       rest_contributions = chunking.chunked_map(
           lambda x: contributions_fn(x, context_value), images, rest, chunk_size)
       cache['support'] = _scatter_rows(
@@ -322,20 +336,34 @@ def full_task_gradients(learner, episode, variables):
 
 def adapt_task(learner, episode, chunk_size=64):
   """The adapted task state in one gradient-free forward pass of the support set, chunked
-  (the query set is not used)."""
+  (the query set is not used). With per-task BatchNorm statistics the state is
+  {'task': ..., 'batch_norm': [(mean, variance)] per layer}; adapted_query_logits reads both."""
   disable_grappler_add_rewrite()
   context = None
   if learner.has_context:
     context = learner.task_context(chunking.chunked_apply(
         lambda x: learner.context_contributions(to_model_input(x)), episode.support_images,
         chunk_size))
-  contributions = chunking.chunked_apply(
-      lambda x: learner.support_contributions(to_model_input(x), context, training=False),
-      episode.support_images,
-      chunk_size)
+
+  def contributions_fn(x):
+    return learner.support_contributions(to_model_input(x), context, training=False)
+
+  statistics = learner.norm_statistics(contributions_fn, episode.support_images, chunk_size)
+  with learner.fixed_norm_statistics(statistics):
+    contributions = chunking.chunked_apply(contributions_fn, episode.support_images, chunk_size)
   task = learner.adapt(contributions, episode.support_labels, tf.cast(episode.way, tf.int32),
                        context)
+  if statistics is not None:
+    task = {'task': task, 'batch_norm': statistics}
   return tf.nest.map_structure(tf.stop_gradient, task)
+
+
+def adapted_query_logits(learner, adapted, images):
+  """Logits [q, way] of model-input images [q, ...] for a state from adapt_task."""
+  if learner.uses_task_statistics():
+    with learner.fixed_norm_statistics(adapted['batch_norm']):
+      return learner.query_logits(adapted['task'], images, training=False)
+  return learner.query_logits(adapted, images, training=False)
 
 
 def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):
@@ -344,8 +372,8 @@ def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):
   Returns:
     logits [num_query, way].
   """
-  task = adapt_task(learner, episode, chunk_size)
+  adapted = adapt_task(learner, episode, chunk_size)
   return chunking.chunked_apply(
-      lambda x: learner.query_logits(task, to_model_input(x), training=False),
+      lambda x: adapted_query_logits(learner, adapted, to_model_input(x)),
       episode.query_images,
       query_batch_size)
