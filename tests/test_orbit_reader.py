@@ -1,0 +1,141 @@
+"""ORBIT layout: the synthetic generator and the reader (lite_tf.data.orbit)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from lite_tf.data import orbit
+from lite_tf.data import orbit_synthetic
+
+SMALL = dict(collectors={'train': 3, 'validation': 1, 'test': 2}, frame_size=48,
+             frames_per_video=(8, 12), clean_videos=(4, 5), clutter_videos=2, objects=(3, 4))
+
+
+@pytest.fixture(scope='module')
+def generated(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('orbit') / 'orbit')
+  return root, orbit_synthetic.generate(root, seed=3, **SMALL)
+
+
+def test_reader_finds_every_user_object_video_and_frame(generated):
+  """Checked against the generator's own record and against a plain walk of the files."""
+  root, summary = generated
+  dataset = orbit.OrbitDataset(root)
+  on_disk = sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files
+                   if f.endswith('.jpg'))
+  read = sorted(p for users in dataset.users.values() for u in users
+                for kinds in u.objects.values() for videos in kinds.values()
+                for v in videos for p in v.frames)
+  assert read == on_disk and len(read) == summary['frames']
+  for split, users in summary['splits'].items():
+    found = {u.collector: u for u in dataset.users[split]}
+    assert sorted(found) == sorted(users)
+    for collector, objects in users.items():
+      assert found[collector].object_names == sorted(objects)
+      for name, kinds in objects.items():
+        for kind, videos in kinds.items():
+          got = found[collector].videos(name, kind)
+          assert sorted(v.name for v in got) == sorted(videos)
+          for v in got:  # frames in index order, named by the convention
+            indices = [orbit.parse_frame_name(p)[4] for p in v.frames]
+            assert indices == list(range(len(indices)))
+  assert dataset.skipped == {}
+  assert dataset.summary()['test']['users'] == 2
+
+
+def test_splits_never_mix_users(generated, tmp_path):
+  root, _ = generated
+  splits = {s: {u.collector for u in us} for s, us in orbit.OrbitDataset(root).users.items()}
+  assert not (splits['train'] & splits['validation'] or splits['train'] & splits['test']
+              or splits['validation'] & splits['test'])
+  bad = str(tmp_path / 'mixed')
+  shutil.copytree(root, bad)
+  user = sorted(os.listdir(os.path.join(bad, 'test')))[0]
+  shutil.copytree(os.path.join(bad, 'test', user), os.path.join(bad, 'train', user))
+  with pytest.raises(orbit.OrbitLayoutError, match=f'collectors in more than one split.*{user}'):
+    orbit.OrbitDataset(bad)
+
+
+def test_annotations_hold_boxes_and_quality_flags(generated):
+  root, _ = generated
+  dataset = orbit.OrbitDataset(root)
+  user = dataset.users['train'][0]
+  obj = user.object_names[0]
+  clutter = user.videos(obj, 'clutter')[0]
+  notes = dataset.load_annotations(clutter)
+  assert sorted(notes) == sorted(os.path.basename(p) for p in clutter.frames)
+  absent = [f for f, n in notes.items() if n['object_not_present_issue']]
+  assert absent and all(notes[f]['object_bounding_box'] is None for f in absent)
+  present = [n['object_bounding_box'] for n in notes.values() if not n['object_not_present_issue']]
+  assert all(b['w'] > 0 and b['h'] > 0 and b['x'] + b['w'] <= 48 for b in present)
+  clean = dataset.load_annotations(user.videos(obj, 'clean')[0])
+  assert all(set(orbit.QUALITY_ISSUES) <= set(n) for n in clean.values())
+
+
+def test_frames_decode_resized_as_uint8(generated):
+  root, _ = generated
+  video = orbit.OrbitDataset(root).users['test'][0]
+  video = next(iter(video.objects.values()))['clean'][0]
+  for size in (84, 32):
+    frames = orbit.decode_frames_numpy(video.frames[:3], size)
+    assert frames.shape == (3, size, size, 3) and frames.dtype == np.uint8
+  assert frames.std() > 5  # not blank
+
+
+def _copy(root, tmp_path):
+  bad = str(tmp_path / 'bad')
+  shutil.copytree(root, bad)
+  return bad
+
+
+def _first_video(root):
+  dataset = orbit.OrbitDataset(root)
+  user = dataset.users['train'][0]
+  return dataset, user.videos(user.object_names[0], 'clean')[0]
+
+
+def test_bad_layouts_name_the_path_or_are_counted(generated, tmp_path):
+  root, _ = generated
+  bad = _copy(root, tmp_path)
+  _, video = _first_video(bad)
+  folder = os.path.dirname(video.frames[0])
+  # Non-image files and an empty video folder: skipped, counted, reported.
+  open(os.path.join(folder, '.DS_Store'), 'w').close()
+  open(os.path.join(folder, 'notes.txt'), 'w').close()
+  empty = os.path.join(os.path.dirname(folder), f'{video.collector}--{video.object}--clean--empty')
+  os.makedirs(empty)
+  dataset = orbit.OrbitDataset(bad)
+  assert dataset.summary()['skipped'] == {'non-frame files': 2, 'empty video folders': 1}
+  # A missing annotation file: an error naming it, when annotations are read.
+  os.remove(video.annotation_path(bad))
+  with pytest.raises(orbit.OrbitLayoutError, match='annotation file .* not found'):
+    dataset.load_annotations(video)
+  # A frame named against the convention.
+  os.rename(video.frames[1], os.path.join(folder, 'frame_0002.jpg'))
+  with pytest.raises(orbit.OrbitLayoutError, match=r"frame_0002.jpg: frame name does not follow"):
+    orbit.OrbitDataset(bad)
+
+
+def test_frame_in_the_wrong_folder_is_named(generated, tmp_path):
+  root, _ = generated
+  bad = _copy(root, tmp_path)
+  _, video = _first_video(bad)
+  moved = os.path.basename(video.frames[0]).replace(f'--{video.object}--', '--other--')
+  os.rename(video.frames[0], os.path.join(os.path.dirname(video.frames[0]), moved))
+  with pytest.raises(orbit.OrbitLayoutError, match="object 'other'.*folder of"):
+    orbit.OrbitDataset(bad)
+
+
+def test_generation_is_deterministic(tmp_path):
+  tiny = dict(SMALL, collectors={'train': 1, 'validation': 1, 'test': 1})
+  a = orbit_synthetic.generate(str(tmp_path / 'a'), seed=5, **tiny)
+  b = orbit_synthetic.generate(str(tmp_path / 'b'), seed=5, **tiny)
+  assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+  files = sorted(os.path.relpath(os.path.join(d, f), tmp_path / 'a')
+                 for d, _, fs in os.walk(tmp_path / 'a') for f in fs)
+  for rel in files[::37]:
+    with open(tmp_path / 'a' / rel, 'rb') as fa, open(tmp_path / 'b' / rel, 'rb') as fb:
+      assert fa.read() == fb.read(), rel
