@@ -11,7 +11,7 @@ from lite_tf.data import orbit
 from lite_tf.data import orbit_synthetic
 
 SMALL = dict(collectors={'train': 3, 'validation': 1, 'test': 2}, frame_size=48,
-             frames_per_video=(8, 12), clean_videos=(4, 5), clutter_videos=2, objects=(3, 4))
+             frames_per_video=(8, 12), clutter_frames=(10, 14), clean_videos=(4, 5), clutter_videos=2, objects=(3, 4))
 
 
 @pytest.fixture(scope='module')

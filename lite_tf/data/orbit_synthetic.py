@@ -200,15 +200,19 @@ def frame_name(collector, obj, video_type, video_id, index):
 
 
 def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
-             clean_videos=(5, 7), clutter_videos=2, objects=(3, 6), seed=0):
+             clutter_frames=(40, 80), clean_videos=(5, 7), clutter_videos=2, objects=(3, 6),
+             seed=0):
   """Writes the dataset under `root` (which must not exist) and returns a summary dict.
 
   Args:
     collectors: {split: number of collectors}; default DEFAULT_COLLECTORS. Collector ids are
       ORBIT-style 'P<number>', unique across splits.
     frame_size: side of the square frames (ORBIT's are 1080; readers resize to any S).
-    frames_per_video, clean_videos, objects: inclusive (low, high) ranges drawn per video,
-      object and collector; clutter_videos: per object.
+    frames_per_video, clutter_frames, clean_videos, objects: inclusive (low, high) ranges
+      drawn per clean video, clutter video, object and collector; clutter_videos: per object.
+      Clutter videos lose about a sixth of their frames to the out-of-view stretch, so with
+      the default range some keep fewer than the challenge's 50 valid frames and are dropped
+      by it, as short videos are in ORBIT.
   """
   collectors = dict(DEFAULT_COLLECTORS if collectors is None else collectors)
   rng = np.random.RandomState(seed)
@@ -234,7 +238,8 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
                                     f'{len(users[collector][name][kind])}'.encode()
                                     ).hexdigest()[:10]
             video = f'{collector}--{name}--{kind}--{video_id}'
-            n = rng.randint(frames_per_video[0], frames_per_video[1] + 1)
+            low, high = frames_per_video if kind == 'clean' else clutter_frames
+            n = rng.randint(low, high + 1)
             if kind == 'clean':
               frames, notes = _clean_frames(rng, look, n, frame_size)
             else:

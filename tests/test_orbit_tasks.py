@@ -1,0 +1,197 @@
+"""ORBIT task sampling under the training, original (LITE paper) and challenge protocols."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from lite_tf.data import orbit
+from lite_tf.data import orbit_synthetic
+from lite_tf.data import orbit_tasks
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('orbit_tasks') / 'orbit')
+  orbit_synthetic.generate(root, collectors={'train': 3, 'validation': 1, 'test': 2},
+                           frame_size=32, frames_per_video=(9, 20), clutter_frames=(40, 70),
+                           clean_videos=(4, 7), clutter_videos=2, objects=(3, 5), seed=7)
+  return orbit.OrbitDataset(root)
+
+
+def _parts(path):
+  collector, obj, kind, video_id, index = orbit.parse_frame_name(path)
+  return f'{collector}--{obj}--{kind}--{video_id}', obj, kind, index
+
+
+def _users(dataset, split):
+  return {u.collector: u for u in dataset.users[split]}
+
+
+def _assert_clip(clip, obj, kind, video):
+  """clip_length contiguous frames of one video (the last frame repeated as padding)."""
+  names = {_parts(p)[0] for p in clip}
+  assert names == {video.name}, names
+  assert {_parts(p)[1] for p in clip} == {obj} and {_parts(p)[2] for p in clip} == {kind}
+  indices = [_parts(p)[3] for p in clip]
+  steps = np.diff(indices)
+  assert set(steps) <= {0, 1} and (0 not in steps or indices[-1] == video.num_frames - 1)
+
+
+def test_training_tasks(dataset):
+  config = orbit_tasks.PROTOCOLS['train']
+  sampler = orbit_tasks.TaskSampler(dataset, 'train', config, seed=1)
+  users = _users(dataset, 'train')
+  ways, seen = set(), []
+  for task in sampler.tasks(0, 60):
+    user = users[task.user]
+    seen.append(task.user)
+    assert 2 <= task.way <= min(len(user.objects), 15)
+    ways.add(task.way)
+    assert task.objects == sorted(task.objects) and set(task.objects) <= set(user.objects)
+    videos = {v.name: v for n in task.objects for k in ('clean', 'clutter')
+              for v in user.videos(n, k)}
+    for label, obj in enumerate(task.objects):
+      mine = task.context_labels == label
+      assert mine.any() and (task.target_labels == label).any()
+      context_videos = {task.context_videos[i] for i in np.nonzero(mine)[0]}
+      assert 1 <= len(context_videos) <= 15
+      for clip, video in zip(task.context_clips[mine], np.asarray(task.context_videos)[mine]):
+        assert clip.shape == (8,)
+        _assert_clip(clip, obj, 'clean', videos[video])
+      per_video = {}
+      for clip in task.target_clips[task.target_labels == label]:
+        _assert_clip(clip, obj, 'clutter', videos[_parts(clip[0])[0]])
+        per_video[_parts(clip[0])[0]] = per_video.get(_parts(clip[0])[0], 0) + 1
+      assert all(1 <= n <= 10 for n in per_video.values())
+  assert len(ways) > 1  # the way varies
+  # Every pass holds each user 50 times, in a shuffled order.
+  first_pass = [sampler.task(i).user for i in range(sampler.num_tasks())]
+  assert sorted(set(first_pass)) == sorted(users)
+  assert all(first_pass.count(u) == 50 for u in users)
+  assert first_pass != sorted(first_pass)
+
+
+def test_original_protocol_test_tasks(dataset):
+  sampler = orbit_tasks.TaskSampler(dataset, 'test', orbit_tasks.PROTOCOLS['original'], seed=0)
+  users = _users(dataset, 'test')
+  assert sampler.num_tasks() == 5 * len(users)
+  tasks = list(sampler.tasks(0, sampler.num_tasks()))
+  assert [t.user for t in tasks] == [u for u in sorted(users) for _ in range(5)]
+  for task in tasks:
+    user = users[task.user]
+    assert task.objects == user.object_names  # all of the user's objects
+    for label, obj in enumerate(task.objects):
+      clean = user.videos(obj, 'clean')
+      mine = task.context_labels == label
+      # 8 random clips of 8 frames from every clean video (all its clips if fewer).
+      for video in clean:
+        clips = [c for c, v in zip(task.context_clips[mine], np.asarray(task.context_videos)[mine])
+                 if v == video.name]
+        assert len(clips) == min(8, -(-video.num_frames // 8))
+        for clip in clips:
+          _assert_clip(clip, obj, 'clean', video)
+      targets = [t for t in task.target_videos if t.label == label]
+      assert sorted(t.name for t in targets) == sorted(v.name for v in user.videos(obj, 'clutter'))
+      for target in targets:
+        video = next(v for v in user.videos(obj, 'clutter') if v.name == target.name)
+        assert target.frames == video.frames  # every frame, in order
+        assert target.frame_numbers == list(range(1, video.num_frames + 1))
+        for i, history in enumerate(target.history):  # causal: itself and 7 predecessors
+          assert history[-1] == video.frames[i]
+          assert [_parts(p)[3] for p in history] == [max(0, j) for j in range(i - 7, i + 1)]
+
+
+def _present(dataset, video_name, frames):
+  split_dir = os.path.join(dataset.root, 'annotations', 'test')
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(split_dir, f'{video_name}.json')) as f:
+    notes = json.load(f)
+  return [p for p in frames if not notes[os.path.basename(p)]['object_not_present_issue']]
+
+
+@pytest.mark.parametrize('target_frames', [200, 20])
+def test_challenge_protocol(dataset, target_frames):
+  config = dataclasses.replace(orbit_tasks.PROTOCOLS['challenge'], target_frames=target_frames)
+  sampler = orbit_tasks.TaskSampler(dataset, 'test', config, seed=0)
+  users = _users(dataset, 'test')
+  valid = {}  # the 50-valid-frame rule, from the annotation files
+  for user in users.values():
+    for obj in user.object_names:
+      for video in user.videos(obj, 'clutter'):
+        present = _present(dataset, video.name, video.frames)
+        valid[video.name] = present if len(present) >= 50 else None
+  assert any(v is None for v in valid.values()) and any(valid.values())  # both sides
+  assert sampler.dropped['target videos'] == sum(v is None for v in valid.values())
+  assert sampler.num_tasks() == 50 * len(users)
+  for task in list(sampler.tasks(0, sampler.num_tasks()))[::7]:
+    user = users[task.user]
+    # Every object with a clutter video left (an object without one cannot be a target).
+    assert task.objects == [o for o in user.object_names
+                            if any(valid[v.name] for v in user.videos(o, 'clutter'))]
+    assert task.context_clips.shape[1] == 1  # single frames, every 30th of each clean video
+    for label, obj in enumerate(task.objects):
+      for video in user.videos(obj, 'clean'):
+        frames = [c[0] for c, v in zip(task.context_clips, task.context_videos)
+                  if v == video.name]
+        assert frames == video.frames[::30]
+      targets = {t.name: t for t in task.target_videos if t.label == label}
+      assert sorted(targets) == sorted(v.name for v in user.videos(obj, 'clutter')
+                                       if valid[v.name])
+      for name, target in targets.items():
+        assert set(target.frames) <= set(valid[name])  # only frames showing the object
+        assert len(target.frames) == min(target_frames, len(valid[name]))
+        assert target.frames == sorted(target.frames)
+        assert [h[-1] for h in target.history] == target.frames and target.history.shape[1] == 1
+
+
+def test_clean_target_videos_are_held_out_of_the_context(dataset):
+  config = dataclasses.replace(orbit_tasks.PROTOCOLS['original'], target_video_type='clean')
+  task = orbit_tasks.TaskSampler(dataset, 'test', config).task(0)
+  user = _users(dataset, 'test')[task.user]
+  for label, obj in enumerate(task.objects):
+    clean = sorted(v.name for v in user.videos(obj, 'clean'))
+    split = min(5, len(clean) - 1)
+    assert sorted(set(np.asarray(task.context_videos)[task.context_labels == label])) == \
+        clean[:split]
+    assert sorted(t.name for t in task.target_videos if t.label == label) == clean[split:]
+
+
+def test_object_centric_tasks_mix_users(dataset):
+  config = dataclasses.replace(orbit_tasks.PROTOCOLS['train'], task_type='object_centric')
+  sampler = orbit_tasks.TaskSampler(dataset, 'train', config, seed=3)
+  owners = set()
+  for task in sampler.tasks(0, 20):
+    assert task.objects == sorted(task.objects)
+    owners |= {o.split('/')[0] for o in task.objects}
+    for clip, label in zip(task.context_clips, task.context_labels):
+      collector, obj = task.objects[label].split('/')
+      assert _parts(clip[0])[0].startswith(f'{collector}--{obj}--clean--')
+  assert len(owners) > 1
+
+
+def test_tasks_are_seeded_and_resumable(dataset):
+  config = orbit_tasks.PROTOCOLS['train']
+  a = orbit_tasks.TaskSampler(dataset, 'train', config, seed=5)
+  b = orbit_tasks.TaskSampler(dataset, 'train', config, seed=5)
+  other = orbit_tasks.TaskSampler(dataset, 'train', config, seed=6)
+  whole = list(a.tasks(0, 12))
+  resumed = list(b.tasks(7, 12))
+  for x, y in zip(whole[7:], resumed):
+    assert x.user == y.user and x.objects == y.objects
+    np.testing.assert_array_equal(x.context_clips, y.context_clips)
+    np.testing.assert_array_equal(x.target_clips, y.target_clips)
+  assert any(not np.array_equal(x.context_clips, y.context_clips)
+             for x, y in zip(whole, other.tasks(0, 12)))
+
+
+def test_bad_settings_and_filters_are_named(dataset, tmp_path):
+  with pytest.raises(ValueError, match=r"orbit_tasks.context_clip_method must be one of"):
+    orbit_tasks.TaskConfig(context_clip_method='every')
+  with pytest.raises(ValueError, match=r"unknown criterion 'no_blurr'"):
+    orbit_tasks.TaskConfig(target_filter=('no_blurr',))
+  with pytest.raises(ValueError, match=r"orbit_tasks.protocol must be one of"):
+    orbit_tasks.protocol_config('2019')
+  with pytest.raises(ValueError, match=r"unknown settings \['clip_len'\]"):
+    orbit_tasks.protocol_config('original', clip_len=4)
