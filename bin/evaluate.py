@@ -7,7 +7,9 @@
 By default the run's own operative_config.gin rebuilds the learner and its episode source
 (test split); --gin_config / --gin_bindings add to it, e.g. `run_evaluation.datasets` to
 evaluate on several records datasets. Writes results.json, results.csv and results.md to
---output_dir (default: <train_dir>/eval) and prints the table.
+--output_dir (default: <train_dir>/eval) and prints the table. A run trained on ORBIT
+(`run_training.episode_source = @orbit_episodes`) gets the LITE paper's Table 1 columns
+instead (lite_tf.training.orbit_evaluation; --num_episodes: tasks per mode).
 """
 
 import os
@@ -50,16 +52,31 @@ def main(argv):
     config.parse([operative] + list(FLAGS.gin_config), bindings)
     import gin  # pylint: disable=g-import-not-at-top
     from lite_tf.training import evaluation_report  # pylint: disable=g-import-not-at-top
+    from lite_tf.training import orbit_evaluation  # pylint: disable=g-import-not-at-top
     learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
     weights = evaluation_report.find_weights(FLAGS.train_dir, FLAGS.weights)
-    rows = evaluation_report.run_evaluation(learner, weights)
-    evaluation_report.write_report(rows, output_dir)
+    if orbit_evaluation.is_orbit_run():  # ORBIT: the paper's Table 1 columns
+      if FLAGS.num_episodes is not None:
+        bindings.append(f'run_orbit_evaluation.num_tasks = {FLAGS.num_episodes}')
+        config.parse([operative] + list(FLAGS.gin_config), bindings)
+        learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
+      row, summaries, results = orbit_evaluation.run_orbit_evaluation(
+          learner, weights, model_name=os.path.basename(os.path.normpath(FLAGS.train_dir)))
+      orbit_evaluation.write_report(row, summaries, results, output_dir)
+      table = orbit_evaluation.markdown_table(row)
+      written = ('orbit_results.json, orbit_table.{csv,md,png}, predictions_'
+                 f'{{{",".join(results)}}}.json')
+    else:
+      rows = evaluation_report.run_evaluation(learner, weights)
+      evaluation_report.write_report(rows, output_dir)
+      table = evaluation_report.markdown_table(rows)
+      written = 'results.{json,csv,md}'
   except config.USER_ERRORS as e:
     print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
   print(f'weights: {weights}')
-  print(evaluation_report.markdown_table(rows), end='')
-  print(f'written to {output_dir}/results.{{json,csv,md}}')
+  print(table, end='')
+  print(f'written to {output_dir}/{written}')
 
 
 if __name__ == '__main__':

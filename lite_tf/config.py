@@ -13,6 +13,9 @@ def register_configurables():
   # pylint: disable=g-import-not-at-top,unused-import
   from lite_tf import backbones
   from lite_tf.data import batches
+  from lite_tf.data import orbit_episodes
+  from lite_tf.data import orbit_synthetic
+  from lite_tf.data import orbit_tasks
   from lite_tf.data import reader
   from lite_tf.data import sampling
   from lite_tf.learners import cnaps

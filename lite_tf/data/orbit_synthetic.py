@@ -12,7 +12,8 @@ data's characters) with its own colours; two collectors may both own a "mug", wh
 different for each, as in ORBIT, where objects are personal. Clean videos show the object
 alone on a textured background while the camera pans, zooms, rotates, blurs or changes
 exposure; clutter videos show it among distractor objects on a busier background, its
-bounding box annotated per frame, and with a stretch of frames where it is out of view
+bounding box annotated per frame (the distractors are never the collector's own
+objects), and with a stretch of frames where it is out of view
 (annotated `object_not_present_issue`). Clean frames also get the other quality flags now and
 then (blur for the blurred videos, framing when the object is cut by the border, ...).
 """
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 
+import gin
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
@@ -29,7 +31,7 @@ from PIL import ImageFilter
 from lite_tf import atomic
 from lite_tf.data import glyphs
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 3
 OBJECT_NAMES = ('mug', 'keys', 'phone', 'wallet', 'remote', 'bottle', 'headphones', 'glasses',
                 'bag', 'watch', 'charger', 'book', 'spoon', 'scarf', 'hat', 'torch')
 SHAPES = ('disc', 'square', 'triangle', 'diamond', 'hexagon', 'star')
@@ -165,13 +167,13 @@ def _clutter_frames(rng, appearance, distractors, num_frames, size):
   """Frames and per-frame bounding boxes (None when out of view) of one clutter video."""
   background = _background(rng, size, busy=True)
   patch = appearance.patch()
-  layout = [(d.patch(), rng.uniform(0.1, 0.9, 2) * size, rng.uniform(0.3, 0.55) * size / _PATCH,
+  layout = [(d.patch(), rng.uniform(0.1, 0.9, 2) * size, rng.uniform(0.25, 0.4) * size / _PATCH,
              rng.uniform(0, 360)) for d in distractors]
   home = rng.uniform(0.3, 0.7, 2) * size
   drift = rng.uniform(-0.15, 0.15, 2) * size
   gone = rng.randint(num_frames // 3, num_frames - num_frames // 4)
   gone = range(gone, gone + max(1, num_frames // 6))
-  scale = rng.uniform(0.35, 0.55) * size / _PATCH
+  scale = rng.uniform(0.5, 0.7) * size / _PATCH
   frames, boxes = [], []
   for i in range(num_frames):
     t = i / max(1, num_frames - 1)
@@ -229,7 +231,6 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
         looks = {str(n): _Appearance(rng, bitmaps) for n in names}
         users[collector] = {}
         for name, look in looks.items():
-          others = [l for n, l in looks.items() if n != name]
           users[collector][name] = {'clean': [], 'clutter': []}
           kinds = ([('clean', None)] * rng.randint(clean_videos[0], clean_videos[1] + 1)
                    + [('clutter', None)] * clutter_videos)
@@ -243,7 +244,9 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
             if kind == 'clean':
               frames, notes = _clean_frames(rng, look, n, frame_size)
             else:
-              distractors = others + [_Appearance(rng, bitmaps) for _ in range(3)]
+              # Distractors are things that are not the collector's own objects, so the
+              # object a clutter video is labelled with is the only one of them in view.
+              distractors = [_Appearance(rng, bitmaps) for _ in range(3)]
               frames, boxes = _clutter_frames(rng, look, distractors, n, frame_size)
             folder = os.path.join(tmp, split, collector, name, kind, video)
             os.makedirs(folder)
@@ -271,8 +274,11 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
   return summary
 
 
+@gin.configurable('orbit_demo_root')
 def default_root(cache_dir=None, **kwargs):
-  """The cached dataset's folder for these generate() arguments (generated if missing)."""
+  """The cached dataset's folder for these generate() arguments (generated if missing):
+  `orbit_episodes.root = @orbit_demo_root()` in gin (cache: $LITE_TF_CACHE or
+  ~/.cache/lite_tf, like the glyph demo data)."""
   cache_dir = cache_dir or glyphs.default_cache_dir()
   key = hashlib.sha1(repr((_FORMAT_VERSION, sorted(kwargs.items()))).encode()).hexdigest()
   root = os.path.join(cache_dir, f'orbit_synthetic_{key[:10]}')

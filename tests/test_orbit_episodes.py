@@ -1,0 +1,58 @@
+"""ORBIT tasks as lite_tf episodes (lite_tf.data.orbit_episodes)."""
+
+import gin
+import numpy as np
+import pytest
+
+from lite_tf import episode as episode_lib
+from lite_tf.data import orbit
+from lite_tf.data import orbit_episodes
+from lite_tf.data import orbit_synthetic
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('orbit_episodes') / 'orbit')
+  orbit_synthetic.generate(path, collectors={'train': 2, 'validation': 1, 'test': 1},
+                           frame_size=40, frames_per_video=(9, 12), clutter_frames=(12, 16),
+                           clean_videos=(3, 4), objects=(3, 3), seed=2)
+  return path
+
+
+def test_training_episodes_hold_the_task_frames(root):
+  source = orbit_episodes.orbit_episodes('train', root=root, image_size=32)
+  for index in range(3):
+    task = source.task(index)
+    episode = source.episode(index)
+    episode_lib.validate_episode(episode_lib.Episode.from_dict(episode), image_size=32)
+    assert episode['support_images'].dtype == np.uint8
+    assert len(episode['support_images']) == task.context_clips.size
+    np.testing.assert_array_equal(episode['support_labels'], np.repeat(task.context_labels, 8))
+    assert len(episode['query_images']) == task.target_clips.size
+    # The first support frame is the first frame of the first context clip, decoded.
+    np.testing.assert_array_equal(
+        episode['support_images'][0],
+        orbit.decode_frames_numpy([task.context_clips[0, 0]], 32)[0])
+    assert episode['way'] == task.way == len(set(episode['support_class_ids']))
+
+
+def test_test_episodes_flatten_the_target_videos(root):
+  source = orbit_episodes.orbit_episodes('test', root=root, image_size=24)
+  task, episode = source.task(0), source.episode(0)
+  assert len(episode['query_labels']) == sum(len(v.frames) for v in task.target_videos)
+  assert episode['query_images'].shape[1:] == (24, 24, 3)
+
+
+def test_dataset_resumes_at_an_episode(root):
+  source = orbit_episodes.orbit_episodes('train', root=root, image_size=16)
+  later = next(iter(source.as_dataset(start=4, num_episodes=1)))
+  np.testing.assert_array_equal(later['support_images'].numpy(),
+                                source.episode(4)['support_images'])
+
+
+def test_gin_bindings_and_bad_split(root):
+  gin.bind_parameter('orbit_episodes.overrides', {'clip_length': 4})
+  source = orbit_episodes.orbit_episodes('valid', root=root, image_size=16)
+  assert source.task(0).context_clips.shape[1] == 4
+  with pytest.raises(ValueError, match="unknown ORBIT split 'dev'"):
+    orbit_episodes.orbit_episodes('dev', root=root)
