@@ -25,6 +25,7 @@ def register_configurables():
   from lite_tf.learners import simple_cnaps
   from lite_tf.lite import model
   from lite_tf.training import evaluation_report
+  from lite_tf.training import orbit_evaluation
   from lite_tf.training import pretrain
   from lite_tf.training import train
 

@@ -78,4 +78,4 @@ def test_train_and_evaluate_binaries_beat_chance(tmp_path):
   with open(os.path.join(train_dir, 'eval', 'orbit_results.json')) as f:
     table = json.load(f)['table']
   # Chance: 1/way for held-out users with 3-6 objects (all of them in a test task).
-  assert table['clean_frame_acc'] > 0.45 and table['clutter_frame_acc'] > 0.35, table
+  assert table['clean_frame_acc'] > 0.45 and table['clutter_frame_acc'] > 0.3, table

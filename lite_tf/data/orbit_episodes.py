@@ -114,6 +114,9 @@ def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='trai
     target_video_type: 'clutter' (CLU-VE) or 'clean' (CLE-VE).
     overrides: dict of TaskConfig fields applied to every split's protocol.
   """
+  if root is None:
+    raise ValueError('orbit_episodes.root is not set: bind it (or ORBIT_ROOT in the ORBIT gin '
+                     'files) to the ORBIT folder <root>/{train,validation,test}/...')
   if split not in SPLIT_NAMES:
     raise ValueError(f'unknown ORBIT split {split!r}; expected one of {sorted(SPLIT_NAMES)}')
   orbit_split = SPLIT_NAMES[split]
