@@ -3,7 +3,13 @@
   python bin/personalize.py --train_dir=runs/demo --support_dir=my_objects/ \
       --query=photos/ --export_dir=exported/my_objects
 
---support_dir holds one subfolder of images per class; --query a folder of images to label.
+--support_dir holds one subfolder per class (object) of images, or of the object's videos as
+folders of frames (ORBIT's <object>/clean/<video>/ layout works as is; every --frames_every-th
+frame is used). --query is a folder of images to label; --query_video a video (a folder of
+frames) classified frame by frame, causally, printing the running prediction:
+
+  python bin/personalize.py --train_dir=runs/orbit --support_dir=P177/ \
+      --query_video=P177/keys/clutter/P177--keys--clutter--abc/
 Prints each query's predicted class and probability, writes them as JSON with --output, and
 with --export_dir saves the adapted classifier as a SavedModel that serves images without
 lite_tf installed (see lite_tf/personalize.py).
@@ -26,6 +32,11 @@ flags.DEFINE_enum('weights', 'best', ['best', 'final'], 'Best-validation or fina
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings (repeatable).')
 flags.DEFINE_string('support_dir', None, 'Folder with one subfolder of images per class.')
 flags.DEFINE_string('query', None, 'Folder of images to classify.')
+flags.DEFINE_string('query_video', None, 'A video (folder of frames) to classify frame by '
+                    'frame, causally, with the running video prediction.')
+flags.DEFINE_integer('frames_every', 30, 'Support videos: use every k-th frame.')
+flags.DEFINE_integer('max_frames_per_video', 200, 'Support videos: at most this many frames '
+                     'each.')
 flags.DEFINE_string('export_dir', None, 'Save the adapted classifier here as a SavedModel.')
 flags.DEFINE_string('output', None, 'Write the predictions as JSON here.')
 flags.mark_flags_as_required(['train_dir', 'support_dir'])
@@ -45,7 +56,8 @@ def main(argv):
     from lite_tf.training import evaluation_report  # pylint: disable=g-import-not-at-top
     learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
     size = learner.image_size
-    images, labels, class_names = personalize.read_support_folder(FLAGS.support_dir, size)
+    images, labels, class_names = personalize.read_support_folder(
+        FLAGS.support_dir, size, FLAGS.frames_every, FLAGS.max_frames_per_video)
     personalize.build(learner, images, labels)
     checkpoints.load_learner_weights(
         learner, evaluation_report.find_weights(FLAGS.train_dir, FLAGS.weights))
@@ -60,8 +72,18 @@ def main(argv):
         predictions.append({'file': path, 'class': class_names[index],
                             'probability': float(probs[index]),
                             'probabilities': {c: float(p) for c, p in zip(class_names, probs)}})
+    stream = []
+    if FLAGS.query_video:
+      if not os.path.isdir(FLAGS.query_video):
+        raise FileNotFoundError(f'--query_video={FLAGS.query_video!r} is not a folder of frames')
+      for step in personalize.stream_video(classifier, FLAGS.query_video, class_names):
+        stream.append(step)
+        print(f"frame {step['frame']:5d}: {step['class']} ({100 * step['probability']:.1f}%)"
+              f" | video so far: {step['video_class']} ({step['video_votes']}/{step['frame']})",
+              flush=True)
     if FLAGS.output:
-      atomic.write_json(FLAGS.output, {'classes': class_names, 'predictions': predictions})
+      atomic.write_json(FLAGS.output, {'classes': class_names, 'predictions': predictions,
+                                       'video': stream})
     if FLAGS.export_dir:
       personalize.export(classifier, FLAGS.export_dir)
   except config.USER_ERRORS as e:

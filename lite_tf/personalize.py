@@ -37,20 +37,61 @@ def read_image(path, image_size):
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
 
 
-def read_support_folder(folder, image_size):
-  """folder/<class name>/*.jpg -> (images [n, S, S, 3] uint8, labels [n], class names)."""
+VIDEO_EXTENSIONS = ('.mp4', '.mov', '.avi', '.mkv', '.webm', '.m4v')
+
+
+def _subdirs(folder):
+  return sorted(d for d in os.listdir(folder)
+                if os.path.isdir(os.path.join(folder, d)) and not d.startswith('.'))
+
+
+def frame_paths(video_folder):
+  """A video given as a folder of frames -> its frame files in order (ORBIT's
+  `...-00001.jpg` names and plain numbered names both sort by frame index)."""
+  files = [f for f in os.listdir(video_folder) if _is_image(f)]
+  if not files:
+    raise ValueError(f'{video_folder}: a video folder with no frames ({", ".join(IMAGE_EXTENSIONS)})')
+  return [os.path.join(video_folder, f) for f in sorted(files)]
+
+
+def _class_files(folder, frames_every, max_frames_per_video):
+  """The support files of one class folder: its images, or frames of its videos.
+
+  A class folder holds images, or video folders of frames (directly or, as ORBIT lays them
+  out, under clean/): from each video every `frames_every`-th frame from the first, at most
+  `max_frames_per_video` (ORBIT's 'uniform' context sampling: 30 and 200).
+  """
+  images = sorted(f for f in os.listdir(folder) if _is_image(f))
+  videos = [f for f in os.listdir(folder) if f.lower().endswith(VIDEO_EXTENSIONS)]
+  if videos:
+    raise ValueError(f'{os.path.join(folder, sorted(videos)[0])}: video files need a decoder, '
+                     'which lite_tf does not bundle; extract the frames into a folder per '
+                     'video first (e.g. ffmpeg -i video.mp4 video/%05d.jpg)')
+  if images:
+    return [os.path.join(folder, f) for f in images]
+  root = os.path.join(folder, 'clean') if os.path.isdir(os.path.join(folder, 'clean')) else folder
+  files = []
+  for video in _subdirs(root):
+    files += frame_paths(os.path.join(root, video))[::frames_every][:max_frames_per_video]
+  if not files:
+    raise ValueError(f'--support_dir: class folder {folder!r} has no images '
+                     f'({", ".join(IMAGE_EXTENSIONS)}) and no video folders of frames')
+  return files
+
+
+def read_support_folder(folder, image_size, frames_every=30, max_frames_per_video=200):
+  """folder/<class name>/ of images, or of video folders of frames (a user's object videos)
+  -> (images [n, S, S, 3] uint8, labels [n], class names)."""
   if not os.path.isdir(folder):
     raise FileNotFoundError(f'--support_dir={folder!r} is not a directory')
-  class_names = sorted(d for d in os.listdir(folder)
-                       if os.path.isdir(os.path.join(folder, d)) and not d.startswith('.'))
+  if frames_every < 1 or max_frames_per_video < 1:
+    raise ValueError(f'--frames_every={frames_every} and --max_frames_per_video='
+                     f'{max_frames_per_video} must be at least 1')
+  class_names = _subdirs(folder)
   images, labels = [], []
   for label, name in enumerate(class_names):
-    files = sorted(f for f in os.listdir(os.path.join(folder, name)) if _is_image(f))
-    if not files:
-      raise ValueError(f'--support_dir: class folder {os.path.join(folder, name)!r} has no '
-                       f'images ({", ".join(IMAGE_EXTENSIONS)})')
-    for f in files:
-      images.append(read_image(os.path.join(folder, name, f), image_size))
+    for path in _class_files(os.path.join(folder, name), frames_every, max_frames_per_video):
+      images.append(read_image(path, image_size))
       labels.append(label)
   if len(class_names) < 2:
     raise ValueError(f'--support_dir={folder!r}: expected at least two class subfolders of '
@@ -70,6 +111,27 @@ def read_query_files(paths_or_folder, image_size):
   if not paths:
     raise ValueError(f'--query={paths_or_folder!r}: no images found')
   return np.stack([read_image(p, image_size) for p in paths]), paths
+
+
+def stream_video(classifier, video_folder, class_names, batch_size=16):
+  """Classifies a query video frame by frame, causally: yields, per frame in order, a dict
+  with the frame's prediction (from that frame alone) and the running video prediction (the
+  majority vote over the frames so far; ties go to the lowest class index, as ORBIT's video
+  accuracy). Frames are read and served `batch_size` at a time; no frame's result depends on
+  a later frame."""
+  paths = frame_paths(video_folder)
+  votes = np.zeros(len(class_names), np.int64)
+  for start in range(0, len(paths), batch_size):
+    batch = paths[start:start + batch_size]
+    images = np.stack([read_image(p, classifier.image_size) for p in batch])
+    out = classifier.serve(images)
+    for offset, (path, probs, index) in enumerate(zip(batch, out['probabilities'].numpy(),
+                                                      out['class_index'].numpy())):
+      votes[index] += 1
+      running = int(np.argmax(votes))
+      yield {'frame': start + offset + 1, 'file': path, 'class': class_names[index],
+             'probability': float(probs[index]), 'video_class': class_names[running],
+             'video_votes': int(votes[running])}
 
 
 class AdaptedClassifier(tf.Module):

@@ -195,3 +195,26 @@ def test_bad_settings_and_filters_are_named(dataset, tmp_path):
     orbit_tasks.protocol_config('2019')
   with pytest.raises(ValueError, match=r"unknown settings \['clip_len'\]"):
     orbit_tasks.protocol_config('original', clip_len=4)
+
+
+def test_a_user_without_clutter_videos_is_skipped_and_counted(dataset, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / 'orbit')
+  shutil.copytree(dataset.root, root)
+  user = sorted(os.listdir(os.path.join(root, 'test')))[0]
+  for obj in os.listdir(os.path.join(root, 'test', user)):
+    shutil.rmtree(os.path.join(root, 'test', user, obj, 'clutter'))
+  scanned = orbit.OrbitDataset(root)
+  clutter = orbit_tasks.TaskSampler(scanned, 'test', orbit_tasks.PROTOCOLS['original'])
+  assert user not in [u for u, _ in clutter.users] and clutter.dropped['users'] == 1
+  assert clutter.dropped['objects'] == len(os.listdir(os.path.join(root, 'test', user)))
+  # Clean target videos (CLE-VE) need no clutter: the user stays.
+  clean = orbit_tasks.TaskSampler(scanned, 'test', dataclasses.replace(
+      orbit_tasks.PROTOCOLS['original'], target_video_type='clean'))
+  assert user in [u for u, _ in clean.users] and clean.dropped['users'] == 0
+  # With no user left, the error says why.
+  for other in os.listdir(os.path.join(root, 'test')):
+    for obj in os.listdir(os.path.join(root, 'test', other)):
+      shutil.rmtree(os.path.join(root, 'test', other, obj, 'clutter'), ignore_errors=True)
+  with pytest.raises(ValueError, match=r'no test user has an object with both context'):
+    orbit_tasks.TaskSampler(orbit.OrbitDataset(root), 'test', orbit_tasks.PROTOCOLS['original'])

@@ -11,6 +11,7 @@ and stay uint8 (the networks see [-1, 1]).
 
 import functools
 
+from absl import logging
 import gin
 import numpy as np
 import tensorflow as tf
@@ -125,5 +126,13 @@ def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='trai
   config = orbit_tasks.protocol_config(protocol, target_video_type=target_video_type,
                                        **dict(overrides or {}))
   split_seed = {'train': seed, 'validation': seed + 1, 'test': seed + 2}[orbit_split]
-  return OrbitEpisodes(orbit_tasks.TaskSampler(dataset, orbit_split, config, seed=split_seed),
-                       image_size)
+  sampler = orbit_tasks.TaskSampler(dataset, orbit_split, config, seed=split_seed)
+  logging.info('ORBIT %s (%s protocol, %s targets): %s', orbit_split, protocol,
+               target_video_type, dataset.summary()[orbit_split])
+  skipped = {k: v for k, v in dataset.summary()['skipped'].items() if v}
+  dropped = {k: v for k, v in sampler.dropped.items() if v}
+  if skipped or dropped:
+    logging.warning('ORBIT %s: skipped %s while reading (first: %s); left out of tasks %s',
+                    orbit_split, skipped or 'nothing',
+                    {k: v[:3] for k, v in dataset.skipped_paths.items()}, dropped or 'nothing')
+  return OrbitEpisodes(sampler, image_size)
