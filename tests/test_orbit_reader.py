@@ -139,3 +139,25 @@ def test_generation_is_deterministic(tmp_path):
   for rel in files[::37]:
     with open(tmp_path / 'a' / rel, 'rb') as fa, open(tmp_path / 'b' / rel, 'rb') as fb:
       assert fa.read() == fb.read(), rel
+
+
+def test_unfiltered_layout_with_clutter_pan_videos(tmp_path):
+  tiny = dict(SMALL, collectors={'train': 2, 'validation': 1, 'test': 1})
+  root = str(tmp_path / 'unfiltered')
+  summary = orbit_synthetic.generate(root, seed=9, layout='unfiltered', clutter_pan_videos=1,
+                                     **tiny)
+  assert not os.path.exists(os.path.join(root, 'train'))  # no split level
+  split_users = {s: sorted(summary['splits'][s]) for s in ('validation', 'test')}
+  path = str(tmp_path / 'splits.json')
+  with open(path, 'w') as f:
+    json.dump(split_users, f)
+  for users in (split_users, path):
+    dataset = orbit.OrbitDataset(root, layout='unfiltered', split_users=users,
+                                 video_types=('clean', 'clutter', 'clutter-pan'))
+    for split in orbit.SPLITS:
+      assert [u.collector for u in dataset.users[split]] == sorted(summary['splits'][split])
+    user = dataset.users['test'][0]
+    assert all(len(user.videos(o, 'clutter-pan')) == 1 for o in user.object_names)
+  with pytest.raises(orbit.OrbitLayoutError, match='in both validation and test'):
+    orbit.OrbitDataset(root, layout='unfiltered',
+                       split_users={'validation': split_users['test'], 'test': split_users['test']})

@@ -5,7 +5,8 @@
 
 Videos are folders of frames named `<collector>--<object>--<type>--<video id>-<index>.jpg`
 (index from 00001), e.g. `P177--bag--clutter--<id>-00001.jpg`; `<type>` is `clean`,
-`clutter`, or `clutter-pan` in the unfiltered release. An annotation file maps each frame's
+`clutter`, or `clutter-pan` in the unfiltered release, whose folders have no split level
+(<root>/<collector>/...; `layout='unfiltered'` assigns collectors to splits). An annotation file maps each frame's
 file name to its labels: `object_bounding_box` (clutter frames; {x, y, w, h} in frame pixels,
 null when the object is out of view) and the seven quality flags of clean frames
 (QUALITY_ISSUES, e.g. `object_not_present_issue`).
@@ -35,8 +36,15 @@ SPLITS = ('train', 'validation', 'test')
 VIDEO_TYPES = ('clean', 'clutter', 'clutter-pan')
 QUALITY_ISSUES = ('object_not_present_issue', 'framing_issue', 'viewpoint_issue',
                   'blur_issue', 'occlusion_issue', 'overexposed_issue', 'underexposed_issue')
-# The benchmark's user split (ORBIT's released dataset): collectors per split.
+# The benchmark's user split (ORBIT's released dataset): collectors per split, and the
+# validation and test collectors (microsoft/ORBIT-Dataset data/orbit_benchmark_mode_splits.json).
 BENCHMARK_COLLECTORS = {'train': 44, 'validation': 6, 'test': 17}
+BENCHMARK_SPLIT_USERS = {
+    'validation': ('P867', 'P579', 'P235', 'P778', 'P189', 'P194'),
+    'test': ('P198', 'P953', 'P233', 'P204', 'P999', 'P452', 'P900', 'P753', 'P271', 'P554',
+             'P642', 'P485', 'P421', 'P609', 'P901', 'P177', 'P455'),
+}
+LAYOUTS = ('benchmark', 'unfiltered')
 FRAME_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 _FRAME_NAME = re.compile(r'^(?P<collector>P\d+)--(?P<object>.+?)--(?P<type>clean|clutter-pan|'
                          r'clutter)--(?P<video_id>[^-]+(?:-[^-]+)*?)-(?P<index>\d{5})'
@@ -96,21 +104,41 @@ def parse_frame_name(path):
 class OrbitDataset:
   """The scanned dataset: `users[split]` lists User records, collectors in sorted order."""
 
-  def __init__(self, root, splits=SPLITS, video_types=('clean', 'clutter')):
+  def __init__(self, root, splits=SPLITS, video_types=('clean', 'clutter'), layout='benchmark',
+               split_users=None):
+    """Args:
+      root: the dataset folder.
+      splits: which splits to scan.
+      video_types: which video folders to read ('clutter-pan': the unfiltered release's).
+      layout: 'benchmark' (<root>/<split>/<collector>/...) or 'unfiltered' (the unfiltered
+        release: <root>/<collector>/..., no split level; collectors are assigned to splits by
+        split_users).
+      split_users: unfiltered layout: {split: [collector ids]}, or the path of a JSON file
+        holding it (as ORBIT's data/orbit_benchmark_mode_splits.json); default: the
+        benchmark's validation and test collectors (BENCHMARK_SPLIT_USERS), every other
+        collector in train.
+    """
     if not os.path.isdir(root):
       raise OrbitLayoutError(f'ORBIT root {root!r} is not a directory')
+    if layout not in LAYOUTS:
+      raise ValueError(f'ORBIT layout must be one of {list(LAYOUTS)}; got {layout!r}')
     self.root = root
+    self.layout = layout
     self.users = {}
     self.skipped = collections.Counter()
     self.skipped_paths = collections.defaultdict(list)
+    assignment = _split_assignment(root, split_users) if layout == 'unfiltered' else None
     for split in splits:
-      folder = os.path.join(root, split)
+      folder = root if layout == 'unfiltered' else os.path.join(root, split)
       if not os.path.isdir(folder):
         raise OrbitLayoutError(f'{folder}: missing split folder (expected {root}/'
                                f'{{{",".join(SPLITS)}}}/<collector>/<object>/'
                                '{clean,clutter}/<video>/<frame>.jpg)')
-      self.users[split] = [self._scan_user(split, c, video_types)
-                           for c in sorted(_subfolders(folder, self))]
+      collectors = sorted(c for c in _subfolders(folder, self) if c != 'annotations')
+      if assignment is not None:
+        collectors = [c for c in collectors if assignment.get(c, 'train') == split]
+      self.users[split] = [self._scan_user(split, os.path.join(folder, c), c, video_types)
+                           for c in collectors]
     collectors = collections.defaultdict(list)
     for split, users in self.users.items():
       for user in users:
@@ -123,8 +151,7 @@ class OrbitDataset:
     self.skipped[kind] += 1
     self.skipped_paths[kind].append(path)
 
-  def _scan_user(self, split, collector, video_types):
-    user_dir = os.path.join(self.root, split, collector)
+  def _scan_user(self, split, user_dir, collector, video_types):
     objects = {}
     for obj in sorted(_subfolders(user_dir, self)):
       objects[obj] = {}
@@ -137,14 +164,14 @@ class OrbitDataset:
           continue
         videos = []
         for name in sorted(_subfolders(type_dir, self)):
-          video = self._scan_video(split, collector, obj, video_type, name)
+          video = self._scan_video(split, os.path.join(type_dir, name), collector, obj,
+                                   video_type, name)
           if video is not None:
             videos.append(video)
         objects[obj][video_type] = videos
     return User(collector, split, objects)
 
-  def _scan_video(self, split, collector, obj, video_type, name):
-    folder = os.path.join(self.root, split, collector, obj, video_type, name)
+  def _scan_video(self, split, folder, collector, obj, video_type, name):
     frames = {}
     for file in os.listdir(folder):
       path = os.path.join(folder, file)
@@ -195,6 +222,28 @@ class OrbitDataset:
     if not isinstance(notes, dict):
       raise OrbitLayoutError(f'{path}: expected a JSON object keyed by frame file name')
     return notes
+
+
+def _split_assignment(root, split_users):
+  """{collector: split} for the unfiltered layout (see OrbitDataset)."""
+  if split_users is None:
+    split_users = BENCHMARK_SPLIT_USERS
+  elif isinstance(split_users, str):
+    try:
+      with open(split_users) as f:
+        split_users = json.load(f)
+    except (OSError, ValueError) as e:
+      raise OrbitLayoutError(f'{split_users}: unreadable split file ({e})') from None
+  if not isinstance(split_users, dict) or set(split_users) - set(SPLITS):
+    raise OrbitLayoutError(f'{root}: split_users must map splits {list(SPLITS)} to lists of '
+                           f'collector ids; got {split_users!r:.200}')
+  assignment = {}
+  for split, collectors in split_users.items():
+    for collector in collectors:
+      if assignment.setdefault(collector, split) != split:
+        raise OrbitLayoutError(f'split_users puts collector {collector} in both '
+                               f'{assignment[collector]} and {split}')
+  return assignment
 
 
 def _subfolders(path, dataset):

@@ -106,7 +106,8 @@ class OrbitEpisodes:
 @gin.configurable
 def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='train',
                    test_protocol='original', target_video_type='clutter', seed=0,
-                   overrides=None, video_types=('clean', 'clutter')):
+                   overrides=None, video_types=('clean', 'clutter'), layout='benchmark',
+                   split_users=None):
   """The ORBIT episode source of a split ('train', 'valid'/'validation', 'test').
 
   Args:
@@ -114,6 +115,8 @@ def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='trai
     train_protocol / test_protocol: orbit_tasks protocols for the train split / the others.
     target_video_type: 'clutter' (CLU-VE) or 'clean' (CLE-VE).
     overrides: dict of TaskConfig fields applied to every split's protocol.
+    video_types, layout, split_users: as lite_tf.data.orbit.OrbitDataset (the unfiltered
+      release: layout='unfiltered', and 'clutter-pan' in video_types to read those videos).
   """
   if root is None:
     raise ValueError('orbit_episodes.root is not set: bind it (or ORBIT_ROOT in the ORBIT gin '
@@ -121,7 +124,8 @@ def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='trai
   if split not in SPLIT_NAMES:
     raise ValueError(f'unknown ORBIT split {split!r}; expected one of {sorted(SPLIT_NAMES)}')
   orbit_split = SPLIT_NAMES[split]
-  dataset = orbit.OrbitDataset(root, splits=(orbit_split,), video_types=video_types)
+  dataset = orbit.OrbitDataset(root, splits=(orbit_split,), video_types=video_types,
+                               layout=layout, split_users=split_users)
   protocol = train_protocol if orbit_split == 'train' else test_protocol
   config = orbit_tasks.protocol_config(protocol, target_video_type=target_video_type,
                                        **dict(overrides or {}))

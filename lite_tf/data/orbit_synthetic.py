@@ -203,7 +203,7 @@ def frame_name(collector, obj, video_type, video_id, index):
 
 def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
              clutter_frames=(40, 80), clean_videos=(5, 7), clutter_videos=2, objects=(3, 6),
-             seed=0):
+             seed=0, layout='benchmark', clutter_pan_videos=0):
   """Writes the dataset under `root` (which must not exist) and returns a summary dict.
 
   Args:
@@ -215,8 +215,14 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
       Clutter videos lose about a sixth of their frames to the out-of-view stretch, so with
       the default range some keep fewer than the challenge's 50 valid frames and are dropped
       by it, as short videos are in ORBIT.
+    layout: 'benchmark' (<root>/<split>/<collector>/...) or 'unfiltered' (the unfiltered
+      release: <root>/<collector>/..., no split level; the summary says which collector was
+      generated for which split).
+    clutter_pan_videos: 'clutter-pan' videos per object (the unfiltered release has them).
   """
   collectors = dict(DEFAULT_COLLECTORS if collectors is None else collectors)
+  if layout not in ('benchmark', 'unfiltered'):
+    raise ValueError(f"layout must be 'benchmark' or 'unfiltered'; got {layout!r}")
   rng = np.random.RandomState(seed)
   bitmaps = _glyph_bitmaps()
   summary = {'splits': {}, 'frames': 0, 'videos': 0}
@@ -231,9 +237,10 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
         looks = {str(n): _Appearance(rng, bitmaps) for n in names}
         users[collector] = {}
         for name, look in looks.items():
-          users[collector][name] = {'clean': [], 'clutter': []}
+          users[collector][name] = {'clean': [], 'clutter': [], 'clutter-pan': []}
           kinds = ([('clean', None)] * rng.randint(clean_videos[0], clean_videos[1] + 1)
-                   + [('clutter', None)] * clutter_videos)
+                   + [('clutter', None)] * clutter_videos
+                   + [('clutter-pan', None)] * clutter_pan_videos)
           for kind, _ in kinds:
             video_id = hashlib.sha1(f'{seed}/{collector}/{name}/{kind}/'
                                     f'{len(users[collector][name][kind])}'.encode()
@@ -248,7 +255,8 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
               # object a clutter video is labelled with is the only one of them in view.
               distractors = [_Appearance(rng, bitmaps) for _ in range(3)]
               frames, boxes = _clutter_frames(rng, look, distractors, n, frame_size)
-            folder = os.path.join(tmp, split, collector, name, kind, video)
+            top = tmp if layout == 'unfiltered' else os.path.join(tmp, split)
+            folder = os.path.join(top, collector, name, kind, video)
             os.makedirs(folder)
             annotation = {}
             for i, frame in enumerate(frames):
