@@ -136,3 +136,36 @@ def test_adapt_and_predict_matches_one_forward_pass(learner):
   direct = learner(episode.to_dict())
   chunked = estimator.adapt_and_predict(learner, episode, chunk_size=4, query_batch_size=2)
   np.testing.assert_allclose(chunked.numpy(), direct.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_clip_subsets_are_whole_clips_and_unbiased(learner):
+  """backprop_clip_length=2: the 6 support images are 3 clips of 2 contiguous images and H is
+  whole clips. Every draw is a union of clips, a draw's gradient is the subset gradient of its
+  rows, and the average over the 3 one-clip subsets is the full gradient."""
+  episode = small_episode(num_support=6)
+  variables = learner.trainable_variables
+  _, full, _ = estimator.full_task_gradients(learner, episode, variables)
+  for s in range(6):
+    chosen, rest = estimator.sample_backprop_clips(tf.constant([s, 1]), 6, 1, 2)
+    chosen = sorted(chosen.numpy().tolist())
+    assert len(chosen) == 2 and chosen[0] % 2 == 0 and chosen[1] == chosen[0] + 1
+    assert sorted(chosen + rest.numpy().tolist()) == list(range(6))
+  _, drawn, _ = estimator.lite_task_gradients(learner, episode, variables, 1, chunk_size=3,
+                                              query_batch_size=7, seed=(4, 0),
+                                              backprop_clip_length=2)
+  rows, _ = estimator.sample_backprop_clips(
+      tf.random.experimental.stateless_fold_in(tf.constant([4, 0], tf.int64),
+                                               tf.constant(0, tf.int64)), 6, 1, 2)
+  _, same, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 3, 7,
+                                             backprop_indices=rows[None])
+  assert relative_error(drawn, same) < 1e-6
+  total = [tf.zeros_like(v) for v in variables]
+  for clip in range(3):
+    _, grads, _ = estimator.lite_task_gradients(
+        learner, episode, variables, 2, 3, 7, backprop_indices=tf.constant([[2 * clip,
+                                                                             2 * clip + 1]]))
+    total = [t + g for t, g in zip(total, grads)]
+  assert relative_error([t / 3 for t in total], full) < 1e-5
+  with pytest.raises(tf.errors.InvalidArgumentError, match='not whole clips'):
+    estimator.lite_task_gradients(learner, small_episode(num_support=5), variables, 1, 3, 7,
+                                  backprop_clip_length=2)

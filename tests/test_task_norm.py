@@ -14,6 +14,7 @@ from lite_tf import backbones
 from lite_tf.backbones import task_norm
 from lite_tf.learners import simple_cnaps
 from lite_tf.learners.protonets import ProtoNets
+from lite_tf.lite import chunking
 from lite_tf.lite import estimator
 
 
@@ -42,7 +43,8 @@ def test_chunked_task_statistics_normalise_like_training_mode_batch_norm(name, s
   _randomize_batch_norm(backbone, 1)
   images = tf.random.stateless_uniform([7, size, size, 3], seed=[3, 4], minval=-1, maxval=1)
   state = backbone.task_norm
-  chunked = task_norm.task_statistics(state, backbone, images, chunk_size=3)
+  chunked = task_norm.task_statistics(state, backbone, images, chunk_size=3,
+                                      chunked_apply=chunking.chunked_apply)
   assert len(chunked) == state.num_layers
   one_pass = task_norm.task_statistics(state, backbone, images)
   for (m, v), (m1, v1) in zip(chunked, one_pass):

@@ -137,7 +137,7 @@ def combine_moments(mean, m2, count):
   return tf.stop_gradient(pooled), tf.stop_gradient(spread / total)
 
 
-def task_statistics(state, fn, images, chunk_size=None):
+def task_statistics(state, fn, images, chunk_size=None, chunked_apply=None):
   """Per-layer (mean, variance) of the task, without gradient.
 
   Args:
@@ -146,13 +146,16 @@ def task_statistics(state, fn, images, chunk_size=None):
       parameters, if any), so its BatchNorm layers see the task's images.
     images: the whole support set [n, ...].
     chunk_size: rows per chunk; None, or not less than a static n: one forward pass.
+    chunked_apply: (fn, images, chunk_size) -> fn's per-image rows over all images, chunk by
+      chunk without gradient (lite_tf.lite.chunking.chunked_apply); needed with chunks.
   """
-  from lite_tf.lite import chunking  # pylint: disable=g-import-not-at-top (lite imports backbones)
   static_n = images.shape[0]
   if chunk_size is None or (static_n is not None and static_n <= chunk_size):
     with state._entered('progressive'):  # pylint: disable=protected-access
       fn(images)
       return list(state._recorded)  # pylint: disable=protected-access
+  if chunked_apply is None:
+    raise ValueError('per-task BatchNorm statistics in chunks need a chunked_apply')
   statistics = []
   for layer in range(state.num_layers):
 
@@ -164,7 +167,7 @@ def task_statistics(state, fn, images, chunk_size=None):
           return state._recorded  # pylint: disable=protected-access
       raise RuntimeError(f'BatchNorm layer {layer} of {state.num_layers} was never reached')
 
-    statistics.append(combine_moments(*chunking.chunked_apply(rows, images, chunk_size)))
+    statistics.append(combine_moments(*chunked_apply(rows, images, chunk_size)))
   return statistics
 
 

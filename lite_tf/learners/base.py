@@ -95,18 +95,20 @@ class Learner(keras.Model):
     """Whether the backbone normalises with per-task statistics (batch_norm.statistics)."""
     return self._task_norm_state() is not None
 
-  def norm_statistics(self, contributions_fn, images, chunk_size=None):
+  def norm_statistics(self, contributions_fn, images, chunk_size=None, chunked_apply=None):
     """Per-task BatchNorm statistics (None unless `batch_norm.statistics = 'task'`).
 
     Args:
       contributions_fn: images [m, ...] -> support contributions, with the task's context.
       images: the whole support set.
       chunk_size: rows per gradient-free chunk; None: one pass over all images.
+      chunked_apply: lite_tf.lite.chunking.chunked_apply (LITE passes it), for chunks.
     """
     state = self._task_norm_state()
     if state is None:
       return None
-    return task_norm.task_statistics(state, contributions_fn, images, chunk_size)
+    return task_norm.task_statistics(state, contributions_fn, images, chunk_size,
+                                     chunked_apply)
 
   def fixed_norm_statistics(self, statistics):
     """Context in which the backbone normalises with `statistics` (a no-op for None)."""

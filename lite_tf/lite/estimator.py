@@ -67,6 +67,24 @@ def sample_backprop_indices(seed, num_support, num_backprop):
   return permutation[:h], permutation[h:]
 
 
+def sample_backprop_clips(seed, num_support, num_backprop, clip_length):
+  """sample_backprop_indices over whole clips: the support rows are clips of `clip_length`
+  contiguous rows (ORBIT episodes: clip after clip); min(num_backprop, clips) clips are drawn
+  uniformly. Every row is still chosen with probability |H| / N, so LITE stays unbiased.
+
+  Returns:
+    (rows of the chosen clips [h * clip_length] int32, the other rows) int32.
+  """
+  check = tf.debugging.assert_equal(
+      num_support % clip_length, 0,
+      message=f'lite.backprop_clip_length={clip_length}: the support set is not whole clips')
+  with tf.control_dependencies([check]):
+    clips, rest = sample_backprop_indices(seed, num_support // clip_length, num_backprop)
+  offsets = tf.range(clip_length)[None, :]
+  return (tf.reshape(clips[:, None] * clip_length + offsets, [-1]),
+          tf.reshape(rest[:, None] * clip_length + offsets, [-1]))
+
+
 def _complement(indices, n):
   mask = tf.scatter_nd(indices[:, None], tf.ones_like(indices, tf.bool), [n])
   return tf.boolean_mask(tf.range(n), tf.logical_not(mask))
@@ -118,7 +136,8 @@ CONTEXT_SUBSETS = ('independent', 'shared')
 def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, query_batch_size,
                         seed=(0, 0), backprop_indices=None, recompute_batch=None,
                         context_subset='independent', context_indices=None,
-                        regularizer_scale=1.0, regularizer_every_batch=False):
+                        regularizer_scale=1.0, regularizer_every_batch=False,
+                        backprop_clip_length=None):
   """LITE gradient of the mean query cross-entropy of one task.
 
   Args:
@@ -147,6 +166,9 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       FiLM penalty) enters the task loss times regularizer_scale, once per task or, with
       regularizer_every_batch, once per query batch (LiteModel's regularizer_accounting).
       The returned loss holds it once, unscaled, so it compares across settings.
+    backprop_clip_length: None: H is |H| images; L: the support rows are clips of L
+      contiguous images (ORBIT episodes) and H is |H| whole clips (|H| * L images), for the
+      contribution subset and the independent context subset alike.
   Returns:
     loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one)
       plus the regularization loss.
@@ -169,12 +191,22 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
   num_batches = (num_query + query_batch_size - 1) // query_batch_size
   seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
 
+  if backprop_clip_length is not None and (isinstance(backprop_clip_length, bool) or
+                                           not isinstance(backprop_clip_length, int) or
+                                           backprop_clip_length < 1):
+    raise ValueError(f'lite.backprop_clip_length must be None or an integer >= 1; got '
+                     f'{backprop_clip_length!r}')
+
+  def draw(draw_seed):
+    if backprop_clip_length:
+      return sample_backprop_clips(draw_seed, n, num_backprop, backprop_clip_length)
+    return sample_backprop_indices(draw_seed, n, num_backprop)
+
   def subset(b):
     if backprop_indices is not None:
       chosen = tf.cast(backprop_indices[b], tf.int32)
       return chosen, _complement(chosen, n)
-    return sample_backprop_indices(
-        tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64)), n, num_backprop)
+    return draw(tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64)))
 
   has_context = learner.has_context
 
@@ -188,9 +220,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       raise ValueError("context_subset='independent' with backprop_indices needs "
                        'context_indices too')
     batch_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64))
-    return sample_backprop_indices(
-        tf.random.experimental.stateless_fold_in(batch_seed, tf.constant(1, tf.int64)), n,
-        num_backprop)[0]
+    return draw(tf.random.experimental.stateless_fold_in(batch_seed,
+                                                         tf.constant(1, tf.int64)))[0]
 
   def context_fn(x):
     return learner.context_contributions(to_model_input(x))
@@ -230,7 +261,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       # Per-task BatchNorm statistics (batch_norm.statistics='task'): gradient-free, from all
       # N images, then fixed for every forward pass of the task.
       statistics = learner.norm_statistics(lambda x: contributions_fn(x, context_value),
-                                           images, chunk_size)
+                                           images, chunk_size, chunking.chunked_apply)
       if statistics is not None:
         cache['norm'] = statistics
     norm_scope.enter_context(learner.fixed_norm_statistics(cache.get('norm')))
@@ -264,7 +295,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         context = learner.task_context(context_rows)
       if recompute_batch:
         max_rows = (int(backprop_indices.shape[1]) if backprop_indices is not None
-                    else num_backprop)
+                    else num_backprop * (backprop_clip_length or 1))
         chosen_contributions = recomputed_rows(contributions_fn, chosen_images, context,
                                                recompute_batch, max_rows)
       else:
@@ -348,7 +379,8 @@ def adapt_task(learner, episode, chunk_size=64):
   def contributions_fn(x):
     return learner.support_contributions(to_model_input(x), context, training=False)
 
-  statistics = learner.norm_statistics(contributions_fn, episode.support_images, chunk_size)
+  statistics = learner.norm_statistics(contributions_fn, episode.support_images, chunk_size,
+                                       chunking.chunked_apply)
   with learner.fixed_norm_statistics(statistics):
     contributions = chunking.chunked_apply(contributions_fn, episode.support_images, chunk_size)
   task = learner.adapt(contributions, episode.support_labels, tf.cast(episode.way, tf.int32),

@@ -128,11 +128,13 @@ class LiteModel(EpisodicModel):
     regularizer_accounting: 'reference' (the FiLM penalty in every query batch's loss, not
       divided by the tasks per step, as the reference codes) or 'per_task' (once per task,
       averaged over tasks like the query loss).
+    backprop_clip_length: None (H is num_backprop images) or L: the support set is clips of L
+      contiguous images (ORBIT episodes) and H is num_backprop whole clips.
   """
 
   def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
                recompute_batch=None, context_subset='independent',
-               regularizer_accounting='reference', **kwargs):
+               regularizer_accounting='reference', backprop_clip_length=None, **kwargs):
     for name, value in (('num_backprop', num_backprop), ('chunk_size', chunk_size),
                         ('query_batch_size', query_batch_size)):
       if not isinstance(value, int) or value <= 0:
@@ -154,6 +156,12 @@ class LiteModel(EpisodicModel):
       raise ValueError(f'lite.regularizer_accounting must be one of '
                        f'{list(REGULARIZER_ACCOUNTING)}; got {regularizer_accounting!r}')
     self.regularizer_accounting = regularizer_accounting
+    if backprop_clip_length is not None and (isinstance(backprop_clip_length, bool) or
+                                             not isinstance(backprop_clip_length, int) or
+                                             backprop_clip_length < 1):
+      raise ValueError(f'lite.backprop_clip_length must be None or an integer >= 1; got '
+                       f'{backprop_clip_length!r}')
+    self.backprop_clip_length = backprop_clip_length
 
   def _regularizer_scale(self):
     """'reference': the reference codes add the penalty to every query batch's loss and do
@@ -171,7 +179,8 @@ class LiteModel(EpisodicModel):
         self.learner, episode, variables, self.num_backprop, self.chunk_size,
         self.query_batch_size, seed=seed, recompute_batch=self.recompute_batch,
         context_subset=self.context_subset, regularizer_scale=self._regularizer_scale(),
-        regularizer_every_batch=self.regularizer_accounting == 'reference')
+        regularizer_every_batch=self.regularizer_accounting == 'reference',
+        backprop_clip_length=self.backprop_clip_length)
 
   def predict_episode(self, episode):
     return estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
@@ -193,12 +202,13 @@ class SelfAdaptingModel(EpisodicModel):
 @gin.configurable('lite')
 def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
                     recompute_batch=None, context_subset='independent',
-                    regularizer_accounting='reference'):
+                    regularizer_accounting='reference', backprop_clip_length=None):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed,
                    recompute_batch=recompute_batch, context_subset=context_subset,
-                   regularizer_accounting=regularizer_accounting)
+                   regularizer_accounting=regularizer_accounting,
+                   backprop_clip_length=backprop_clip_length)
 
 
 def make_meta_model(learner):
