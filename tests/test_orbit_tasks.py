@@ -124,7 +124,11 @@ def test_challenge_protocol(dataset, target_frames):
         valid[video.name] = present if len(present) >= 50 else None
   assert any(v is None for v in valid.values()) and any(valid.values())  # both sides
   assert sampler.dropped['target videos'] == sum(v is None for v in valid.values())
-  assert sampler.num_tasks() == 50 * len(users)
+  kept_users = [c for c, u in users.items()
+                if any(valid[v.name] for o in u.object_names for v in u.videos(o, 'clutter'))]
+  assert [c for c, _ in sampler.users] == sorted(kept_users)
+  assert sampler.dropped['users'] == len(users) - len(kept_users)
+  assert sampler.num_tasks() == 50 * len(kept_users)
   for task in list(sampler.tasks(0, sampler.num_tasks()))[::7]:
     user = users[task.user]
     # Every object with a clutter video left (an object without one cannot be a target).
