@@ -25,12 +25,13 @@ setuptools.setup(
         'tensorboard>=2.16',
         # Reading weights files (lite_tf.backbones.weights); Keras needs it too.
         'h5py>=3.8',
+        # TFDS datasets prepared in a local data_dir (VTAB+MD, lite_tf.data.vtab); never downloads.
+        'tensorflow-datasets>=4.9',
     ],
     extras_require={
         'cpu': ['tensorflow-cpu>=2.16'],
         'gpu': ['tensorflow[and-cuda]>=2.16'],
         'tf': ['tensorflow>=2.16'],
-        'data': ['tensorflow-datasets>=4.9'],
         'test': ['pytest>=7'],
     },
 )
