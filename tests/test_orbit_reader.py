@@ -161,3 +161,31 @@ def test_unfiltered_layout_with_clutter_pan_videos(tmp_path):
   with pytest.raises(orbit.OrbitLayoutError, match='in both validation and test'):
     orbit.OrbitDataset(root, layout='unfiltered',
                        split_users={'validation': split_users['test'], 'test': split_users['test']})
+
+
+# Video ids of the real release may start with '-' or hold '--' (seen in the benchmark's
+# cluster-label files, e.g. P806's toothbrush and P554's finger-nail clipper).
+REAL_STYLE = [('P806', 'toothbrush', 'clutter', '-VxwMq3r9'),
+              ('P554', 'finger-nail-clipper', 'clean', 'QNRQHoZXKSb--szdCk2'),
+              ('P177', 'bag', 'clutter', 'abc-def')]
+
+
+@pytest.mark.parametrize('collector,obj,kind,video_id', REAL_STYLE)
+def test_frame_names_with_dashes_in_the_video_id(collector, obj, kind, video_id):
+  name = f'{collector}--{obj}--{kind}--{video_id}-00012.jpg'
+  assert orbit.parse_frame_name(name) == (collector, obj, kind, video_id, 11)
+
+
+def test_scan_reads_videos_whose_ids_hold_dashes(tmp_path):
+  root = tmp_path / 'orbit'
+  for collector, obj, kind, video_id in REAL_STYLE:
+    video = f'{collector}--{obj}--{kind}--{video_id}'
+    folder = root / 'test' / collector / obj / kind / video
+    folder.mkdir(parents=True)
+    for i in (1, 2, 3):
+      (folder / f'{video}-{i:05d}.jpg').write_bytes(b'')
+  dataset = orbit.OrbitDataset(str(root), splits=('test',))
+  found = {(u.collector, o, t, v.name, v.num_frames)
+           for u in dataset.users['test'] for o in u.object_names
+           for t in ('clean', 'clutter') for v in u.videos(o, t)}
+  assert found == {(c, o, k, f'{c}--{o}--{k}--{i}', 3) for c, o, k, i in REAL_STYLE}

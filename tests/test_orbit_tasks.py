@@ -111,9 +111,12 @@ def _present(dataset, video_name, frames):
   return [p for p in frames if not notes[os.path.basename(p)]['object_not_present_issue']]
 
 
-@pytest.mark.parametrize('target_frames', [200, 20])
-def test_challenge_protocol(dataset, target_frames):
-  config = dataclasses.replace(orbit_tasks.PROTOCOLS['challenge'], target_frames=target_frames)
+@pytest.mark.parametrize('target_frames,frame_cap', [(200, 1000), (20, 1000), (20, 51)])
+def test_challenge_protocol(dataset, target_frames, frame_cap):
+  # frame_cap 51, below some videos' valid frames: the 50-valid-frame rule still counts all valid
+  # frames, and the cap keeps the first 51 valid ones (the reference filters, then caps).
+  config = dataclasses.replace(orbit_tasks.PROTOCOLS['challenge'], target_frames=target_frames,
+                               frame_cap=frame_cap)
   sampler = orbit_tasks.TaskSampler(dataset, 'test', config, seed=0)
   users = _users(dataset, 'test')
   valid = {}  # the 50-valid-frame rule, from the annotation files
@@ -123,6 +126,8 @@ def test_challenge_protocol(dataset, target_frames):
         present = _present(dataset, video.name, video.frames)
         valid[video.name] = present if len(present) >= 50 else None
   assert any(v is None for v in valid.values()) and any(valid.values())  # both sides
+  if frame_cap < 1000:  # the cap bites: some videos have more valid frames than it keeps
+    assert any(v and len(v) > frame_cap for v in valid.values())
   assert sampler.dropped['target videos'] == sum(v is None for v in valid.values())
   kept_users = [c for c, u in users.items()
                 if any(valid[v.name] for o in u.object_names for v in u.videos(o, 'clutter'))]
@@ -139,13 +144,14 @@ def test_challenge_protocol(dataset, target_frames):
       for video in user.videos(obj, 'clean'):
         frames = [c[0] for c, v in zip(task.context_clips, task.context_videos)
                   if v == video.name]
-        assert frames == video.frames[::30]
+        assert frames == video.frames[:frame_cap][::30]
       targets = {t.name: t for t in task.target_videos if t.label == label}
       assert sorted(targets) == sorted(v.name for v in user.videos(obj, 'clutter')
                                        if valid[v.name])
       for name, target in targets.items():
-        assert set(target.frames) <= set(valid[name])  # only frames showing the object
-        assert len(target.frames) == min(target_frames, len(valid[name]))
+        # only frames showing the object, among the first frame_cap of those
+        assert set(target.frames) <= set(valid[name][:frame_cap])
+        assert len(target.frames) == min(target_frames, frame_cap, len(valid[name]))
         assert target.frames == sorted(target.frames)
         assert [h[-1] for h in target.history] == target.frames and target.history.shape[1] == 1
 

@@ -47,7 +47,7 @@ BENCHMARK_SPLIT_USERS = {
 LAYOUTS = ('benchmark', 'unfiltered')
 FRAME_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 _FRAME_NAME = re.compile(r'^(?P<collector>P\d+)--(?P<object>.+?)--(?P<type>clean|clutter-pan|'
-                         r'clutter)--(?P<video_id>[^-]+(?:-[^-]+)*?)-(?P<index>\d{5})'
+                         r'clutter)--(?P<video_id>.+)-(?P<index>\d{5})'
                          r'\.(?:jpe?g|png)$', re.IGNORECASE)
 
 

@@ -9,8 +9,9 @@ from its clutter videos (CLU-VE, `target_video_type='clutter'`) or from clean vi
 of the context (CLE-VE: the first min(5, n-1) clean videos by name are context, the rest
 target), as in microsoft/ORBIT-Dataset's `data/datasets.py`.
 
-Videos become clips of `clip_length` contiguous frames. A video's first `frame_cap` frames
-are padded with copies of the last one to a whole number of clips, and these non-overlapping
+Videos become clips of `clip_length` contiguous frames. A video's frames are filtered by the
+annotations first; the minimum (min_target_frames) is checked on all the frames that pass, and
+then the first `frame_cap` of them are kept (the reference's order). These are padded with copies of the last one to a whole number of clips, and these non-overlapping
 clips are chosen by `clip_method`:
   'max'     every clip, in order;
   'random'  a random number (1 to clip_cap) of clips at random positions;
@@ -217,7 +218,9 @@ class TaskSampler:
                        f'after the filters; dropped: {self.dropped}')
 
   def _filtered(self, video, criteria):
-    frames = video.frames[:self.config.frame_cap]
+    """The video's frames that pass the annotation filter, all of them (the reference filters
+    first, then checks the minimum and caps the filtered frames, in _pools)."""
+    frames = video.frames
     if not criteria:
       return frames
     notes = self.dataset.load_annotations(video)
@@ -244,13 +247,13 @@ class TaskSampler:
     for video in context:
       frames = self._filtered(video, c.context_filter)
       if frames:
-        context_pool.append((video, frames))
+        context_pool.append((video, frames[:c.frame_cap]))
       else:
         self.dropped['context videos'] += 1
     for video in target:
       frames = self._filtered(video, c.target_filter)
       if len(frames) >= max(1, c.min_target_frames):
-        target_pool.append((video, frames))
+        target_pool.append((video, frames[:c.frame_cap]))
       else:
         self.dropped['target videos'] += 1
     if not context_pool or not target_pool:
