@@ -9,7 +9,10 @@ By default the run's own operative_config.gin rebuilds the learner and its episo
 evaluate on several records datasets. Writes results.json, results.csv and results.md to
 --output_dir (default: <train_dir>/eval) and prints the table. A run trained on ORBIT
 (`run_training.episode_source = @orbit_episodes`) gets the LITE paper's Table 1 columns
-instead (lite_tf.training.orbit_evaluation; --num_episodes: tasks per mode).
+instead (lite_tf.training.orbit_evaluation; --num_episodes: tasks per mode). With
+--gin_config=gin/vtab_md.gin it evaluates on every present MD-v2 and VTAB-v2 task and writes
+the LITE paper's VTAB+MD table and chart (lite_tf.training.vtab_md_evaluation;
+--num_episodes: MD episodes per dataset).
 """
 
 import os
@@ -53,15 +56,26 @@ def main(argv):
     import gin  # pylint: disable=g-import-not-at-top
     from lite_tf.training import evaluation_report  # pylint: disable=g-import-not-at-top
     from lite_tf.training import orbit_evaluation  # pylint: disable=g-import-not-at-top
+    from lite_tf.training import vtab_md_evaluation  # pylint: disable=g-import-not-at-top
     learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
     weights = evaluation_report.find_weights(FLAGS.train_dir, FLAGS.weights)
-    if orbit_evaluation.is_orbit_run():  # ORBIT: the paper's Table 1 columns
+    model_name = os.path.basename(os.path.normpath(FLAGS.train_dir))
+    if vtab_md_evaluation.is_vtab_md_run():  # VTAB+MD: the paper's Fig. 3 / Table 2
+      if FLAGS.num_episodes is not None:
+        bindings.append(f'run_vtab_md_evaluation.md_episodes = {FLAGS.num_episodes}')
+        config.parse([operative] + list(FLAGS.gin_config), bindings)
+        learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
+      rows, missing = vtab_md_evaluation.run_vtab_md_evaluation(learner, weights)
+      vtab_md_evaluation.write_report(rows, missing, output_dir, model_name)
+      table = vtab_md_evaluation.markdown_table(rows, missing)
+      written = 'vtab_md_results.json, vtab_md_table.{csv,md}, vtab_md_chart.png'
+    elif orbit_evaluation.is_orbit_run():  # ORBIT: the paper's Table 1 columns
       if FLAGS.num_episodes is not None:
         bindings.append(f'run_orbit_evaluation.num_tasks = {FLAGS.num_episodes}')
         config.parse([operative] + list(FLAGS.gin_config), bindings)
         learner = gin.query_parameter('run_training.learner').scoped_configurable_fn()
       row, summaries, results = orbit_evaluation.run_orbit_evaluation(
-          learner, weights, model_name=os.path.basename(os.path.normpath(FLAGS.train_dir)))
+          learner, weights, model_name=model_name)
       orbit_evaluation.write_report(row, summaries, results, output_dir)
       table = orbit_evaluation.markdown_table(row)
       written = ('orbit_results.json, orbit_table.{csv,md,png}, predictions_'

@@ -18,6 +18,7 @@ def register_configurables():
   from lite_tf.data import orbit_tasks
   from lite_tf.data import reader
   from lite_tf.data import sampling
+  from lite_tf.data import vtab
   from lite_tf.learners import cnaps
   from lite_tf.learners import finetuner
   from lite_tf.learners import maml
@@ -26,6 +27,7 @@ def register_configurables():
   from lite_tf.lite import model
   from lite_tf.training import evaluation_report
   from lite_tf.training import orbit_evaluation
+  from lite_tf.training import vtab_md_evaluation
   from lite_tf.training import pretrain
   from lite_tf.training import train
 

@@ -163,3 +163,52 @@ def test_unknown_task_and_bad_support_option():
     vtab.get_task('clevr-count')
   with pytest.raises(ValueError, match="support must be 'train800val200' or 'first1000'"):
     vtab.VtabTaskSource('dmlab', support='train1000')
+
+
+def test_vtab_md_suite_through_evaluate_binary(trained_demo_dir, fixture_dir, tmp_path):
+  """bin/evaluate.py --gin_config=gin/vtab_md.gin on three VTAB tasks under mock TFDS data and
+  on the Meta-Dataset fixture standing in for MD-v2's DTD: the table with the paper's
+  aggregates, the chart, and the absent datasets listed."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO_ROOT  # pylint: disable=g-import-not-at-top
+  records_root = tmp_path / 'records'
+  records_root.mkdir()
+  os.symlink(fixture_dir, records_root / 'dtd')
+  out = tmp_path / 'eval'
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, 'tests', 'vtab_mock.py'),
+       os.path.join(REPO_ROOT, 'bin', 'evaluate.py'), f'--train_dir={trained_demo_dir}',
+       f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'vtab_md.gin')}",
+       f"--gin_bindings=run_vtab_md_evaluation.md_records_root = '{records_root}'",
+       f"--gin_bindings=run_vtab_md_evaluation.vtab_data_dir = '{tmp_path / 'tfds'}'",
+       "--gin_bindings=run_vtab_md_evaluation.vtab_tasks = "
+       "['svhn', 'eurosat', 'clevr_count']",
+       '--gin_bindings=run_vtab_md_evaluation.max_query = 250',
+       '--num_episodes=5', f'--output_dir={out}'],
+      capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads((out / 'vtab_md_results.json').read_text())
+  rows = {r['task']: r for r in report['results']}
+  assert set(rows) == {'dtd', 'svhn', 'eurosat', 'clevr_count', 'MD-v2 (1/8 tasks)',
+                       'VTAB all (3/18 tasks)', 'VTAB natural (1/6 tasks)',
+                       'VTAB specialized (1/4 tasks)', 'VTAB structured (1/8 tasks)'}
+  assert rows['dtd']['n'] == 5 and rows['dtd']['unit'] == 'episodes'
+  for name in ('svhn', 'eurosat', 'clevr_count'):
+    assert rows[name]['n'] == 250 and 0.0 <= rows[name]['accuracy'] <= 1.0
+    p = rows[name]['accuracy']
+    assert abs(rows[name]['ci95'] - 1.96 * np.sqrt(p * (1 - p) / 250)) < 1e-9
+    assert rows[name]['forward_passes'] == 1 and rows[name]['adapt_macs'] > 0
+  vtab_all = rows['VTAB all (3/18 tasks)']
+  assert abs(vtab_all['accuracy'] - np.mean([rows[n]['accuracy'] for n in
+                                             ('svhn', 'eurosat', 'clevr_count')])) < 1e-12
+  assert rows['MD-v2 (1/8 tasks)']['accuracy'] == rows['dtd']['accuracy']
+  assert sorted(report['missing']) == sorted(
+      f'MD-v2/{n}' for n in ('omniglot', 'aircraft', 'cu_birds', 'quickdraw', 'fungi',
+                             'traffic_sign', 'mscoco'))
+  table = (out / 'vtab_md_table.md').read_text()
+  assert 'VTAB structured (1/8 tasks)' in table and 'Not evaluated (7, data absent)' in table
+  assert (out / 'vtab_md_chart.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert 'VTAB all (3/18 tasks)' in result.stdout

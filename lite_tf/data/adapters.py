@@ -1,6 +1,7 @@
 """Episodes from other pipelines: Meta-Dataset's 6-tuples and multi-source mixing."""
 
 import inspect
+import itertools
 
 import gin
 import numpy as np
@@ -155,6 +156,64 @@ class MultiSourceEpisodes:
   def as_dataset(self, num_episodes=None, prefetch=2, start=0, shard=None):
     """tf.data.Dataset of the mix from episode `start`; shard=(num_shards, index) as the
     sources' as_dataset."""
+    return episode_lib.episodes_dataset(self.episodes, self.output_signature(), start=start,
+                                        shard=shard, num_episodes=num_episodes,
+                                        prefetch=prefetch)
+
+
+@gin.configurable
+class SmallTaskEpisodes:
+  """The LITE paper's `small_task` baseline (cambridge-mlg/LITE `--train_method small_task`):
+  each training task cut to at most `max_ways` classes and `max_support` support images, so
+  that the whole task can be back-propagated exactly.
+
+  Classes are drawn uniformly from the episode's; the support set keeps one random image of
+  each kept class, then random others up to max_support; the query set keeps the kept
+  classes' images. Labels are renumbered 0..k-1 in the order of the original labels. Each
+  episode's cut is seeded by (seed, episode index), so resuming and sharding see the cuts an
+  uninterrupted single stream would.
+  """
+
+  def __init__(self, source, max_ways=30, max_support=40, seed=0):
+    if max_ways < 2 or max_support < max_ways:
+      raise ValueError(f'SmallTaskEpisodes: need 2 <= max_ways <= max_support; got max_ways='
+                       f'{max_ways}, max_support={max_support}')
+    self.source, self.max_ways, self.max_support, self.seed = source, max_ways, max_support, seed
+    self.image_size = getattr(source, 'image_size', None)
+
+  def cut(self, episode, index):
+    rng = np.random.RandomState([self.seed % 2**32, index % 2**32])
+    support_labels = np.asarray(episode['support_labels'])
+    query_labels = np.asarray(episode['query_labels'])
+    classes = np.unique(support_labels)
+    if classes.size > self.max_ways:
+      classes = np.sort(rng.choice(classes, self.max_ways, replace=False))
+    first = [rng.choice(np.flatnonzero(support_labels == c)) for c in classes]
+    rest = np.setdiff1d(np.flatnonzero(np.isin(support_labels, classes)), first)
+    extra = rng.choice(rest, min(rest.size, self.max_support - len(first)), replace=False)
+    support = np.sort(np.concatenate([first, extra]).astype(np.int64))
+    query = np.flatnonzero(np.isin(query_labels, classes))
+    relabel = np.full([int(max(support_labels.max(), query_labels.max())) + 1], -1, np.int32)
+    relabel[classes] = np.arange(classes.size, dtype=np.int32)
+    out = dict(episode)
+    for key, rows in (('support', support), ('query', query)):
+      out[f'{key}_images'] = tf.gather(episode[f'{key}_images'], rows)
+      out[f'{key}_labels'] = relabel[np.asarray(episode[f'{key}_labels'])[rows]]
+      if f'{key}_class_ids' in episode:
+        out[f'{key}_class_ids'] = np.asarray(episode[f'{key}_class_ids'])[rows]
+    out['way'] = np.int32(classes.size)
+    return out
+
+  def episodes(self, start=0, keep=None):
+    indices = (g for g in itertools.count(start) if keep is None or keep(g))
+    inner = _kept_episodes(self.source, lambda l: l >= start and (keep is None or keep(l)))
+    for index, episode in zip(indices, inner):
+      yield self.cut(episode, index)
+
+  def output_signature(self):
+    return self.source.output_signature()
+
+  def as_dataset(self, num_episodes=None, prefetch=2, start=0, shard=None):
     return episode_lib.episodes_dataset(self.episodes, self.output_signature(), start=start,
                                         shard=shard, num_episodes=num_episodes,
                                         prefetch=prefetch)

@@ -29,6 +29,10 @@ class VtabDataError(ValueError):
   """A VTAB task's data are missing, not prepared or hold a label outside the task's classes."""
 
 
+class VtabDataMissing(VtabDataError):
+  """The task's TFDS dataset is not prepared in the data_dir."""
+
+
 def _label(example):
   return example['label']
 
@@ -232,7 +236,7 @@ class VtabTaskSource:
       support_ds = builder.as_dataset(split=support_split, shuffle_files=False)
       self._query_ds = builder.as_dataset(split=query_split, shuffle_files=False)
     except Exception as e:  # pylint: disable=broad-except
-      raise VtabDataError(
+      raise VtabDataMissing(
           f'VTAB task {self.task.name!r}: TFDS dataset {self.task.tfds_name} (version '
           f'{self.task.version}) is not prepared in data_dir={data_dir!r} (nothing is '
           f'downloaded); prepare it with `{prepare_command(self.task, data_dir)}`. '

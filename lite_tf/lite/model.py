@@ -211,10 +211,16 @@ def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40
                    backprop_clip_length=backprop_clip_length)
 
 
-def make_meta_model(learner):
-  """LiteModel for LITE learners (lite_tf.learners.base.Learner), else SelfAdaptingModel."""
+# num_backprop of exact back-propagation: every support image, whatever N.
+EXACT_BACKPROP = 2**30
+
+
+def make_meta_model(learner, exact=False):
+  """LiteModel for LITE learners (lite_tf.learners.base.Learner), else SelfAdaptingModel.
+  exact=True back-propagates the whole support set (train_method 'small_task', 'no_lite')."""
   if isinstance(learner, learner_base.Learner):
-    return make_lite_model(learner)
+    return make_lite_model(learner, num_backprop=EXACT_BACKPROP) if exact else make_lite_model(
+        learner)
   if not (hasattr(learner, 'task_gradients') and hasattr(learner, 'predict_episode')):
     raise ValueError(f'{type(learner).__name__} is neither a lite_tf Learner nor a learner '
                      'with task_gradients() and predict_episode()')

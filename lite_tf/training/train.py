@@ -79,6 +79,20 @@ def _warn_partial_steps(num_steps, steps_per_log):
           f'run_training.steps_per_log={steps_per_log}: {tasks} tasks will run', file=sys.stderr)
 
 
+TRAIN_METHODS = ('lite', 'small_task', 'no_lite')
+
+
+@gin.configurable
+def train_method(method='lite'):
+  """The LITE paper's training methods (its Table 2; cambridge-mlg/LITE `--train_method`):
+  'lite' (the default: LITE with `lite.num_backprop`), 'small_task' (each training task cut
+  to at most 30 ways and 40 support images, `SmallTaskEpisodes`, then back-propagated
+  exactly) or 'no_lite' (exact back-propagation of the whole support set)."""
+  if method not in TRAIN_METHODS:
+    raise ValueError(f'train_method.method must be one of {TRAIN_METHODS}; got {method!r}')
+  return method
+
+
 @gin.configurable
 def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
                  num_steps=1000, steps_per_log=100, valid_episodes=50, test_episodes=600,
@@ -119,7 +133,10 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   if getattr(learner, 'backbone_pretrained', True) is False:
     _warn_random_backbone(learner)
   image_size = getattr(learner, 'image_size', None)
+  method = train_method()
   train_source = adapters.make_episode_source(episode_source, 'train')
+  if method == 'small_task':
+    train_source = adapters.SmallTaskEpisodes(train_source)
   first = in_memory.episode_from_dict(
       train_source.episode(0) if hasattr(train_source, 'episode')
       else next(iter(train_source.episodes())))
@@ -127,7 +144,7 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   if isinstance(learner, learner_base.Learner):
     learner(first.to_dict())  # builds every layer, so weights exist before training and saving
 
-  model = lite_model.make_meta_model(learner)
+  model = lite_model.make_meta_model(learner, exact=method != 'lite')
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
   model.optimizer.build(learner.trainable_variables)
 
