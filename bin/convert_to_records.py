@@ -38,6 +38,8 @@ flags.DEFINE_string('test_root', 'n03183080', 'With --is_a: the classes below th
 flags.DEFINE_list('exclude_lists', [], 'Files listing images to leave out, one "dir/name  # '
                   'comment" per line (the format of Meta-Dataset\'s ImageNet_*_duplicates.txt); '
                   'matched on base names.')
+flags.DEFINE_bool('train_split_only', False, 'With --is_a: every class in TRAIN, VALID and TEST '
+                  'empty (Meta-Dataset\'s ilsvrc_2012_v2, the MD-v2 training source).')
 flags.DEFINE_bool('overwrite', False, 'Replace the dataset already in --output_dir (the new one '
                   'is written beside it and renamed into place when complete).')
 flags.mark_flags_as_required(['input_dir', 'output_dir'])
@@ -61,7 +63,8 @@ def main(argv):
       report = convert.convert_hierarchical(FLAGS.input_dir, FLAGS.output_dir, name,
                                             FLAGS.is_a, FLAGS.valid_root, FLAGS.test_root,
                                             words_path=FLAGS.words, exclude=exclude,
-                                            overwrite=FLAGS.overwrite)
+                                            overwrite=FLAGS.overwrite,
+                                            train_split_only=FLAGS.train_split_only)
     else:
       report = convert.convert(FLAGS.input_dir, FLAGS.output_dir, name,
                                split_ratios=_ratios(FLAGS.split_ratios), seed=FLAGS.seed,

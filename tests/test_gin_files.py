@@ -38,6 +38,11 @@ def test_gin_file_parses_and_builds(path):
     assert num_classes > 1 and images.shape[0] == labels.shape[0]
 
     return
+  if 'vtab_md_suite.enabled' in bindings:  # an evaluation fragment for bin/evaluate.py
+    from lite_tf.training import vtab_md_evaluation  # pylint: disable=g-import-not-at-top
+    assert vtab_md_evaluation.is_vtab_md_run()
+    assert gin.query_parameter('run_vtab_md_evaluation.md_episodes') == 600
+    return
   if 'run_training.' not in bindings:  # a fragment meant to be included (gin/learners.gin)
     assert os.path.basename(path) == 'learners.gin'
     return

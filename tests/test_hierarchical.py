@@ -319,3 +319,26 @@ def test_converter_errors_name_the_flag(tmp_path, imagenet_like):
   with pytest.raises(ValueError, match="test root 'n99' is not an ancestor of any class"):
     convert.convert_hierarchical(str(imagenet_like / 'images'), str(tmp_path / 'out'), 'x',
                                  str(imagenet_like / 'wordnet.is_a.txt'), 'n10', 'n99')
+
+
+def test_imagenet_v2_spec_puts_every_class_in_train(imagenet_like, tmp_path):
+  """--train_split_only: Meta-Dataset's ilsvrc_2012_v2 (MD-v2 trains on all of ImageNet's
+  classes): one TRAIN graph over every class, empty VALID and TEST."""
+  root = imagenet_like
+  result = run_binary('convert_to_records.py', f"--input_dir={root / 'images'}",
+                      f"--output_dir={tmp_path / 'v2'}", '--name=mini_imagenet_v2',
+                      f"--is_a={root / 'wordnet.is_a.txt'}", f"--words={root / 'words.txt'}",
+                      '--train_split_only')
+  assert result.returncode == 0, result.stderr[-3000:]
+  v1 = dataset_spec.load(str(root / 'records'))
+  v2 = dataset_spec.load(str(tmp_path / 'v2'))
+  assert len(v2.class_ids('train')) == 34 and len(v2.class_ids('valid')) == 0
+  assert len(v2.class_ids('test')) == 0
+  assert sorted(v2.class_names.values()) == sorted(v1.class_names.values())
+  source = reader.RecordsEpisodeSource(str(tmp_path / 'v2'), 'train', image_size=8, seed=1)
+  seen = set()
+  for _, e in zip(range(20), source.episodes()):
+    seen |= set(v2.class_names[int(c)] for c in e['support_class_ids'])
+  # classes of v1's VALID and TEST subtrees are now training classes
+  held_out = {v1.class_names[c] for s in ('valid', 'test') for c in v1.class_ids(s)}
+  assert seen & held_out

@@ -177,6 +177,11 @@ def test_vtab_md_suite_through_evaluate_binary(trained_demo_dir, fixture_dir, tm
   records_root = tmp_path / 'records'
   records_root.mkdir()
   os.symlink(fixture_dir, records_root / 'dtd')
+  # MD-v2's DTD from saved episodes: 4 fixed test episodes of the fixture
+  from lite_tf.data import reader, saved_episodes  # pylint: disable=g-import-not-at-top,g-multiple-import
+  (tmp_path / 'episodes').mkdir()
+  saved_episodes.dump_episodes(reader.RecordsEpisodeSource(fixture_dir, 'test', image_size=8),
+                               4, str(tmp_path / 'episodes' / 'dtd.json'))
   out = tmp_path / 'eval'
   result = subprocess.run(
       [sys.executable, os.path.join(REPO_ROOT, 'tests', 'vtab_mock.py'),
@@ -187,6 +192,7 @@ def test_vtab_md_suite_through_evaluate_binary(trained_demo_dir, fixture_dir, tm
        "--gin_bindings=run_vtab_md_evaluation.vtab_tasks = "
        "['svhn', 'eurosat', 'clevr_count']",
        '--gin_bindings=run_vtab_md_evaluation.max_query = 250',
+       f"--gin_bindings=run_vtab_md_evaluation.md_episodes_dir = '{tmp_path / 'episodes'}'",
        '--num_episodes=5', f'--output_dir={out}'],
       capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -195,7 +201,7 @@ def test_vtab_md_suite_through_evaluate_binary(trained_demo_dir, fixture_dir, tm
   assert set(rows) == {'dtd', 'svhn', 'eurosat', 'clevr_count', 'MD-v2 (1/8 tasks)',
                        'VTAB all (3/18 tasks)', 'VTAB natural (1/6 tasks)',
                        'VTAB specialized (1/4 tasks)', 'VTAB structured (1/8 tasks)'}
-  assert rows['dtd']['n'] == 5 and rows['dtd']['unit'] == 'episodes'
+  assert rows['dtd']['n'] == 4 and rows['dtd']['unit'] == 'saved episodes (dtd.json)'
   for name in ('svhn', 'eurosat', 'clevr_count'):
     assert rows[name]['n'] == 250 and 0.0 <= rows[name]['accuracy'] <= 1.0
     p = rows[name]['accuracy']

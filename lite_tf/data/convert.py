@@ -279,14 +279,16 @@ def _read_pairs(path, flag, separator):
 
 
 def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, test_root,
-                         words_path=None, exclude=(), overwrite=False):
+                         words_path=None, exclude=(), overwrite=False, train_split_only=False):
   """Converts root/<wn_id>/<image> folders under a WordNet-style is-a relation (lines
   'parent child', as ImageNet's wordnet.is_a.txt) into records with a hierarchical spec.
 
   The classes below `valid_root` go to VALID, those below `test_root` to TEST (Meta-Dataset
   uses n02075296 'carnivore' and n03183080 'device' for ILSVRC 2012), the rest to TRAIN.
   Files whose base name is in `exclude` are left out (Meta-Dataset leaves out the ImageNet
-  images that also appear in Caltech-101/256 and CUB). Returns a ConversionReport.
+  images that also appear in Caltech-101/256 and CUB). train_split_only=True puts every class
+  in TRAIN under one graph, VALID and TEST empty (Meta-Dataset's ilsvrc_2012_v2, which MD-v2
+  trains on; valid_root and test_root are then unused). Returns a ConversionReport.
   """
   classes = _top_folders(input_dir)
   words = dict(_read_pairs(words_path, '--words', '\t')) if words_path else {}
@@ -294,7 +296,11 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
   unknown = [c for c in classes if c not in graph]
   if unknown:
     raise ValueError(f'--input_dir class folders {unknown[:10]} are not in --is_a {is_a_path}')
-  subgraphs, splits = ontology.split_subgraphs(graph, classes, valid_root, test_root)
+  if train_split_only:
+    subgraphs = {'TRAIN': ontology.sampling_graph(graph, classes), 'VALID': {}, 'TEST': {}}
+    splits = {'TRAIN': sorted(classes), 'VALID': [], 'TEST': []}
+  else:
+    subgraphs, splits = ontology.split_subgraphs(graph, classes, valid_root, test_root)
   with _output_folder(output_dir, overwrite, input_dir) as work:
     return _convert_hierarchical_into(work, input_dir, output_dir, name, subgraphs, splits,
                                       exclude)

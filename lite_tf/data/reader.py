@@ -1,17 +1,25 @@
 """Episodes from Meta-Dataset records: sampled descriptions -> decoded support and query sets.
 
-Each class is a stream of shuffled passes over its TFRecord file (serialized records only,
-so a stream holds at most `shuffle_buffer` encoded images); an episode takes
+Each class is a stream of shuffled passes over its TFRecord file; an episode takes
 num_support + num_query distinct records from each of its classes and decodes them in
 parallel. Labels are positions in the episode's class list (0 .. ways-1); the dataset-level
 class ids travel along as support_class_ids / query_class_ids.
+
+A pass is a uniform random permutation of the class's records, read by position (the file's
+record offsets are indexed once, in a CRC-checked pass): records in any order, even
+Traffic Signs' tracks of 30 consecutive frames of one sign, give uniformly drawn episodes,
+and a stream holds only the offsets. `shuffle_buffer=k` instead streams through a bounded
+shuffle buffer as Meta-Dataset's reader does (which relies on its converter having shuffled
+the records; 0: file order).
 """
 
 import os
 
+from absl import logging
 import gin
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.lib.io import tf_record as tf_record_lib  # pylint: disable=g-direct-tensorflow-import
 from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tensorflow-import
 
 from lite_tf import episode as episode_lib
@@ -59,30 +67,64 @@ class _ClassStream:
     self.passes = 0
     self._iterator = None
     self._left = 0
+    self._offsets = None
+    self._random = None
 
   def _corrupt(self, error):
     return records.RecordsError(f'{self.path}: corrupt or truncated records of class '
                                 f'{self.class_id} ({self.name!r}): {error.message}')
 
-  def _check_count(self):
-    """On first opening: the file's record count against the spec's (one cheap pass over
-    the serialized records, nothing decoded)."""
+  def _index(self):
+    """On first use: the offsets of the file's records, in one CRC-checked pass (nothing
+    decoded), and their count against the spec's."""
+    if self._offsets is not None:
+      return self._offsets
+    offsets, offset = [], 0
     try:
-      count = sum(1 for _ in _read_records(self.path))
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      random_reader = tf_record_lib.tf_record_random_reader(self.path)
+      while True:
+        try:
+          _, end = random_reader.read(offset)
+        except IndexError:
+          break
+        offsets.append(offset)
+        offset = end
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+            tf.errors.OutOfRangeError) as e:
       raise self._corrupt(e) from e
-    if count != self.expected:
+    if len(offsets) != self.expected:
       raise records.RecordsError(
-          f'{self.path}: class {self.class_id} ({self.name!r}) has {count} records but the '
-          f'dataset spec says {self.expected}')
+          f'{self.path}: class {self.class_id} ({self.name!r}) has {len(offsets)} records but '
+          f'the dataset spec says {self.expected}')
+    self._offsets, self._random = offsets, random_reader
+    return offsets
+
+  def _read(self, index):
+    try:
+      return self._random.read(self._offsets[index])[0]
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+            tf.errors.OutOfRangeError) as e:
+      raise self._corrupt(e) from e
+
+  def at(self, positions):
+    """The records at these positions of the file, as take() returns them."""
+    offsets = self._index()
+    bad = [p for p in positions if not 0 <= p < len(offsets)]
+    if bad:
+      raise records.RecordsError(f'{self.path}: class {self.class_id} ({self.name!r}) has '
+                                 f'{len(offsets)} records; no position {bad[0]}')
+    return [(self.path, self.class_id, self.name, p, self._read(p)) for p in positions]
 
   def _new_pass(self):
-    if self.passes == 0:
-      self._check_count()
+    self._index()
     self.passes += 1
     rng = np.random.RandomState((self.seed + 7919 * self.passes) % 2**32)
-    self._iterator = _buffered_shuffle(enumerate(_read_records(self.path)),
-                                       self.shuffle_buffer, rng)
+    if self.shuffle_buffer is None:  # a uniform permutation, read by position
+      order = rng.permutation(self.expected)
+      self._iterator = ((int(i), self._read(int(i))) for i in order)
+    else:
+      self._iterator = _buffered_shuffle(enumerate(_read_records(self.path)),
+                                         self.shuffle_buffer, rng)
     self._left = self.expected
 
   def take(self, n):
@@ -120,7 +162,9 @@ class RecordsEpisodeSource:
     image_size: side S of the square images.
     config: a sampling.EpisodeDescriptionConfig (Meta-Dataset's defaults if None).
     seed: seeds the description sampler and the per-class shuffles.
-    shuffle_buffer: per-class shuffle buffer of encoded records (0: file order).
+    shuffle_buffer: None (default): each pass over a class is a uniform permutation of its
+      records, read by position; k: Meta-Dataset's bounded streaming shuffle buffer of k
+      encoded records (0: file order).
     image_dtype: 'float32' (in [-1, 1]) or 'uint8' (pixels, 4x less memory).
     jitter_amount: support-set augmentation as in Meta-Dataset: pad by this many pixels
       (edge values) and crop back at a random offset (0: off).
@@ -128,11 +172,12 @@ class RecordsEpisodeSource:
   """
 
   def __init__(self, records_dir, split, image_size=84, config=None, seed=0,
-               shuffle_buffer=1000, image_dtype='float32', jitter_amount=0,
+               shuffle_buffer=None, image_dtype='float32', jitter_amount=0,
                gaussian_noise_std=0.0):
     if image_dtype not in ('float32', 'uint8'):
       raise ValueError(f"image_dtype must be 'float32' or 'uint8'; got {image_dtype!r}")
     self.spec = spec_lib.load(records_dir)
+    self.records_dir = records_dir
     self.split = split
     self.image_size = image_size
     self.image_dtype = image_dtype
@@ -182,6 +227,24 @@ class RecordsEpisodeSource:
     `index` seeds the support augmentation. Records come from `streams` (class id ->
     per-class record stream; the source's own by default)."""
     taken_by_class = self._take(description, self._streams if streams is None else streams)
+    return self.episode_from_records(description, taken_by_class, index)
+
+  def records_at(self, class_id, positions):
+    """Records of a class at these file positions (saved episodes)."""
+    return self._stream(class_id, self._streams).at(positions)
+
+  def descriptions_and_records(self):
+    """(description, records taken per class) of the episodes in order, from a fresh sampler
+    and fresh class streams, nothing decoded: what episodes() would decode."""
+    sampler = sampling.EpisodeDescriptionSampler(self.spec, self.split, self.config,
+                                                 seed=self.seed)
+    streams = {}
+    while True:
+      description = sampler.sample()
+      yield description, self._take(description, streams)
+
+  def episode_from_records(self, description, taken_by_class, index=0):
+    """The episode dict of a description and the records taken for each of its classes."""
     support, query, support_ids, query_ids, support_labels, query_labels = [], [], [], [], [], []
     for label, ((class_id, num_support, num_query), taken) in enumerate(
         zip(description, taken_by_class)):
@@ -290,7 +353,17 @@ def multi_source_records_episodes(split, records_dirs=gin.REQUIRED, image_size=8
     raise ValueError('multi_source_records_episodes.records_dirs must be a non-empty list of '
                      f'records folders; got {records_dirs!r}')
   split_seed = _split_seed(seed, split)
-  sources = [RecordsEpisodeSource(os.fspath(d), split, image_size=image_size, config=config,
-                                  seed=split_seed * 1000 + i, **kwargs)
-             for i, d in enumerate(records_dirs)]
+  sources, empty = [], []
+  for i, d in enumerate(records_dirs):
+    if not len(spec_lib.load(os.fspath(d)).class_ids(split)):  # pylint: disable=g-explicit-length-test
+      empty.append(os.fspath(d))  # e.g. ilsvrc_2012_v2: every class in TRAIN
+      continue
+    sources.append(RecordsEpisodeSource(os.fspath(d), split, image_size=image_size,
+                                        config=config, seed=split_seed * 1000 + i, **kwargs))
+  if not sources:
+    raise ValueError(f'multi_source_records_episodes.records_dirs: none of {records_dirs} has '
+                     f'{spec_lib.split_name(split)} classes')
+  if empty:
+    logging.info('%s episodes: left out %s (no %s classes)', split, ', '.join(empty),
+                 spec_lib.split_name(split))
   return adapters.MultiSourceEpisodes(sources, seed=split_seed)

@@ -32,6 +32,7 @@ import tensorflow as tf
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
 from lite_tf.data import reader
+from lite_tf.data import saved_episodes
 from lite_tf.data import vtab
 from lite_tf.learners import base as learner_base
 from lite_tf.lite import estimator
@@ -126,7 +127,7 @@ def evaluate_vtab_task(model, source):
 def run_vtab_md_evaluation(learner, weights_path, md_records_root=None, md_datasets=MD_V2_TEST,
                            md_episodes=600, md_config=None, vtab_data_dir=None,
                            vtab_tasks=None, vtab_support='train800val200', query_size=100,
-                           image_size=None, max_query=None, seed=0):
+                           image_size=None, max_query=None, seed=0, md_episodes_dir=None):
   """Evaluates on every present MD-v2 and VTAB-v2 task.
 
   Args:
@@ -142,6 +143,8 @@ def run_vtab_md_evaluation(learner, weights_path, md_records_root=None, md_datas
     image_size: side S (None: the learner's image_size).
     max_query: VTAB: only the first max_query test examples (None: all; for smoke runs).
     seed: seeds the MD test episodes.
+    md_episodes_dir: saved episodes (bin/dump_episodes.py), `<dir>/<name>.json` per MD dataset:
+      where present, the dataset is evaluated on exactly those episodes (all of them).
   Returns:
     (rows: one per present task, then one per section aggregate; missing: {task: reason}).
   """
@@ -157,14 +160,20 @@ def run_vtab_md_evaluation(learner, weights_path, md_records_root=None, md_datas
       missing[f'MD-v2/{name}'] = (f'no records at {records_dir}/dataset_spec.json' if records_dir
                                   else 'run_vtab_md_evaluation.md_records_root is not set')
       continue
-    source = reader.records_episodes('test', records_dir=records_dir, image_size=size,
-                                     config=md_config, seed=seed)
+    saved = os.path.join(md_episodes_dir, f'{name}.json') if md_episodes_dir else None
+    if saved and os.path.exists(saved):
+      source = saved_episodes.SavedEpisodesSource(saved, records_dir, image_size=size)
+      count, unit = source.num_episodes, f'saved episodes ({os.path.basename(saved)})'
+    else:
+      source = reader.records_episodes('test', records_dir=records_dir, image_size=size,
+                                       config=md_config, seed=seed)
+      count, unit = md_episodes, 'episodes'
     first = episode_lib.Episode.from_dict(next(iter(source.episodes())))
     meta_model = model.ready(first)
     mean, half, _, seconds = evaluate.evaluate_episodes(meta_model.predict_episode,
-                                                        source.episodes(), md_episodes)
+                                                        source.episodes(), count)
     rows.append({'section': 'MD-v2', 'task': name, 'accuracy': mean, 'ci95': half,
-                 'n': md_episodes, 'unit': 'episodes', **_cost(model, first),
+                 'n': count, 'unit': unit, **_cost(model, first),
                  'seconds_per_task': evaluate.median_seconds(seconds)})
     logging.info('MD-v2 %s: %.4f +/- %.4f', name, mean, half)
   for name in (vtab_tasks or [t.name for t in vtab.TASKS]):
