@@ -138,7 +138,7 @@ def test_missing_dataset_names_tfds_name_version_and_the_command(tmp_path):
     vtab.VtabTaskSource('clevr_count', data_dir=str(tmp_path))
   message = str(e.value)
   assert "'clevr_count'" in message and 'clevr (version 3.*.*)' in message
-  assert f'tfds build clevr:3 --data_dir={tmp_path}' in message
+  assert f'tfds build clevr:3.1.0 --data_dir={tmp_path}' in message
   assert 'not prepared' in message
 
 
@@ -207,6 +207,7 @@ def test_vtab_md_suite_through_evaluate_binary(trained_demo_dir, fixture_dir, tm
     p = rows[name]['accuracy']
     assert abs(rows[name]['ci95'] - 1.96 * np.sqrt(p * (1 - p) / 250)) < 1e-9
     assert rows[name]['forward_passes'] == 1 and rows[name]['adapt_macs'] > 0
+    assert rows[name]['tfds'].split(':')[1].count('.') == 2  # the version actually read
   vtab_all = rows['VTAB all (3/18 tasks)']
   assert abs(vtab_all['accuracy'] - np.mean([rows[n]['accuracy'] for n in
                                              ('svhn', 'eurosat', 'clevr_count')])) < 1e-12

@@ -174,8 +174,10 @@ def get_task(name):
   return TASKS_BY_NAME[name]
 
 
-def prepare_command(task, data_dir):
-  return f'tfds build {task.tfds_spec.replace(".*", "")} --data_dir={data_dir or "~/tensorflow_datasets"}'
+def prepare_command(task, data_dir, version=None):
+  """The TFDS command that prepares the task's dataset (at the version this TFDS resolves)."""
+  return (f'tfds build {task.tfds_name}:{version or task.version} '
+          f'--data_dir={data_dir or "~/tensorflow_datasets"}')
 
 
 def _builder(task, data_dir):
@@ -239,7 +241,8 @@ class VtabTaskSource:
       raise VtabDataMissing(
           f'VTAB task {self.task.name!r}: TFDS dataset {self.task.tfds_name} (version '
           f'{self.task.version}) is not prepared in data_dir={data_dir!r} (nothing is '
-          f'downloaded); prepare it with `{prepare_command(self.task, data_dir)}`. '
+          f'downloaded); prepare it with '
+          f'`{prepare_command(self.task, data_dir, self.tfds_version)}`. '
           f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from e
     images, labels = [], []
     for image, label in self._decoded(support_ds.take(SUPPORT_SIZE)):

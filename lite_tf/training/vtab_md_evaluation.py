@@ -196,7 +196,9 @@ def run_vtab_md_evaluation(learner, weights_path, md_records_root=None, md_datas
     p = correct / total
     rows.append({'section': _vtab_section(task), 'task': name, 'accuracy': p,
                  'ci95': 1.96 * float(np.sqrt(p * (1 - p) / total)), 'n': total,
-                 'unit': 'test examples', **_cost(model, first), 'seconds_per_task': seconds})
+                 'unit': 'test examples', **_cost(model, first), 'seconds_per_task': seconds,
+                 'tfds': f'{task.tfds_name}:{source.tfds_version}',
+                 'splits': f'{source.support_split} / {source.query_split}'})
     logging.info('VTAB %s: %.4f +/- %.4f over %d', name, p, rows[-1]['ci95'], total)
   if not rows:
     raise ValueError('no MD-v2 or VTAB-v2 task is present: ' + '; '.join(
@@ -282,7 +284,7 @@ def write_report(rows, missing, output_dir, model_name='model'):
   atomic.write_json(os.path.join(output_dir, 'vtab_md_results.json'),
                     {'model': model_name, 'results': rows, 'missing': missing}, indent=1)
   buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+  writer = csv.DictWriter(buffer, fieldnames=COLUMNS + ('tfds', 'splits'), restval='')
   writer.writeheader()
   writer.writerows(rows)
   atomic.write_text(os.path.join(output_dir, 'vtab_md_table.csv'), buffer.getvalue())
