@@ -82,3 +82,26 @@ def test_unknown_method_and_bad_caps_are_named():
     train.train_method()
   with pytest.raises(ValueError, match='max_ways <= max_support'):
     adapters.SmallTaskEpisodes(_source(), max_ways=50, max_support=40)
+
+
+def test_small_task_through_the_training_binary(tmp_path, glyph_cache):
+  """bin/train.py with train_method 'small_task': the tasks it trains on are the cut ones."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from conftest import REPO_ROOT, run_binary  # pylint: disable=g-import-not-at-top,g-multiple-import
+  del glyph_cache  # the demo data, rendered once per session
+  result = run_binary('train.py', f'--train_dir={tmp_path}',
+                      f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')}",
+                      "--gin_bindings=train_method.method = 'small_task'",
+                      '--gin_bindings=SmallTaskEpisodes.max_ways = 3',
+                      '--gin_bindings=SmallTaskEpisodes.max_support = 7',
+                      '--gin_bindings=run_training.num_steps=4',
+                      '--gin_bindings=run_training.steps_per_log=2',
+                      '--gin_bindings=run_training.valid_episodes=1',
+                      '--gin_bindings=run_training.test_episodes=1')
+  assert result.returncode == 0, result.stderr[-3000:]
+  history = [json.loads(l) for l in (tmp_path / 'history.jsonl').read_text().splitlines()]
+  assert len(history) == 2
+  for line in history:  # the demo's 5-way 5-shot tasks, cut to 3 ways and 7 support images
+    assert line['way'] == 3.0 and line['support_size'] == 7.0
+  assert "train_method.method = 'small_task'" in (tmp_path / 'operative_config.gin').read_text()
