@@ -211,16 +211,11 @@ class SmallTaskEpisodes:
       yield self.cut(episode, index)
 
   def output_signature(self):
-    """The source's signature, or one read off a cut episode (sizes left free: cuts vary)."""
-    if hasattr(self.source, 'output_signature'):
-      return self.source.output_signature()
-    first = next(iter(self.episodes()))
-    signature = {}
-    for key, value in first.items():
-      value = tf.convert_to_tensor(value)
-      shape = [None] + value.shape.as_list()[1:] if value.shape.rank else []
-      signature[key] = tf.TensorSpec(shape, value.dtype)
-    return signature
+    """The source's signature with the sizes of the per-example fields left free (a cut's
+    way and set sizes vary)."""
+    return {key: tf.TensorSpec([None] + spec.shape.as_list()[1:] if spec.shape.rank else [],
+                               spec.dtype)
+            for key, spec in self.source.output_signature().items()}
 
   def as_dataset(self, num_episodes=None, prefetch=2, start=0, shard=None):
     return episode_lib.episodes_dataset(self.episodes, self.output_signature(), start=start,

@@ -69,9 +69,8 @@ class EpisodeSampler:
         yield self.episode(index)
       index += 1
 
-  def as_dataset(self, start=0, num_episodes=None, shard=None):
-    """tf.data.Dataset of episode dicts, beginning at episode `start`; shard=(num_shards,
-    index) keeps episodes start + index + k * num_shards."""
+  def output_signature(self):
+    """The episodes' TensorSpecs (every episode has the same shapes)."""
     size = self.images_by_class[self.class_ids[0]].shape[1]
     n_support, n_query = self.way * self.shot, self.way * self.query_shot
     signature = {
@@ -83,8 +82,13 @@ class EpisodeSampler:
         'support_class_ids': tf.TensorSpec([n_support], tf.int32),
         'query_class_ids': tf.TensorSpec([n_query], tf.int32),
     }
-    return episode_lib.episodes_dataset(self.episodes, signature, start=start, shard=shard,
-                                        num_episodes=num_episodes)
+    return signature
+
+  def as_dataset(self, start=0, num_episodes=None, shard=None):
+    """tf.data.Dataset of episode dicts, beginning at episode `start`; shard=(num_shards,
+    index) keeps episodes start + index + k * num_shards."""
+    return episode_lib.episodes_dataset(self.episodes, self.output_signature(), start=start,
+                                        shard=shard, num_episodes=num_episodes)
 
 
 def episode_from_dict(d):

@@ -11,8 +11,8 @@ target), as in microsoft/ORBIT-Dataset's `data/datasets.py`.
 
 Videos become clips of `clip_length` contiguous frames. A video's frames are filtered by the
 annotations first; the minimum (min_target_frames) is checked on all the frames that pass, and
-then the first `frame_cap` of them are kept (the reference's order). These are padded with copies of the last one to a whole number of clips, and these non-overlapping
-clips are chosen by `clip_method`:
+then the first `frame_cap` of them are kept (the reference's order). These are padded with
+copies of the last one to a whole number of clips, and these non-overlapping clips are chosen by `clip_method`:
   'max'     every clip, in order;
   'random'  a random number (1 to clip_cap) of clips at random positions;
   'fixed'   num_clips clips at random positions (all if fewer);

@@ -272,17 +272,9 @@ class RecordsEpisodeSource:
     see one stream, and a resumed run the episodes an uninterrupted one would. Episodes that
     are not yielded are sampled and their records taken from the class streams, undecoded.
     """
-    sampler = sampling.EpisodeDescriptionSampler(self.spec, self.split, self.config,
-                                                 seed=self.seed)
-    streams = {}
-    index = 0
-    while True:
-      description = sampler.sample()
+    for index, (description, taken) in enumerate(self.descriptions_and_records()):
       if index >= start and (keep is None or keep(index)):
-        yield self.episode_from_description(description, index, streams)
-      else:
-        self._take(description, streams)
-      index += 1
+        yield self.episode_from_records(description, taken, index)
 
   def output_signature(self):
     dtype = tf.uint8 if self.image_dtype == 'uint8' else tf.float32

@@ -219,8 +219,8 @@ def make_meta_model(learner, exact=False):
   """LiteModel for LITE learners (lite_tf.learners.base.Learner), else SelfAdaptingModel.
   exact=True back-propagates the whole support set (train_method 'small_task', 'no_lite')."""
   if isinstance(learner, learner_base.Learner):
-    return make_lite_model(learner, num_backprop=EXACT_BACKPROP) if exact else make_lite_model(
-        learner)
+    overrides = {'num_backprop': EXACT_BACKPROP} if exact else {}
+    return make_lite_model(learner, **overrides)
   if not (hasattr(learner, 'task_gradients') and hasattr(learner, 'predict_episode')):
     raise ValueError(f'{type(learner).__name__} is neither a lite_tf Learner nor a learner '
                      'with task_gradients() and predict_episode()')
