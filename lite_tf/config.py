@@ -28,6 +28,7 @@ def register_configurables():
   from lite_tf.training import evaluation_report
   from lite_tf.training import orbit_evaluation
   from lite_tf.training import vtab_md_evaluation
+  from lite_tf.studies import gradient_study
   from lite_tf.training import pretrain
   from lite_tf.training import train
 
@@ -53,3 +54,11 @@ def parse(config_files, bindings):
     gin.parse_config_files_and_bindings(config_files, bindings, finalize_config=False)
   except (ValueError, KeyError, SyntaxError, ImportError, OSError) as e:
     raise ConfigError(f'gin config {list(config_files)} / bindings {list(bindings)}: {e}') from e
+
+
+def bound_value(name):
+  """The value gin binds to `name` ('lite.memory_budget_mb'), or None when unbound."""
+  try:
+    return gin.query_parameter(name)
+  except ValueError:
+    return None

@@ -261,8 +261,9 @@ CASES = [
     # bin/train.py: gin bindings and files.
     Case('train_unknown_binding', 'train', lambda c: _train_dir_args(c, 'lite.num_backprob=3'),
          'num_backprob'),
-    Case('train_zero_backprop', 'train', lambda c: _train_dir_args(c, 'lite.num_backprop=0'),
-         'LiteModel.num_backprop must be a positive integer; got 0'),
+    Case('train_negative_backprop', 'train', lambda c: _train_dir_args(c, 'lite.num_backprop=-1'),
+         'LiteModel.num_backprop must be an integer >= 0 (0: the query path only, for '
+         'ProtoNets); got -1'),
     Case('train_wrong_image_size', 'train',
          lambda c: _train_dir_args(c, 'protonets.image_size=32'),
          'are 28x28 but the model expects 32x32'),

@@ -169,3 +169,34 @@ def test_clip_subsets_are_whole_clips_and_unbiased(learner):
   with pytest.raises(tf.errors.InvalidArgumentError, match='not whole clips'):
     estimator.lite_task_gradients(learner, small_episode(num_support=5), variables, 1, 3, 7,
                                   backprop_clip_length=2)
+
+
+def test_zero_backprop_is_the_query_path_gradient(learner):
+  """|H| = 0: the support embeddings enter the prototypes without gradient, so LITE's gradient
+  is the exact gradient of the loss with the support path cut."""
+  from lite_tf.episode import to_model_input  # pylint: disable=g-import-not-at-top
+  from lite_tf.learners import base  # pylint: disable=g-import-not-at-top
+  from lite_tf.learners import protonets  # pylint: disable=g-import-not-at-top
+  episode = small_episode(num_support=9, num_query=8)
+  variables = learner.trainable_variables
+  with tf.GradientTape() as tape:
+    support = tf.stop_gradient(learner.backbone(to_model_input(episode.support_images)))
+    prototypes = protonets.class_means(support, episode.support_labels, episode.way)
+    logits = protonets.squared_euclidean_logits(
+        learner.backbone(to_model_input(episode.query_images)), prototypes)
+    loss = base.mean_cross_entropy(logits, episode.query_labels)
+  expected = tape.gradient(loss, variables)
+  lite_loss, grads, _ = estimator.lite_task_gradients(learner, episode, variables, 0, 4, 3)
+  assert float(lite_loss) == pytest.approx(float(loss), rel=1e-5)
+  assert relative_error(grads, expected) < 1e-5
+  full = estimator.full_task_gradients(learner, episode, variables)[1]
+  assert relative_error(grads, full) > 1e-3  # the support path does carry gradient
+
+
+def test_zero_backprop_refused_for_learners_with_a_task_context():
+  from lite_tf.learners import simple_cnaps  # pylint: disable=g-import-not-at-top
+  learner = simple_cnaps.SimpleCnaps(backbone='conv4', image_size=16, set_encoder_norm='none')
+  episode = small_episode()
+  learner(episode.to_dict())
+  with pytest.raises(ValueError, match=r'lite.num_backprop = 0 leaves SimpleCnaps'):
+    estimator.lite_task_gradients(learner, episode, learner.trainable_variables, 0, 4, 3)

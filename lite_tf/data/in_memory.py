@@ -91,5 +91,76 @@ class EpisodeSampler:
                                         shard=shard, num_episodes=num_episodes)
 
 
+class VariableEpisodeSampler(EpisodeSampler):
+  """Meta-Dataset-style variable episodes (way, shots and support size sampled per episode by
+  lite_tf.data.sampling, Meta-Dataset's algorithm) from classes held in memory.
+
+  Args:
+    images_by_class: {class id: [num, size, size, 3] uint8 images}.
+    config: a sampling.EpisodeDescriptionConfig (its max_support_set_size,
+      max_ways_upper_bound, max_num_query, ... apply).
+    seed: episode i is drawn from a sampler seeded with (seed, i), so it is a pure function
+      of (seed, i) like EpisodeSampler's.
+  """
+
+  def __init__(self, images_by_class, config=None, seed=0):  # pylint: disable=super-init-not-called
+    from lite_tf.data import dataset_spec as spec_lib  # pylint: disable=g-import-not-at-top
+    from lite_tf.data import sampling  # pylint: disable=g-import-not-at-top
+    self.class_ids = sorted(images_by_class)
+    self.images_by_class = images_by_class
+    self.seed = seed
+    self.config = config or sampling.EpisodeDescriptionConfig()
+    # The sampler draws dataset-level ids of one split: the classes here, renumbered 0..C-1.
+    self.spec = spec_lib.DatasetSpec(
+        name='in_memory', classes_per_split={'TRAIN': len(self.class_ids), 'VALID': 0,
+                                             'TEST': 0},
+        images_per_class={i: len(images_by_class[c]) for i, c in enumerate(self.class_ids)},
+        class_names={i: str(c) for i, c in enumerate(self.class_ids)}, path='')
+    self._sampling = sampling
+    self._sampler(0)  # checks the config against the classes now, not at the first episode
+
+  def _sampler(self, index):
+    seed = np.random.SeedSequence([self.seed, index]).generate_state(2)
+    return self._sampling.EpisodeDescriptionSampler(self.spec, 'TRAIN', self.config, seed=seed)
+
+  def episode(self, index):
+    """Episode number `index` as a dict of numpy arrays (see lite_tf.episode)."""
+    sampler = self._sampler(index)
+    description = sampler.sample()
+    rng = sampler.rng
+    support, query, support_ids, query_ids, support_labels, query_labels = [], [], [], [], [], []
+    for label, (k, shots, queries) in enumerate(description):
+      c = self.class_ids[k]
+      picks = rng.permutation(len(self.images_by_class[c]))[:shots + queries]
+      support.append(self.images_by_class[c][picks[:shots]])
+      query.append(self.images_by_class[c][picks[shots:]])
+      support_ids += [c] * shots
+      query_ids += [c] * queries
+      support_labels += [label] * shots
+      query_labels += [label] * queries
+    return {
+        'support_images': to_unit_range(np.concatenate(support)),
+        'support_labels': np.asarray(support_labels, np.int32),
+        'query_images': to_unit_range(np.concatenate(query)),
+        'query_labels': np.asarray(query_labels, np.int32),
+        'way': np.int32(len(description)),
+        'support_class_ids': np.asarray(support_ids, np.int32),
+        'query_class_ids': np.asarray(query_ids, np.int32),
+    }
+
+  def output_signature(self):
+    """The episodes' TensorSpecs (sizes vary from episode to episode)."""
+    size = self.images_by_class[self.class_ids[0]].shape[1]
+    return {
+        'support_images': tf.TensorSpec([None, size, size, 3], tf.float32),
+        'support_labels': tf.TensorSpec([None], tf.int32),
+        'query_images': tf.TensorSpec([None, size, size, 3], tf.float32),
+        'query_labels': tf.TensorSpec([None], tf.int32),
+        'way': tf.TensorSpec([], tf.int32),
+        'support_class_ids': tf.TensorSpec([None], tf.int32),
+        'query_class_ids': tf.TensorSpec([None], tf.int32),
+    }
+
+
 def episode_from_dict(d):
   return episode_lib.Episode.from_dict({k: tf.convert_to_tensor(v) for k, v in d.items()})

@@ -37,7 +37,11 @@ def chunked_map(fn, images, indices, chunk_size, like=None):
       kept = tf.minimum(num, chunk_size)
       first = tf.nest.map_structure(lambda t: tf.stop_gradient(t)[:kept],
                                     fn(tf.gather(images, first_rows)))
-    rest = chunked_map(fn, images, indices[chunk_size:], chunk_size, like=first)
+    # The loop does not read `first`, so nothing would stop both from running at once, with
+    # two chunks' activations alive: the loop starts after the first chunk.
+    with tf.control_dependencies(tf.nest.flatten(first)):
+      rest_indices = tf.identity(indices[chunk_size:])
+    rest = chunked_map(fn, images, rest_indices, chunk_size, like=first)
     return tf.nest.map_structure(lambda a, b: tf.concat([a, b], 0), first, rest)
   likes = tf.nest.flatten(like)
   specs = [(t.dtype, t.shape[1:]) for t in likes]

@@ -179,8 +179,16 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
   if context_subset not in CONTEXT_SUBSETS:
     raise ValueError(f'lite.context_subset must be one of {list(CONTEXT_SUBSETS)}; got '
                      f'{context_subset!r}')
-  if isinstance(num_backprop, int) and num_backprop <= 0:
-    raise ValueError(f'num_backprop (|H|) must be positive; got {num_backprop}')
+  if isinstance(num_backprop, int) and num_backprop < 0:
+    raise ValueError(f'num_backprop (|H|) must be >= 0; got {num_backprop}')
+  # |H| = 0: no support image is back-propagated; the gradient is the query path's alone.
+  # Learners whose every parameter is on the query path (ProtoNets) still learn; with a task
+  # context the first stage would get no gradient at all.
+  no_support_path = (isinstance(num_backprop, int) and num_backprop == 0
+                     and backprop_indices is None)
+  if no_support_path and learner.has_context:
+    raise ValueError(f'lite.num_backprop = 0 leaves {type(learner).__name__}\'s task context '
+                     '(set encoder) without gradient; use lite.num_backprop >= 1')
   if query_batch_size <= 0:
     raise ValueError(f'query_batch_size must be positive; got {query_batch_size}')
   images = episode.support_images
@@ -203,6 +211,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     return sample_backprop_indices(draw_seed, n, num_backprop)
 
   def subset(b):
+    if no_support_path:
+      return tf.zeros([0], tf.int32), tf.range(n)
     if backprop_indices is not None:
       chosen = tf.cast(backprop_indices[b], tf.int32)
       return chosen, _complement(chosen, n)
@@ -241,7 +251,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
 
   def query_batch_with(b, cache, after, norm_scope):
     chosen, rest = subset(b)
-    scale = tf.cast(n, tf.float32) / tf.cast(tf.shape(chosen)[0], tf.float32)
+    scale = tf.cast(n, tf.float32) / tf.cast(tf.maximum(tf.shape(chosen)[0], 1), tf.float32)
     start = b * query_batch_size
     end = tf.minimum(start + query_batch_size, num_query)
     first = cache is None
@@ -293,20 +303,24 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
             tf.nest.map_structure(lambda c: scale_gradient(c, context_scale),
                                   context_fn(context_images)))
         context = learner.task_context(context_rows)
-      if recompute_batch:
-        max_rows = (int(backprop_indices.shape[1]) if backprop_indices is not None
-                    else num_backprop * (backprop_clip_length or 1))
-        chosen_contributions = recomputed_rows(contributions_fn, chosen_images, context,
-                                               recompute_batch, max_rows)
+      if no_support_path:  # every row came from the gradient-free chunks
+        contributions = tf.nest.map_structure(tf.stop_gradient, cache['support'])
       else:
-        chosen_contributions = contributions_fn(chosen_images, context)
-      if first:
-        cache['support'] = _scatter_rows(
-            cache['support'], chosen, tf.nest.map_structure(tf.stop_gradient,
-                                                            chosen_contributions))
-      scaled = tf.nest.map_structure(lambda c: scale_gradient(c, scale), chosen_contributions)
-      contributions = _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache['support']),
-                                    chosen, scaled)
+        if recompute_batch:
+          max_rows = (int(backprop_indices.shape[1]) if backprop_indices is not None
+                      else num_backprop * (backprop_clip_length or 1))
+          chosen_contributions = recomputed_rows(contributions_fn, chosen_images, context,
+                                                 recompute_batch, max_rows)
+        else:
+          chosen_contributions = contributions_fn(chosen_images, context)
+        if first:
+          cache['support'] = _scatter_rows(
+              cache['support'], chosen, tf.nest.map_structure(tf.stop_gradient,
+                                                              chosen_contributions))
+        scaled = tf.nest.map_structure(lambda c: scale_gradient(c, scale),
+                                       chosen_contributions)
+        contributions = _scatter_rows(
+            tf.nest.map_structure(tf.stop_gradient, cache['support']), chosen, scaled)
       task = learner.adapt(contributions, labels, way, context)
       # After the chunks (as above) and after the previous query batch's gradients.
       with tf.control_dependencies(tf.nest.flatten(cache) + list(after)):

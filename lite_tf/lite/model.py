@@ -117,7 +117,8 @@ class LiteModel(EpisodicModel):
 
   Args:
     learner: a lite_tf.learners.base.Learner.
-    num_backprop: |H|, support examples back-propagated per query batch (H >= N is exact).
+    num_backprop: |H|, support examples back-propagated per query batch (H >= N is exact;
+      0 back-propagates the query path only, which carries every parameter of ProtoNets).
     chunk_size: support examples per chunk of the gradient-free forward pass.
     query_batch_size: query examples per batch; gradients are accumulated over batches.
     seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
@@ -130,13 +131,22 @@ class LiteModel(EpisodicModel):
       averaged over tasks like the query loss).
     backprop_clip_length: None (H is num_backprop images) or L: the support set is clips of L
       contiguous images (ORBIT episodes) and H is num_backprop whole clips.
+    memory_budget_mb: None, or the TF allocator peak (MB) a training step must stay within:
+      bin/train.py then calibrates the step and sets |H|, chunk, query batch and
+      recomputation to fit (lite_tf.lite.memory_plan), num_backprop, chunk_size and
+      query_batch_size being the largest values it may choose.
+    memory_plan_support_size, memory_plan_query_size: the largest task the plan must fit.
   """
 
   def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
                recompute_batch=None, context_subset='independent',
-               regularizer_accounting='reference', backprop_clip_length=None, **kwargs):
-    for name, value in (('num_backprop', num_backprop), ('chunk_size', chunk_size),
-                        ('query_batch_size', query_batch_size)):
+               regularizer_accounting='reference', backprop_clip_length=None,
+               memory_budget_mb=None, memory_plan_support_size=1000,
+               memory_plan_query_size=500, **kwargs):
+    if isinstance(num_backprop, bool) or not isinstance(num_backprop, int) or num_backprop < 0:
+      raise ValueError(f'LiteModel.num_backprop must be an integer >= 0 (0: the query path '
+                       f'only, for ProtoNets); got {num_backprop!r}')
+    for name, value in (('chunk_size', chunk_size), ('query_batch_size', query_batch_size)):
       if not isinstance(value, int) or value <= 0:
         raise ValueError(f'LiteModel.{name} must be a positive integer; got {value!r}')
     super().__init__(learner, seed=seed, **kwargs)
@@ -162,6 +172,9 @@ class LiteModel(EpisodicModel):
       raise ValueError(f'lite.backprop_clip_length must be None or an integer >= 1; got '
                        f'{backprop_clip_length!r}')
     self.backprop_clip_length = backprop_clip_length
+    self.memory_budget_mb = memory_budget_mb
+    self.memory_plan_support_size = memory_plan_support_size
+    self.memory_plan_query_size = memory_plan_query_size
 
   def _regularizer_scale(self):
     """'reference': the reference codes add the penalty to every query batch's loss and do
@@ -202,13 +215,18 @@ class SelfAdaptingModel(EpisodicModel):
 @gin.configurable('lite')
 def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
                     recompute_batch=None, context_subset='independent',
-                    regularizer_accounting='reference', backprop_clip_length=None):
+                    regularizer_accounting='reference', backprop_clip_length=None,
+                    memory_budget_mb=None, memory_plan_support_size=1000,
+                    memory_plan_query_size=500):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed,
                    recompute_batch=recompute_batch, context_subset=context_subset,
                    regularizer_accounting=regularizer_accounting,
-                   backprop_clip_length=backprop_clip_length)
+                   backprop_clip_length=backprop_clip_length,
+                   memory_budget_mb=memory_budget_mb,
+                   memory_plan_support_size=memory_plan_support_size,
+                   memory_plan_query_size=memory_plan_query_size)
 
 
 # num_backprop of exact back-propagation: every support image, whatever N.

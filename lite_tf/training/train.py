@@ -1,5 +1,7 @@
 """Resumable meta-training under `model.fit`, then evaluation on held-out classes."""
 
+import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -16,6 +18,7 @@ from lite_tf.data import dataset_spec as spec_lib
 from lite_tf.data import glyphs
 from lite_tf.data import in_memory
 from lite_tf.learners import base as learner_base
+from lite_tf.lite import memory_plan
 from lite_tf.lite import model as lite_model
 from lite_tf.training import callbacks as training_callbacks
 from lite_tf.training import checkpoints
@@ -31,6 +34,23 @@ def glyph_episodes(split, image_size=28, way=5, shot=5, query_shot=10, seed=0, c
   split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[split]
   return in_memory.EpisodeSampler(dataset.images_by_class(split), way=way, shot=shot,
                                   query_shot=query_shot, seed=split_seed)
+
+
+@gin.configurable
+def glyph_variable_episodes(split, image_size=28, max_support_set_size=100,
+                            max_ways_upper_bound=20, max_num_query=10, seed=0, cache_dir=None):
+  """Meta-Dataset-style variable episodes (5 to max_ways_upper_bound classes, support sets of
+  up to max_support_set_size images, Meta-Dataset's shot sampling) of the glyph demo data."""
+  from lite_tf.data import sampling  # pylint: disable=g-import-not-at-top
+  split = spec_lib.split_name(split).lower()
+  dataset = glyphs.load(size=image_size, cache_dir=cache_dir)
+  split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[split]
+  by_class = dataset.images_by_class(split)
+  config = sampling.EpisodeDescriptionConfig(
+      max_support_set_size=max_support_set_size,
+      max_ways_upper_bound=min(max_ways_upper_bound, len(by_class)),
+      max_num_query=max_num_query)
+  return in_memory.VariableEpisodeSampler(by_class, config=config, seed=split_seed)
 
 
 def check_writable_dir(path, flag):
@@ -93,12 +113,53 @@ def train_method(method='lite'):
   return method
 
 
+# What the allocator holds of tasks during fit: the step's own and the two that the input
+# pipeline prefetches (lite_tf.episode.episodes_dataset).
+TASKS_HELD_IN_TRAINING = 3
+
+
+def _fit_memory_budget(model, method, first, train_dir):
+  """lite.memory_budget_mb: calibrates the step, sets the plan on the model and prints it.
+  The plan is kept in train_dir/memory_plan.json: a resumed run with the same budget and
+  requested sizes takes it from there, so it trains exactly as the interrupted run did."""
+  if method != 'lite':
+    raise ValueError(f'lite.memory_budget_mb plans LITE steps; train_method.method={method!r} '
+                     "back-propagates every support image (use 'lite' or unset the budget)")
+  if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+    raise ValueError('lite.memory_budget_mb plans one device; it is not available with '
+                     '--distribution (plan on one device with bin/plan_memory.py and set '
+                     'lite.num_backprop / chunk_size / query_batch_size from its plan)')
+  key = {'budget_mb': model.memory_budget_mb, 'support_size': model.memory_plan_support_size,
+         'query_size': model.memory_plan_query_size, 'requested': [
+             model.num_backprop, model.chunk_size, model.query_batch_size,
+             model.recompute_batch], 'tasks_held': TASKS_HELD_IN_TRAINING}
+  path = os.path.join(train_dir, 'memory_plan.json')
+  saved = None
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      saved = json.load(f)
+  if saved and saved.get('key') == key:
+    plan = memory_plan.MemoryPlan(**saved['plan'])
+    source = f' (kept from {path})'
+  else:
+    plan, _, _ = memory_plan.plan_for_model(
+        model, model.memory_budget_mb, model.memory_plan_support_size,
+        model.memory_plan_query_size, image_dtype=first.support_images.dtype.as_numpy_dtype,
+        tasks_held=TASKS_HELD_IN_TRAINING, report=lambda m: logging.info('%s', m))
+    atomic.write_json(path, {'key': key, 'plan': dataclasses.asdict(plan)})
+    source = ''
+  memory_plan.apply_plan(model, plan)
+  logging.info('%s%s', plan.describe(), source)
+  print(f'{plan.describe()}{source}', flush=True)
+
+
 @gin.configurable
 def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
                  num_steps=1000, steps_per_log=100, valid_episodes=50, test_episodes=600,
                  max_checkpoints=3, callbacks=(), verbose='auto'):
   """Meta-trains `learner` on `episode_source('train')`, resumably, then evaluates.
 
+  At the end, train_dir/test_results.json holds the held-out accuracy and its 95% CI.
   Every `steps_per_log` tasks (a Keras epoch): validation on `valid_episodes` valid-split
   episodes, a checkpoint (train_dir/checkpoints: model, optimizer, step), a line of
   train_dir/history.jsonl, TensorBoard summaries (train_dir/tensorboard: loss, accuracy, way,
@@ -147,6 +208,8 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   model = lite_model.make_meta_model(learner, exact=method != 'lite')
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
   model.optimizer.build(learner.trainable_variables)
+  if getattr(model, 'memory_budget_mb', None) is not None:
+    _fit_memory_budget(model, method, first, train_dir)
 
   checkpoint = checkpoints.TrainingCheckpoint(model, os.path.join(train_dir, 'checkpoints'),
                                               max_to_keep=max_checkpoints)
@@ -201,6 +264,9 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   cost['seconds_per_task'] = evaluate.median_seconds(seconds)
   logging.info('test-time cost per task: %s', cost)
   history = training_callbacks.read_history(os.path.join(train_dir, 'history.jsonl'))
+  atomic.write_json(os.path.join(train_dir, 'test_results.json'), {
+      'test_accuracy': mean, 'test_ci95': half_width, 'num_test_episodes': test_episodes,
+      'test_time_cost': cost, 'num_steps': num_steps})
   return {'test_accuracy': mean, 'test_ci95': half_width, 'history': history,
           'num_test_episodes': test_episodes, 'test_time_cost': cost,
           'resumed_from_step': step if restored else None}

@@ -1,0 +1,158 @@
+"""bin/gradient_study.py's work: LITE against sub-sampled tasks on one task, as CSV, JSON and a
+Fig. 4-style PNG (relative RMSE of the meta-gradient against |H|, log scale)."""
+
+import csv
+import io
+import itertools
+import os
+
+from absl import logging
+import gin
+import numpy as np
+
+from lite_tf import atomic
+from lite_tf.data import adapters
+from lite_tf.learners import base as learner_base
+from lite_tf.studies import gradient_error
+from lite_tf.training import checkpoints
+from lite_tf.training import train
+
+CSV_COLUMNS = ('estimator', 'subset_size', 'group', 'relative_rmse', 'relative_rmse_ci_low',
+               'relative_rmse_ci_high', 'relative_bias', 'relative_bias_noise_floor',
+               'relative_bias_sq', 'relative_bias_sq_ci_low', 'relative_bias_sq_ci_high',
+               'bias_consistent_with_zero', 'rmse', 'true_norm', 'draws', 'seconds')
+
+
+def _episode(episode_source, split, index):
+  source = adapters.make_episode_source(episode_source, split)
+  if hasattr(source, 'episode'):
+    episode = source.episode(index)
+  else:
+    episode = next(itertools.islice(source.episodes(), index, None), None)
+    if episode is None:
+      raise ValueError(f'gradient_study.episode_index={index}: the {split} source has fewer '
+                       'episodes')
+  return {k: np.asarray(v) for k, v in episode.items()}
+
+
+@gin.configurable('gradient_study')
+def run_gradient_study(output_dir, learner=gin.REQUIRED, episode_source=train.glyph_episodes,
+                       split='train', episode_index=0, learner_weights=None,
+                       subset_sizes=gradient_error.PAPER_SUBSET_SIZES, draws=100,
+                       chunk_size=40, query_batch_size=None, context_subset='independent',
+                       seed=0, bootstrap=1000):
+  """Runs the study on episode `episode_index` of `episode_source(split)`; writes
+  output_dir/gradient_study.{json,csv,png}; returns the rows (gradient_error.summarize).
+
+  Args:
+    learner: a lite_tf.learners.base.Learner (gin: `gradient_study.learner = @protonets()`).
+    learner_weights: optional .weights.h5 of this learner (bin/train.py's learner.weights.h5);
+      default: the learner as initialised (--seed).
+    subset_sizes, draws, chunk_size, query_batch_size, context_subset, seed: see
+      gradient_error.draw_gradients.
+    bootstrap: resamples of the K draws for the 95% CIs.
+  """
+  if not isinstance(learner, learner_base.Learner):
+    raise ValueError(f'gradient_study.learner must be a LITE learner (ProtoNets, CNAPs, Simple '
+                     f'CNAPs); got {type(learner).__name__}')
+  if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
+    raise ValueError(f'gradient_study.draws must be an integer >= 2; got {draws!r}')
+  train.check_writable_dir(output_dir, '--output_dir')
+  episode = _episode(episode_source, split, episode_index)
+  first = gradient_error.sub_sampled_task(episode,
+                                          np.arange(min(2, len(episode['support_labels']))))
+  learner(_episode_dict(first))  # builds every layer
+  if learner_weights:
+    checkpoints.load_learner_weights(learner, learner_weights)
+  n = len(episode['support_labels'])
+  logging.info('gradient study: %s, %d-way task, N=%d support, %d query images, K=%d',
+               type(learner).__name__, int(episode['way']), n, len(episode['query_labels']),
+               draws)
+  draws_ = gradient_error.draw_gradients(
+      learner, episode, subset_sizes, draws, chunk_size, query_batch_size, context_subset,
+      seed, progress=lambda m: logging.info('%s', m))
+  rows = gradient_error.summarize(draws_, bootstrap, seed)
+  setting = {
+      'learner': type(learner).__name__, 'context_subset': context_subset,
+      'has_context': learner.has_context, 'way': int(episode['way']), 'support_size': n,
+      'query_size': len(episode['query_labels']),
+      'image_size': int(episode['support_images'].shape[1]), 'draws': draws,
+      'chunk_size': chunk_size, 'query_batch_size': query_batch_size,
+      'seed': seed, 'bootstrap': bootstrap, 'learner_weights': learner_weights,
+      'split': split, 'episode_index': episode_index,
+      'parameters': int(sum(np.prod(v.shape) for v in learner.trainable_variables)),
+  }
+  write_report(rows, setting, output_dir)
+  return rows
+
+
+def _episode_dict(episode):
+  """A numpy episode dict as the learner's call takes it."""
+  from lite_tf.episode import Episode  # pylint: disable=g-import-not-at-top
+  return Episode.from_numpy(episode['support_images'], episode['support_labels'],
+                            episode['query_images'], episode['query_labels'],
+                            int(episode['way'])).to_dict()
+
+
+def _csv_row(row):
+  out = {k: row.get(k) for k in CSV_COLUMNS}
+  for name in ('relative_rmse', 'relative_bias_sq'):
+    low, high = row.get(f'{name}_ci') or (None, None)
+    out[f'{name}_ci_low'], out[f'{name}_ci_high'] = low, high
+  return out
+
+
+def write_report(rows, setting, output_dir):
+  atomic.write_json(os.path.join(output_dir, 'gradient_study.json'),
+                    {'setting': setting, 'results': rows}, indent=1)
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+  writer.writeheader()
+  writer.writerows(_csv_row(r) for r in rows)
+  atomic.write_text(os.path.join(output_dir, 'gradient_study.csv'), buffer.getvalue())
+  plot(rows, setting, os.path.join(output_dir, 'gradient_study.png'))
+
+
+def plot(rows, setting, path):
+  """Relative RMSE (with bootstrap 95% CIs) and relative bias against |H|, both estimators,
+  all parameters, log scale."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, (ax_rmse, ax_bias) = plt.subplots(1, 2, figsize=(9, 3.8))
+  styles = {'lite': ('LITE', '#c44e52', 'o'), 'sub_sampled': ('sub-sampled task', '#4c72b0', 's')}
+  for name, (label, colour, marker) in styles.items():
+    chosen = sorted((r for r in rows if r['estimator'] == name and r['group'] == 'all'),
+                    key=lambda r: r['subset_size'])
+    if not chosen:
+      continue
+    h = np.array([r['subset_size'] for r in chosen])
+    # |H| = N is exact for both estimators: error at float round-off, off a log scale.
+    floor = 1e-7
+    rmse = np.maximum([r['relative_rmse'] for r in chosen], floor)
+    ci = np.array([r.get('relative_rmse_ci') or [r['relative_rmse']] * 2 for r in chosen])
+    ax_rmse.errorbar(h, rmse, yerr=[np.maximum(rmse - np.maximum(ci[:, 0], floor), 0),
+                                    np.maximum(ci[:, 1] - rmse, 0)],
+                     label=label, color=colour, marker=marker, capsize=3)
+    # Zeros (exact estimates, a 1-way task's zero gradient) have no place on a log scale.
+    def shown(key):
+      values = np.array([r[key] for r in chosen], np.float64)
+      return np.where(values > floor, values, np.nan)
+    ax_bias.plot(h, shown('relative_bias'), label=label, color=colour, marker=marker)
+    ax_bias.plot(h, shown('relative_bias_noise_floor'), color=colour, linestyle=':',
+                 label=f'{label}: noise floor')
+  for ax, ylabel in ((ax_rmse, 'RMSE / ||true gradient||'),
+                     (ax_bias, '||mean error|| / ||true gradient||')):
+    ax.set_yscale('log')
+    ax.set_xlabel('|H| (support images back-propagated)')
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7)
+  subset = f", context subset '{setting['context_subset']}'" if setting.get('has_context') else ''
+  fig.suptitle(f"{setting['learner']}{subset}: {setting['way']}-way, |D_S| = "
+               f"{setting['support_size']}, {setting['image_size']}x{setting['image_size']}, "
+               f"K = {setting['draws']}", fontsize=10)
+  fig.tight_layout()
+  with atomic.atomic_path(path, suffix='.png') as tmp:
+    fig.savefig(tmp, format='png', dpi=120)
+  plt.close(fig)

@@ -1,0 +1,122 @@
+"""The gradient study (lite_tf.studies.gradient_error, bin/gradient_study.py): its statistics
+against direct computation, the sub-sampled task, and a run of the binary whose LITE rows are
+unbiased and exact at |H| = N."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from conftest import run_binary
+from lite_tf.studies import gradient_error
+
+
+def _gram(errors):
+  return errors @ errors.T
+
+
+def test_error_statistics_match_direct_computation():
+  rng = np.random.RandomState(0)
+  true = rng.normal(size=50)
+  estimates = true + 0.3 + rng.normal(size=(40, 50))  # biased by 0.3 per coordinate
+  errors = estimates - true
+  stats = gradient_error.error_statistics(_gram(errors), float(true @ true), bootstrap=200)
+  norm = np.linalg.norm(true)
+  rmse = np.sqrt(np.mean(np.sum(errors ** 2, axis=1)))
+  mean = errors.mean(axis=0)
+  trace_cov = np.sum(np.var(errors, axis=0, ddof=1))
+  assert stats['relative_rmse'] == pytest.approx(rmse / norm)
+  assert stats['relative_bias'] == pytest.approx(np.linalg.norm(mean) / norm)
+  assert stats['relative_bias_noise_floor'] == pytest.approx(np.sqrt(trace_cov / 40) / norm)
+  assert stats['bias_sq'] == pytest.approx(mean @ mean - trace_cov / 40)
+  low, high = stats['relative_rmse_ci']
+  assert low < stats['relative_rmse'] < high
+  # ||bias||^2 = 50 * 0.09 = 4.5 against noise 50 / 40 per draw: clearly not zero.
+  assert stats['bias_sq'] == pytest.approx(4.5, rel=0.5)
+  assert not stats['bias_consistent_with_zero']
+
+
+def test_unbiased_noise_is_consistent_with_zero_bias():
+  rng = np.random.RandomState(1)
+  true = rng.normal(size=200)
+  errors = rng.normal(size=(100, 200))  # zero-mean
+  stats = gradient_error.error_statistics(_gram(errors), float(true @ true), bootstrap=500)
+  assert stats['bias_consistent_with_zero']
+  # The raw ||mean error|| is not zero, but sits on its noise floor.
+  assert stats['relative_bias'] == pytest.approx(stats['relative_bias_noise_floor'], rel=0.2)
+
+
+def test_sub_sampled_task_keeps_present_classes_and_their_queries():
+  episode = {'support_images': np.arange(6)[:, None, None, None] * np.ones((6, 2, 2, 3)),
+             'support_labels': np.array([0, 1, 2, 0, 1, 2], np.int32),
+             'query_images': np.arange(10, 16)[:, None, None, None] * np.ones((6, 2, 2, 3)),
+             'query_labels': np.array([2, 1, 0, 2, 1, 0], np.int32), 'way': np.int32(3)}
+  task = gradient_error.sub_sampled_task(episode, np.array([5, 3]))
+  assert task['way'] == 2
+  np.testing.assert_array_equal(task['support_labels'], [1, 0])  # class 2 -> 1, class 0 -> 0
+  np.testing.assert_array_equal(task['support_images'][:, 0, 0, 0], [5, 3])
+  np.testing.assert_array_equal(task['query_images'][:, 0, 0, 0], [10, 12, 13, 15])
+  np.testing.assert_array_equal(task['query_labels'], [1, 0, 1, 0])
+
+
+@pytest.fixture(scope='module')
+def study(tmp_path_factory, glyph_cache):
+  out = tmp_path_factory.mktemp('gradient_study')
+  proc = run_binary('gradient_study.py',
+                    f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'gradient_study.gin')}",
+                    f'--output_dir={out}', '--gin_bindings=IMAGE_SIZE = 16',
+                    f"--gin_bindings=glyph_episodes.cache_dir = '{glyph_cache}'",
+                    '--gin_bindings=glyph_episodes.way = 3',
+                    '--gin_bindings=glyph_episodes.shot = 4',
+                    '--gin_bindings=glyph_episodes.query_shot = 3',
+                    '--gin_bindings=gradient_study.subset_sizes = [1, 4, 12]',
+                    '--gin_bindings=gradient_study.draws = 30',
+                    '--gin_bindings=gradient_study.chunk_size = 5',
+                    '--gin_bindings=gradient_study.bootstrap = 300')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(out / 'gradient_study.json', encoding='utf-8') as f:
+    return out, json.load(f)
+
+
+def _rows(study_json, estimator, group='all'):
+  return {r['subset_size']: r for r in study_json['results']
+          if r['estimator'] == estimator and r['group'] == group}
+
+
+def test_study_binary_writes_both_estimators_for_every_size_and_group(study):
+  out, result = study
+  assert result['setting']['support_size'] == 12 and result['setting']['way'] == 3
+  groups = {r['group'] for r in result['results']}
+  assert 'all' in groups and any(g.startswith('conv4/') for g in groups)
+  for estimator in gradient_error.ESTIMATORS:
+    assert sorted(_rows(result, estimator)) == [1, 4, 12]
+  with open(out / 'gradient_study.csv', encoding='utf-8') as f:
+    assert len(list(csv.DictReader(f))) == len(result['results'])
+  assert (out / 'gradient_study.png').stat().st_size > 10_000
+
+
+def test_lite_is_unbiased_and_exact_at_the_whole_support_set(study):
+  _, result = study
+  lite = _rows(result, 'lite')
+  for h in (1, 4):
+    assert lite[h]['bias_consistent_with_zero'], lite[h]
+    assert lite[h]['relative_rmse'] > 1e-3  # a real estimate, not the true gradient
+  assert lite[12]['relative_rmse'] < 1e-4
+  assert _rows(result, 'sub_sampled')[12]['relative_rmse'] < 1e-4
+  # Per-group figures add up: the groups' squared RMSEs sum to the whole.
+  groups = [r for r in result['results']
+            if r['estimator'] == 'lite' and r['subset_size'] == 4 and r['group'] != 'all']
+  assert sum(r['rmse'] ** 2 for r in groups) == pytest.approx(lite[4]['rmse'] ** 2, rel=1e-6)
+
+
+def test_one_image_sub_sampled_task_has_zero_gradient(study):
+  """One support image makes a one-class task: its loss, and so its gradient, is zero: the
+  estimate's error is the whole true gradient, a bias no draw can remove."""
+  _, result = study
+  row = _rows(result, 'sub_sampled')[1]
+  assert row['relative_rmse'] == pytest.approx(1.0, abs=1e-6)
+  assert row['relative_bias'] == pytest.approx(1.0, abs=1e-6)
+  assert not row['bias_consistent_with_zero']

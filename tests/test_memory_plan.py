@@ -1,0 +1,132 @@
+"""The memory planner (lite_tf.lite.memory_plan): its choices on given costs, its predictions
+against measured TF allocator peaks of real LITE steps, and its errors for budgets that cannot
+work."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+from conftest import first_line
+from conftest import run_binary
+from lite_tf.lite import memory_plan
+
+MB = memory_plan.MB
+DEMO_GIN = os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')
+
+
+def synthetic_costs(**overrides):
+  """Costs in MB-sized units: 100 MB fixed, 10 MB per back-propagated image, 5 per query
+  image, 1 per chunk image; recomputation 2 MB per row."""
+  values = dict(device='test', base=100 * MB, image_bytes=0.1 * MB, per_support_row=0.01 * MB,
+                step_fixed=20 * MB, per_backprop_image=10 * MB, per_query_image=5 * MB,
+                chunk_fixed=5 * MB, per_chunk_image=1 * MB, recompute_batch=8,
+                recompute_fixed=60 * MB, per_recomputed_row=2 * MB)
+  values.update(overrides)
+  return memory_plan.MemoryCosts(**values)
+
+
+def test_prediction_is_the_larger_phase_above_what_is_fixed():
+  costs = synthetic_costs()
+  # N = 100, Q = 50: fixed 100 + 150 * 0.1 + 100 * 0.01 = 116 MB; backprop 20 + 10 * 10 +
+  # 5 * 20 = 220 MB; chunk 5 + 30 = 35 MB.
+  assert costs.predict(100, 50, 10, 30, 20) / MB == pytest.approx(116 + 220)
+  # A chunk of 400 outweighs the backprop phase: 5 + 400 = 405 MB (chunks hold at most N - H).
+  assert costs.predict(1000, 50, 10, 400, 20) / MB == pytest.approx(
+      100 + 105 + 10 + 405)
+  assert costs.predict(100, 50, 10, 30, 20, recompute=True) / MB == pytest.approx(
+      116 + 60 + 2 * 30)
+  # |H| >= N: no chunk phase; the images held by three tasks count three times.
+  assert costs.predict(10, 10, 40, 40, 10, tasks_held=3) / MB == pytest.approx(
+      100 + 6 + 0.1 + 20 + 100 + 50)
+
+
+def test_plan_takes_the_largest_backprop_then_chunk_then_query_batch():
+  costs = synthetic_costs(recompute_fixed=None, per_recomputed_row=None, recompute_batch=None)
+  # Budget 600 MB, N = 500, Q = 100: fixed 100 + 60 + 5 = 165; phase room 435.
+  plan = memory_plan.plan(costs, 600, 500, 100, num_backprop=100, chunk_size=200,
+                          query_batch_size=64)
+  # |H| = 40: 20 + 400 + 5 (query 1) = 425 <= 435; |H| = 48 would need 505.
+  assert plan.num_backprop == 40 and plan.recompute_batch is None
+  assert plan.chunk_size == 200  # 5 + 200 = 205: the chunk phase stays below the backprop one
+  assert plan.query_batch_size == 3  # 20 + 400 + 5 q <= 435 -> q <= 3
+  assert plan.predicted_peak_bytes <= 600 * MB
+  larger = costs.predict(500, 100, 48, 1, 1)
+  assert larger > 600 * MB
+
+
+def test_plan_turns_recomputation_on_only_when_it_must():
+  costs = synthetic_costs()
+  # Without recomputation |H| = 40 (query 1) needs 165 + 425 = 590 MB; with it 165 + 60 +
+  # 2 * 41 = 307 MB.
+  roomy = memory_plan.plan(costs, 700, 500, 100, 40, 40, 40)
+  assert (roomy.num_backprop, roomy.recompute_batch) == (40, None)
+  tight = memory_plan.plan(costs, 400, 500, 100, 40, 40, 40)
+  assert (tight.num_backprop, tight.recompute_batch) == (40, 8)
+  assert tight.predicted_peak_bytes <= 400 * MB
+
+
+@pytest.mark.parametrize('budget', [-5, 0, 150, 'lots', True])
+def test_budgets_that_cannot_work_name_the_binding_and_the_smallest_budget(budget):
+  costs = synthetic_costs()
+  # Smallest step: |H| = 1, chunk 1, query 1; without recomputation 20 + 10 + 5 = 35 MB of
+  # phase (recomputed: 64), above 165 MB fixed: 200 MB.
+  with pytest.raises(memory_plan.MemoryBudgetError,
+                     match=r'lite\.memory_budget_mb.*lite\.memory_budget_mb = 200'):
+    memory_plan.plan(costs, budget, 500, 100, 40, 40, 40)
+
+
+@pytest.fixture(scope='module')
+def measured():
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPU_ALLOCATOR_USE_BFC='true')
+  proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tests', 'memory_plan_probe.py'),
+                         '60'], capture_output=True, text=True, env=env, timeout=600,
+                        check=False)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+  return json.loads(lines[-1][len('RESULT '):])
+
+
+def test_calibrated_prediction_within_ten_percent_of_measured_steps(measured):
+  for row in measured['rows']:
+    assert row['predicted'] == pytest.approx(row['measured'], rel=0.10), row
+
+
+def test_fitted_plan_stays_within_its_budget_and_leaves_training_untouched(measured):
+  budget = 60 * MB
+  h, chunk, query_batch, _ = measured['plan']
+  assert 1 <= h <= 40 and chunk >= 1 and query_batch >= 1
+  for n, peak in measured['measured_at_plan'].items():
+    assert peak <= budget, (n, peak / MB)
+  assert measured['predicted_peak'] <= budget
+  # The prediction the plan prints is the measured step, extrapolated to N = 200.
+  assert measured['predicted_peak'] == pytest.approx(measured['measured_at_plan']['200'],
+                                                     rel=0.10)
+  # Calibration runs optimizer steps and undoes them.
+  assert measured['weights_unchanged'] and measured['steps_at_start'] == 0
+
+
+def test_train_binary_refuses_a_budget_below_the_fixed_overhead(tmp_path, glyph_cache):
+  proc = run_binary('train.py', f'--gin_config={DEMO_GIN}',
+                    f'--train_dir={tmp_path}/run',
+                    f"--gin_bindings=glyph_episodes.cache_dir='{glyph_cache}'",
+                    '--gin_bindings=lite.memory_budget_mb=0.5',
+                    '--gin_bindings=lite.memory_plan_support_size=100',
+                    '--gin_bindings=lite.memory_plan_query_size=50')
+  assert proc.returncode == 1
+  message = first_line(proc.stderr)
+  assert 'lite.memory_budget_mb=0.5 MB does not fit' in message
+  assert 'the smallest budget that works is lite.memory_budget_mb = ' in message
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints' / 'checkpoint')
+
+
+def test_plan_binary_refuses_a_negative_budget():
+  proc = run_binary('plan_memory.py', f'--gin_config={DEMO_GIN}',
+                    '--budgets_mb=-100', '--support_size=50', '--query_size=20')
+  assert proc.returncode == 1
+  message = first_line(proc.stderr)
+  assert 'lite.memory_budget_mb must be a positive number of MB; got -100' in message
+  assert 'the smallest budget that works for this configuration is lite.memory_budget_mb = ' in message
