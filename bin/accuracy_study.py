@@ -26,7 +26,7 @@ flags.DEFINE_string('gin_config', os.path.join(REPO, 'gin', 'accuracy_study.gin'
                     'The training config of every run.')
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra bindings for every run.')
 flags.DEFINE_list('learners', ['protonets', 'simple_cnaps'], 'Learners.')
-flags.DEFINE_list('image_sizes', ['28', '56'], 'Image sides.')
+flags.DEFINE_list('image_sizes', ['28', '42'], 'Image sides.')
 flags.DEFINE_list('protonets_subsets', ['0', '10', '40', 'all'], '|H| values for ProtoNets.')
 flags.DEFINE_list('simple_cnaps_subsets', ['1', '10', '40', 'all'],
                   '|H| values for Simple CNAPs (and CNAPs).')

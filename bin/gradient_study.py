@@ -24,20 +24,26 @@ flags.DEFINE_multi_string('gin_config', [], 'gin config files (repeatable).')
 flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings, e.g. "gradient_study.draws=20".')
 flags.DEFINE_string('output_dir', None, 'Where the JSON, CSV and PNG go.')
 flags.DEFINE_integer('seed', 0, 'Seeds weight initialisation (keras.utils.set_random_seed).')
+flags.DEFINE_bool('from_grams', False, 'Recompute the statistics of the study already in '
+                  '--output_dir from its gradient_study_grams.npz, drawing nothing again.')
 flags.mark_flag_as_required('output_dir')
 
 
 def main(argv):
   del argv
   try:
-    if not FLAGS.gin_config:
-      raise config.ConfigError('--gin_config: give at least one gin file, e.g. '
-                               '--gin_config=gin/gradient_study.gin')
-    config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
-    import keras  # pylint: disable=g-import-not-at-top
-    from lite_tf.studies import gradient_study  # pylint: disable=g-import-not-at-top
-    keras.utils.set_random_seed(FLAGS.seed)  # before gin builds the learner
-    rows = gradient_study.run_gradient_study(FLAGS.output_dir)
+    if FLAGS.from_grams:
+      from lite_tf.studies import gradient_study  # pylint: disable=g-import-not-at-top
+      rows = gradient_study.resummarize(FLAGS.output_dir)
+    else:
+      if not FLAGS.gin_config:
+        raise config.ConfigError('--gin_config: give at least one gin file, e.g. '
+                                 '--gin_config=gin/gradient_study.gin')
+      config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
+      import keras  # pylint: disable=g-import-not-at-top
+      from lite_tf.studies import gradient_study  # pylint: disable=g-import-not-at-top
+      keras.utils.set_random_seed(FLAGS.seed)  # before gin builds the learner
+      rows = gradient_study.run_gradient_study(FLAGS.output_dir)
   except config.USER_ERRORS as e:
     print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)

@@ -11,12 +11,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import keras  # pylint: disable=g-import-not-at-top
 import numpy as np
-import tensorflow as tf
-
-# One inter-op thread: independent ops then run in one order, and the allocator's peak of a
-# step is the same from run to run (with parallel inter-op scheduling it varies by up to ~10%
-# on a loaded 2-core CPU, which a 10% test cannot tell from a wrong prediction).
-tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from lite_tf.learners import protonets
 from lite_tf.lite import memory_plan

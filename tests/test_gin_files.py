@@ -43,6 +43,13 @@ def test_gin_file_parses_and_builds(path):
     assert vtab_md_evaluation.is_vtab_md_run()
     assert gin.query_parameter('run_vtab_md_evaluation.md_episodes') == 600
     return
+  if 'gradient_study.' in bindings:  # bin/gradient_study.py's config
+    learner = gin.query_parameter('gradient_study.learner').scoped_configurable_fn()
+    assert isinstance(learner, base.Learner)
+    assert gin.query_parameter('gradient_study.subset_sizes') == [1, 5, 10, 20, 40, 60, 80, 100]
+    assert gin.query_parameter('glyph_episodes.way') * gin.query_parameter(
+        'glyph_episodes.shot') == 100
+    return
   if 'run_training.' not in bindings:  # a fragment meant to be included (gin/learners.gin)
     assert os.path.basename(path) == 'learners.gin'
     return

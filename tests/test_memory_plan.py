@@ -48,7 +48,7 @@ def test_plan_takes_the_largest_backprop_then_chunk_then_query_batch():
   costs = synthetic_costs(recompute_fixed=None, per_recomputed_row=None, recompute_batch=None)
   # Budget 600 MB, N = 500, Q = 100: fixed 100 + 60 + 5 = 165; phase room 435.
   plan = memory_plan.plan(costs, 600, 500, 100, num_backprop=100, chunk_size=200,
-                          query_batch_size=64)
+                          query_batch_size=64, margin=0.0)
   # |H| = 40: 20 + 400 + 5 (query 1) = 425 <= 435; |H| = 48 would need 505.
   assert plan.num_backprop == 40 and plan.recompute_batch is None
   assert plan.chunk_size == 200  # 5 + 200 = 205: the chunk phase stays below the backprop one
@@ -62,9 +62,9 @@ def test_plan_turns_recomputation_on_only_when_it_must():
   costs = synthetic_costs()
   # Without recomputation |H| = 40 (query 1) needs 165 + 425 = 590 MB; with it 165 + 60 +
   # 2 * 41 = 307 MB.
-  roomy = memory_plan.plan(costs, 700, 500, 100, 40, 40, 40)
+  roomy = memory_plan.plan(costs, 700, 500, 100, 40, 40, 40, margin=0.0)
   assert (roomy.num_backprop, roomy.recompute_batch) == (40, None)
-  tight = memory_plan.plan(costs, 400, 500, 100, 40, 40, 40)
+  tight = memory_plan.plan(costs, 400, 500, 100, 40, 40, 40, margin=0.0)
   assert (tight.num_backprop, tight.recompute_batch) == (40, 8)
   assert tight.predicted_peak_bytes <= 400 * MB
 
@@ -75,8 +75,18 @@ def test_budgets_that_cannot_work_name_the_binding_and_the_smallest_budget(budge
   # Smallest step: |H| = 1, chunk 1, query 1; without recomputation 20 + 10 + 5 = 35 MB of
   # phase (recomputed: 64), above 165 MB fixed: 200 MB.
   with pytest.raises(memory_plan.MemoryBudgetError,
-                     match=r'lite\.memory_budget_mb.*lite\.memory_budget_mb = 200'):
-    memory_plan.plan(costs, budget, 500, 100, 40, 40, 40)
+                     match=r'lite\.memory_budget_mb.*lite\.memory_budget_mb = 200$'):
+    memory_plan.plan(costs, budget, 500, 100, 40, 40, 40, margin=0.0)
+
+
+def test_the_margin_is_left_free():
+  costs = synthetic_costs(recompute_fixed=None, per_recomputed_row=None, recompute_batch=None)
+  # With 20% kept free, 600 MB leaves 480 MB to plan in: 315 MB of phase room, |H| = 24
+  # (20 + 240 + 5 = 265; 32 would need 345).
+  plan = memory_plan.plan(costs, 600, 500, 100, 100, 200, 64, margin=0.2)
+  assert plan.num_backprop == 24 and plan.predicted_peak_bytes <= 480 * MB
+  with pytest.raises(memory_plan.MemoryBudgetError, match=r'lite\.memory_budget_mb = 250$'):
+    memory_plan.plan(costs, 220, 500, 100, 100, 200, 64, margin=0.2)  # 200 / 0.8
 
 
 @pytest.fixture(scope='module')
@@ -90,19 +100,23 @@ def measured():
   return json.loads(lines[-1][len('RESULT '):])
 
 
-def test_calibrated_prediction_within_ten_percent_of_measured_steps(measured):
+def test_calibrated_model_predicts_unmeasured_steps_within_a_quarter(measured):
+  """The linear model from the probes alone, on steps far from them (|H| up to 60, chunks of
+  100, recomputation): within 25%. The peak of one and the same step varies by up to ~10% from
+  call to call on this CPU, which is why a plan is then checked by a measured step (below)."""
   for row in measured['rows']:
-    assert row['predicted'] == pytest.approx(row['measured'], rel=0.10), row
+    assert row['predicted'] == pytest.approx(row['measured'], rel=0.25), row
 
 
 def test_fitted_plan_stays_within_its_budget_and_leaves_training_untouched(measured):
-  budget = 60 * MB
+  budget = 60 * MB  # the plan keeps 10% of it free (lite.memory_plan_margin)
   h, chunk, query_batch, _ = measured['plan']
   assert 1 <= h <= 40 and chunk >= 1 and query_batch >= 1
   for n, peak in measured['measured_at_plan'].items():
     assert peak <= budget, (n, peak / MB)
-  assert measured['predicted_peak'] <= budget
-  # The prediction the plan prints is the measured step, extrapolated to N = 200.
+  assert measured['predicted_peak'] <= 0.9 * budget
+  # The prediction the plan prints (a measured step on a small task, extrapolated to N = 200)
+  # against the step measured again at N = 200: within 10%.
   assert measured['predicted_peak'] == pytest.approx(measured['measured_at_plan']['200'],
                                                      rel=0.10)
   # Calibration runs optimizer steps and undoes them.
@@ -130,3 +144,26 @@ def test_plan_binary_refuses_a_negative_budget():
   message = first_line(proc.stderr)
   assert 'lite.memory_budget_mb must be a positive number of MB; got -100' in message
   assert 'the smallest budget that works for this configuration is lite.memory_budget_mb = ' in message
+
+
+def test_train_binary_prints_and_keeps_its_plan(tmp_path, glyph_cache):
+  args = [f'--gin_config={DEMO_GIN}', f'--train_dir={tmp_path}/run',
+          f"--gin_bindings=glyph_episodes.cache_dir='{glyph_cache}'",
+          '--gin_bindings=lite.memory_budget_mb=150',
+          '--gin_bindings=lite.memory_plan_support_size=100',
+          '--gin_bindings=lite.memory_plan_query_size=50',
+          '--gin_bindings=run_training.num_steps=2', '--gin_bindings=run_training.steps_per_log=2',
+          '--gin_bindings=run_training.valid_episodes=0',
+          '--gin_bindings=run_training.test_episodes=2']
+  proc = run_binary('train.py', *args)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = next(l for l in proc.stdout.splitlines() if l.startswith('memory plan: '))
+  assert 'predicted TF allocator peak' in line and 'of the 150 MB budget' in line
+  with open(tmp_path / 'run' / 'memory_plan.json', encoding='utf-8') as f:
+    kept = json.load(f)
+  assert kept['plan']['num_backprop'] <= 10 and kept['key']['budget_mb'] == 150
+  # The demo asks for |H| = 10, chunk 16, query batch 25: they fit 150 MB at 28x28.
+  assert kept['plan']['predicted_peak_bytes'] <= 0.9 * 150 * MB
+  again = run_binary('train.py', *args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f'(kept from {tmp_path}/run/memory_plan.json)' in again.stdout

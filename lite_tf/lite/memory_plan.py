@@ -25,6 +25,7 @@ query batch, each from LADDER up to the requested value.
 """
 
 import dataclasses
+import gc
 import math
 
 from absl import logging
@@ -161,10 +162,15 @@ class _Allocator:
 
   def peak_above_current(self, fn):
     """Runs fn() and returns (allocator current before, its peak above that)."""
+    gc.collect()  # tensors only a reference cycle keeps would be freed during fn()
     tf.config.experimental.reset_memory_stats(self.device)
     before = self.current()
     tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, 'numpy') else t, fn())
     return before, tf.config.experimental.get_memory_info(self.device)['peak'] - before
+
+
+# Steps (or chunks) measured per probe; the largest peak counts.
+REPEATS = 3
 
 
 class _StepProbe:
@@ -183,11 +189,13 @@ class _StepProbe:
     for v, s in zip(self.state, saved):
       v.assign(s)
 
-  def peaks(self, num_backprop, query_batch, support_sizes, recompute=None):
-    """Step peaks above the allocator's current (bytes), one per support size."""
+  def peaks(self, num_backprop, query_batch, support_sizes, recompute=None, repeats=REPEATS):
+    """Step peaks above the allocator's current (bytes), one per support size: the largest
+    of `repeats` steps (the peak of one step varies by some 10% from call to call on CPU)."""
     model = self.model
     image_size = model.learner.image_size
-    probe = lite_model.LiteModel(model.learner, num_backprop=num_backprop, chunk_size=1,
+    # Chunks of 8: their phase stays below the backprop phase, which these probes measure.
+    probe = lite_model.LiteModel(model.learner, num_backprop=num_backprop, chunk_size=8,
                                  query_batch_size=query_batch, recompute_batch=recompute,
                                  context_subset=model.context_subset,
                                  regularizer_accounting=model.regularizer_accounting)
@@ -202,8 +210,11 @@ class _StepProbe:
         task = _probe_episode(n, 2 * query_batch, image_size, self.image_dtype).to_dict()
         step(task)  # traces, and allocates what only a first call does
         self._restore(saved)
-        results.append(self.allocator.peak_above_current(lambda: step(task))[1])
-        self._restore(saved)
+        peaks = []
+        for _ in range(repeats):
+          peaks.append(self.allocator.peak_above_current(lambda: step(task))[1])
+          self._restore(saved)
+        results.append(max(peaks))
     finally:
       self._restore(saved)
     return results
@@ -215,7 +226,7 @@ class _StepProbe:
 PROBE_BACKPROP = (8, 24)
 PROBE_QUERY = (8, 24)
 PROBE_CHUNKS = (8, 32)
-PROBE_SUPPORT = (50, 82)
+PROBE_SUPPORT = (50, 178)
 
 
 def calibrate(model, image_dtype=np.float32):
@@ -251,7 +262,8 @@ def calibrate(model, image_dtype=np.float32):
   for c in PROBE_CHUNKS:
     images = _probe_episode(c, 1, image_size, image_dtype).support_images
     chunk_fn(images)
-    chunk_peaks.append(allocator.peak_above_current(lambda: chunk_fn(images))[1])
+    chunk_peaks.append(max(allocator.peak_above_current(lambda: chunk_fn(images))[1]
+                           for _ in range(REPEATS)))
   c0, c1 = PROBE_CHUNKS
   per_chunk = max(chunk_peaks[1] - chunk_peaks[0], 0.0) / (c1 - c0)
   chunk_fixed = chunk_peaks[0] - c0 * per_chunk
@@ -305,9 +317,16 @@ def smallest_budget(costs, support_size, query_size, tasks_held=1):
                            tasks_held=tasks_held) for m in modes)
 
 
-def check_budget(budget_mb, costs, support_size, query_size, tasks_held=1):
-  """Raises MemoryBudgetError unless budget_mb is a number above the smallest step's peak."""
-  need = smallest_budget(costs, support_size, query_size, tasks_held)
+# The share of the budget a plan leaves free (lite.memory_plan_margin): the allocator peak of
+# one and the same step varies by up to about 10% from call to call on CPU.
+DEFAULT_MARGIN = 0.1
+
+
+def check_budget(budget_mb, costs, support_size, query_size, tasks_held=1,
+                 margin=DEFAULT_MARGIN):
+  """Raises MemoryBudgetError unless budget_mb is a number whose share (1 - margin) holds the
+  smallest step's predicted peak."""
+  need = smallest_budget(costs, support_size, query_size, tasks_held) / (1.0 - margin)
   smallest = math.ceil(need / MB)
   fixed = costs.base + tasks_held * (support_size + query_size) * costs.image_bytes
   if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or budget_mb <= 0:
@@ -324,15 +343,15 @@ def check_budget(budget_mb, costs, support_size, query_size, tasks_held=1):
 
 
 def plan(costs, budget_mb, support_size, query_size, num_backprop, chunk_size,
-         query_batch_size, tasks_held=1, exclude=(), min_backprop=1):
+         query_batch_size, tasks_held=1, exclude=(), min_backprop=1, margin=DEFAULT_MARGIN):
   """The MemoryPlan for tasks of up to `support_size` support and `query_size` query images
   (see the module docstring); raises MemoryBudgetError if nothing fits.
 
   exclude: (|H|, chunk, query batch, recompute) configurations measured not to fit;
   min_backprop: the smallest |H| to return (None is returned when no |H| from it up fits).
   """
-  check_budget(budget_mb, costs, support_size, query_size, tasks_held)
-  budget = budget_mb * MB
+  check_budget(budget_mb, costs, support_size, query_size, tasks_held, margin)
+  budget = budget_mb * MB * (1.0 - margin)
   modes = [False] + ([True] if costs.recompute_fixed is not None else [])
 
   def fits(h, c, q, recompute):
@@ -362,7 +381,8 @@ def plan(costs, budget_mb, support_size, query_size, num_backprop, chunk_size,
                     recompute_batch=costs.recompute_batch if recompute else None,
                     predicted_peak_bytes=costs.predict(support_size, query_size, h, c, q,
                                                        recompute, tasks_held),
-                    budget_bytes=budget, support_size=support_size, query_size=query_size)
+                    budget_bytes=budget_mb * MB, support_size=support_size,
+                    query_size=query_size)
 
 
 def apply_plan(model, memory_plan):
@@ -385,14 +405,15 @@ def _measured_at_plan(model, costs, memory_plan, tasks_held, image_dtype):
 
 
 def fit_plan(model, costs, budget_mb, support_size, query_size, tasks_held=1,
-             image_dtype=np.float32, max_measurements=4, report=None):
+             image_dtype=np.float32, max_measurements=4, report=None, margin=DEFAULT_MARGIN):
   """plan(), checked and corrected with real steps: the plan's step is measured
   (_measured_at_plan); the ratio of measured to predicted phase becomes the mode's
   phase_scale, and the plan is recomputed, until a measured plan fits and no larger |H| is
   predicted to, or max_measurements steps were run. Returns (MemoryPlan, measurements)."""
   requested = (model.num_backprop, model.chunk_size, model.query_batch_size)
   fitted, exclude, measurements = None, set(), []
-  candidate = plan(costs, budget_mb, support_size, query_size, *requested, tasks_held)
+  candidate = plan(costs, budget_mb, support_size, query_size, *requested, tasks_held,
+                   margin=margin)
   for _ in range(max_measurements):
     recompute = candidate.recompute_batch is not None
     measured = _measured_at_plan(model, costs, candidate, tasks_held, image_dtype)
@@ -409,7 +430,7 @@ def fit_plan(model, costs, budget_mb, support_size, query_size, tasks_held=1,
                          'recompute_batch': candidate.recompute_batch,
                          'predicted_bytes': candidate.predicted_peak_bytes,
                          'measured_bytes': measured})
-    fits = measured <= budget_mb * MB
+    fits = measured <= budget_mb * MB * (1.0 - margin)
     if report:
       report(f'  measured |H| = {candidate.num_backprop} (chunk {candidate.chunk_size}, query '
              f'batch {candidate.query_batch_size}, recompute {candidate.recompute_batch}): '
@@ -425,7 +446,7 @@ def fit_plan(model, costs, budget_mb, support_size, query_size, tasks_held=1,
     if fitted and fitted.num_backprop >= min(requested[0], support_size):
       break
     following = plan(costs, budget_mb, support_size, query_size, *requested, tasks_held,
-                     exclude=exclude, min_backprop=floor)
+                     exclude=exclude, min_backprop=floor, margin=margin)
     if following is None:
       break
     candidate = following
@@ -434,30 +455,31 @@ def fit_plan(model, costs, budget_mb, support_size, query_size, tasks_held=1,
     raise MemoryBudgetError(
         f'lite.memory_budget_mb={budget_mb:g} MB: the planned steps measured over the budget '
         f'({", ".join(f"{b / MB:.0f} MB" for b in peaks)}); the smallest budget that works '
-        f'is about lite.memory_budget_mb = {math.ceil(min(peaks) / MB)}')
+        f'is about lite.memory_budget_mb = {math.ceil(min(peaks) / MB / (1.0 - margin))}')
   return fitted, measurements
 
 
 def plan_for_model(model, budget_mb, support_size, query_size, image_dtype=np.float32,
-                   tasks_held=1, recompute_batch=8, report=None):
+                   tasks_held=1, recompute_batch=8, report=None, margin=DEFAULT_MARGIN):
   """Calibrates `model` (recomputation too when the requested |H| is not predicted to fit
   without it) and returns (fit_plan's MemoryPlan, MemoryCosts, measurements)."""
   costs = calibrate(model, image_dtype)
   first = plan(costs, budget_mb, support_size, query_size, model.num_backprop,
-               model.chunk_size, model.query_batch_size, tasks_held)
+               model.chunk_size, model.query_batch_size, tasks_held, margin=margin)
   if first.num_backprop < min(model.num_backprop, support_size):
     add_recompute_costs(model, costs, model.recompute_batch or recompute_batch, image_dtype)
   fitted, measurements = fit_plan(model, costs, budget_mb, support_size, query_size,
-                                  tasks_held, image_dtype, report=report)
+                                  tasks_held, image_dtype, report=report, margin=margin)
   return fitted, costs, measurements
 
 
 def measure_step_peak(model, memory_plan, support_size, query_size, image_dtype=np.float32,
-                      num_backprop=None):
+                      num_backprop=None, repeats=2):
   """The TF allocator's peak (bytes, from before the step: weights, optimizer state and the
   task's images included) of one real LITE step of `model` under `memory_plan` on a random
-  task of support_size + query_size images, after a warm-up step (tracing). The model's
-  weights and optimizer state are restored. num_backprop overrides the plan's |H|."""
+  task of support_size + query_size images, after a warm-up step (tracing): the largest of
+  `repeats` steps. The model's weights and optimizer state are restored. num_backprop
+  overrides the plan's |H|."""
   allocator = _Allocator(device_name())
   probe = _StepProbe(model, allocator, image_dtype)
   step_model = lite_model.LiteModel(
@@ -471,10 +493,13 @@ def measure_step_peak(model, memory_plan, support_size, query_size, image_dtype=
   step = tf.function(step_model.train_step, input_signature=[_relaxed_signature(
       _probe_episode(2, 1, model.learner.image_size, image_dtype))])
   saved = [v.numpy() for v in probe.state]
+  peaks = []
   try:
     step(task)
-    probe._restore(saved)  # pylint: disable=protected-access
-    before, above = allocator.peak_above_current(lambda: step(task))
+    for _ in range(repeats):
+      probe._restore(saved)  # pylint: disable=protected-access
+      before, above = allocator.peak_above_current(lambda: step(task))
+      peaks.append(before + above)
   finally:
     probe._restore(saved)  # pylint: disable=protected-access
-  return before + above
+  return max(peaks)

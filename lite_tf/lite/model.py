@@ -136,13 +136,15 @@ class LiteModel(EpisodicModel):
       recomputation to fit (lite_tf.lite.memory_plan), num_backprop, chunk_size and
       query_batch_size being the largest values it may choose.
     memory_plan_support_size, memory_plan_query_size: the largest task the plan must fit.
+    memory_plan_margin: the share of the budget the plan leaves free (the peak of one step
+      varies by up to ~10% from call to call on CPU).
   """
 
   def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
                recompute_batch=None, context_subset='independent',
                regularizer_accounting='reference', backprop_clip_length=None,
                memory_budget_mb=None, memory_plan_support_size=1000,
-               memory_plan_query_size=500, **kwargs):
+               memory_plan_query_size=500, memory_plan_margin=0.1, **kwargs):
     if isinstance(num_backprop, bool) or not isinstance(num_backprop, int) or num_backprop < 0:
       raise ValueError(f'LiteModel.num_backprop must be an integer >= 0 (0: the query path '
                        f'only, for ProtoNets); got {num_backprop!r}')
@@ -175,6 +177,10 @@ class LiteModel(EpisodicModel):
     self.memory_budget_mb = memory_budget_mb
     self.memory_plan_support_size = memory_plan_support_size
     self.memory_plan_query_size = memory_plan_query_size
+    if not (isinstance(memory_plan_margin, (int, float)) and 0 <= memory_plan_margin < 1):
+      raise ValueError(f'lite.memory_plan_margin must be a number in [0, 1); got '
+                       f'{memory_plan_margin!r}')
+    self.memory_plan_margin = memory_plan_margin
 
   def _regularizer_scale(self):
     """'reference': the reference codes add the penalty to every query batch's loss and do
@@ -217,7 +223,7 @@ def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40
                     recompute_batch=None, context_subset='independent',
                     regularizer_accounting='reference', backprop_clip_length=None,
                     memory_budget_mb=None, memory_plan_support_size=1000,
-                    memory_plan_query_size=500):
+                    memory_plan_query_size=500, memory_plan_margin=0.1):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed,
@@ -226,7 +232,8 @@ def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40
                    backprop_clip_length=backprop_clip_length,
                    memory_budget_mb=memory_budget_mb,
                    memory_plan_support_size=memory_plan_support_size,
-                   memory_plan_query_size=memory_plan_query_size)
+                   memory_plan_query_size=memory_plan_query_size,
+                   memory_plan_margin=memory_plan_margin)
 
 
 # num_backprop of exact back-propagation: every support image, whatever N.

@@ -58,7 +58,8 @@ def pretrained_backbone(output_dir, image_size, extra_bindings, report):
           f'--gin_config={os.path.join(repo, "gin", "pretrain_demo.gin")}', f'--output={path}',
           f'--gin_bindings=run_pretraining.image_size={image_size}',
           f'--gin_bindings=glyph_batches.image_size={image_size}'] +
-         [f'--gin_bindings={b}' for b in extra_bindings if b.startswith('glyph_')],
+         [f'--gin_bindings={b}' for b in extra_bindings
+          if b.startswith(('glyph_', 'run_pretraining.'))],
          path + '.log')
   return path
 

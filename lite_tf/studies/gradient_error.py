@@ -19,9 +19,9 @@ differences d_k = estimate_k - g:
             (what ||mean_k d_k|| is expected to be for an unbiased estimator with sample
             covariance S);
   bias_sq   ||mean_k d_k||^2 - tr(S) / K = mean_{i != j} <d_i, d_j>, an unbiased estimate of
-            ||E[estimate] - g||^2, which is zero exactly when the estimator is unbiased; its
-            95% CI (jackknife standard error) covering 0 means the measured bias is
-            indistinguishable from zero at this K.
+            ||E[estimate] - g||^2, which is zero exactly when the estimator is unbiased; with
+            its jackknife standard error se, bias_sq <= 1.645 se (a one-sided 5% test, since
+            ||bias||^2 >= 0) means the measured bias is indistinguishable from zero at this K.
 
 The RMSE's bootstrap CI resamples the K draws (with replacement) through the K x K Gram matrix
 of the differences, so no resampled gradient is ever formed.
@@ -68,11 +68,16 @@ def sub_sampled_task(episode, chosen):
 
 def parameter_groups(variables):
   """{group name: [indices into variables]}, grouping by the path below the learner (its
-  first two levels: 'conv4/block0_conv', 'set_encoder/conv0', 'film_generator/...')."""
-  groups = {}
+  first two levels: 'conv4/block0_conv', 'set_encoder/conv0', 'film_generator/...'), plus
+  'top/*' for every top level that holds deeper groups ('set_encoder/*': the whole set
+  encoder). The two-level groups partition the variables; the 'top/*' ones overlap them."""
+  groups, tops = {}, {}
   for i, v in enumerate(variables):
     parts = v.path.split('/')[:-1] or [v.path]
     groups.setdefault('/'.join(parts[:2]), []).append(i)
+    if len(parts) > 1:
+      tops.setdefault(f'{parts[0]}/*', []).append(i)
+  groups.update(tops)
   return groups
 
 
@@ -129,8 +134,12 @@ def error_statistics(gram, true_norm_sq, bootstrap=1000, seed=0):
     leave_one_out = (total - 2 * rows) / ((k - 1) * (k - 2))
     se = np.sqrt((k - 1) / k * np.sum((leave_one_out - leave_one_out.mean()) ** 2))
     low, high = bias_sq - 1.96 * se, bias_sq + 1.96 * se
+    # ||bias||^2 >= 0, so only a clearly positive estimate is evidence of bias (one-sided 5%
+    # test); a bias within float32 round-off (|H| = N is exact, up to the order of sums) counts
+    # as zero too.
+    consistent = bias_sq - 1.645 * se <= 0.0 or abs(bias_sq) <= 1e-7 * norm ** 2
     out.update(relative_bias_sq_ci=[float(low / norm ** 2), float(high / norm ** 2)],
-               bias_consistent_with_zero=bool(low <= 0.0 <= high))
+               bias_consistent_with_zero=bool(consistent))
   return out
 
 

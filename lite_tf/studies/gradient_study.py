@@ -4,6 +4,7 @@ Fig. 4-style PNG (relative RMSE of the meta-gradient against |H|, log scale)."""
 import csv
 import io
 import itertools
+import json
 import os
 
 from absl import logging
@@ -42,7 +43,8 @@ def run_gradient_study(output_dir, learner=gin.REQUIRED, episode_source=train.gl
                        chunk_size=40, query_batch_size=None, context_subset='independent',
                        seed=0, bootstrap=1000):
   """Runs the study on episode `episode_index` of `episode_source(split)`; writes
-  output_dir/gradient_study.{json,csv,png}; returns the rows (gradient_error.summarize).
+  output_dir/gradient_study.{json,csv,png} and the errors' Gram matrices
+  (gradient_study_grams.npz); returns the rows (gradient_error.summarize).
 
   Args:
     learner: a lite_tf.learners.base.Learner (gin: `gradient_study.learner = @protonets()`).
@@ -82,6 +84,42 @@ def run_gradient_study(output_dir, learner=gin.REQUIRED, episode_source=train.gl
       'split': split, 'episode_index': episode_index,
       'parameters': int(sum(np.prod(v.shape) for v in learner.trainable_variables)),
   }
+  write_report(rows, setting, output_dir)
+  # The Gram matrices of the errors: every statistic above can be recomputed from them.
+  with atomic.atomic_path(os.path.join(output_dir, 'gradient_study_grams.npz'),
+                          suffix='.npz') as tmp:
+    np.savez_compressed(tmp, **{f'{name}/{h}/{group}': gram
+                                for (name, h), groups in draws_.grams.items()
+                                for group, gram in groups.items()},
+                        **{f'true_norm_sq/{group}': np.float64(v)
+                           for group, v in draws_.true_norm_sq.items()})
+  return rows
+
+
+def resummarize(output_dir, bootstrap=None, seed=None):
+  """Recomputes a finished study's statistics from its gradient_study_grams.npz (no gradient
+  is drawn again) and rewrites gradient_study.{json,csv,png}; returns the rows."""
+  with open(os.path.join(output_dir, 'gradient_study.json'), encoding='utf-8') as f:
+    setting = json.load(f)['setting']
+  grams_path = os.path.join(output_dir, 'gradient_study_grams.npz')
+  if not os.path.exists(grams_path):
+    raise ValueError(f'--from_grams: {grams_path} does not exist (written by a study run)')
+  saved = np.load(grams_path)
+  true_norm_sq = {k.split('/', 1)[1]: float(saved[k]) for k in saved.files
+                  if k.startswith('true_norm_sq/')}
+  grams, seconds = {}, {}
+  for key in saved.files:
+    if key.startswith('true_norm_sq/'):
+      continue
+    name, h, group = key.split('/', 2)
+    grams.setdefault((name, int(h)), {})[group] = saved[key]
+  with open(os.path.join(output_dir, 'gradient_study.json'), encoding='utf-8') as f:
+    for r in json.load(f)['results']:
+      seconds[(r['estimator'], r['subset_size'])] = r['seconds']
+  rows = gradient_error.summarize(
+      gradient_error.GradientDraws(true_norm_sq, grams, seconds),
+      setting['bootstrap'] if bootstrap is None else bootstrap,
+      setting['seed'] if seed is None else seed)
   write_report(rows, setting, output_dir)
   return rows
 

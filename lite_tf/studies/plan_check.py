@@ -43,12 +43,13 @@ def run(budgets, support_size=None, query_size=None, image_dtype='float32', task
   support_size = support_size or model.memory_plan_support_size
   query_size = query_size or model.memory_plan_query_size
   requested = (model.num_backprop, model.chunk_size, model.query_batch_size)
+  margin = model.memory_plan_margin
   start = time.perf_counter()
   costs = memory_plan.calibrate(model, dtype)
   for budget in budgets:
-    memory_plan.check_budget(budget, costs, support_size, query_size, tasks_held)
-  first = [memory_plan.plan(costs, b, support_size, query_size, *requested, tasks_held)
-           for b in budgets]
+    memory_plan.check_budget(budget, costs, support_size, query_size, tasks_held, margin)
+  first = [memory_plan.plan(costs, b, support_size, query_size, *requested, tasks_held,
+                            margin=margin) for b in budgets]
   if any(p.num_backprop < min(requested[0], support_size) for p in first):
     memory_plan.add_recompute_costs(model, costs, model.recompute_batch or 8, dtype)
   calibration_seconds = time.perf_counter() - start
@@ -58,13 +59,13 @@ def run(budgets, support_size=None, query_size=None, image_dtype='float32', task
             'requested': dict(zip(('num_backprop', 'chunk_size', 'query_batch_size'),
                                   requested)),
             'support_size': support_size, 'query_size': query_size, 'tasks_held': tasks_held,
-            'image_dtype': image_dtype, 'plans': []}
+            'image_dtype': image_dtype, 'margin': margin, 'plans': []}
   for budget in budgets:
     report(f'{budget:g} MB:')
     budget_costs = dataclasses.replace(costs)  # fit_plan corrects its own copy
     start = time.perf_counter()
     plan, fitting = memory_plan.fit_plan(model, budget_costs, budget, support_size, query_size,
-                                         tasks_held, dtype, report=report)
+                                         tasks_held, dtype, report=report, margin=margin)
     report(f'  {plan.describe()}')
     entry = {'budget_mb': budget, 'plan': dataclasses.asdict(plan), 'fitting': fitting,
              'fitting_seconds': time.perf_counter() - start,

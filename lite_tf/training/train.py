@@ -130,7 +130,8 @@ def _fit_memory_budget(model, method, first, train_dir):
                      '--distribution (plan on one device with bin/plan_memory.py and set '
                      'lite.num_backprop / chunk_size / query_batch_size from its plan)')
   key = {'budget_mb': model.memory_budget_mb, 'support_size': model.memory_plan_support_size,
-         'query_size': model.memory_plan_query_size, 'requested': [
+         'query_size': model.memory_plan_query_size, 'margin': model.memory_plan_margin,
+         'requested': [
              model.num_backprop, model.chunk_size, model.query_batch_size,
              model.recompute_batch], 'tasks_held': TASKS_HELD_IN_TRAINING}
   path = os.path.join(train_dir, 'memory_plan.json')
@@ -145,7 +146,8 @@ def _fit_memory_budget(model, method, first, train_dir):
     plan, _, _ = memory_plan.plan_for_model(
         model, model.memory_budget_mb, model.memory_plan_support_size,
         model.memory_plan_query_size, image_dtype=first.support_images.dtype.as_numpy_dtype,
-        tasks_held=TASKS_HELD_IN_TRAINING, report=lambda m: logging.info('%s', m))
+        tasks_held=TASKS_HELD_IN_TRAINING, report=lambda m: logging.info('%s', m),
+        margin=model.memory_plan_margin)
     atomic.write_json(path, {'key': key, 'plan': dataclasses.asdict(plan)})
     source = ''
   memory_plan.apply_plan(model, plan)
