@@ -131,11 +131,23 @@ def test_fit_reduces_training_loss():
   assert history.history['loss'][-1] < history.history['loss'][0]
 
 
-@pytest.mark.parametrize('name,value', [('num_backprop', 0), ('num_backprop', -3),
-                                        ('chunk_size', 0), ('query_batch_size', 0)])
-def test_non_positive_sizes_are_rejected(name, value):
-  with pytest.raises(ValueError, match=f'LiteModel.{name} must be a positive integer'):
+@pytest.mark.parametrize('name,value,expected', [
+    ('num_backprop', -3, 'an integer >= 0'), ('num_backprop', 2.5, 'an integer >= 0'),
+    ('chunk_size', 0, 'a positive integer'), ('query_batch_size', 0, 'a positive integer')])
+def test_bad_sizes_are_rejected(name, value, expected):
+  with pytest.raises(ValueError, match=f'LiteModel.{name} must be {expected}'):
     lite_model.LiteModel(_fresh_learner(), **{name: value})
+
+
+def test_zero_backprop_trains_protonets_through_the_query_path():
+  learner = _fresh_learner()
+  model = lite_model.LiteModel(learner, num_backprop=0, chunk_size=4, query_batch_size=4)
+  model.compile(optimizer=lite_model.make_optimizer(algorithm='sgd', learning_rate=0.1),
+                jit_compile=False)
+  before = [v.numpy() for v in learner.trainable_variables]
+  model.train_on_batch(_episode_dict(1))
+  moved = [not np.allclose(b, v.numpy()) for b, v in zip(before, learner.trainable_variables)]
+  assert any(moved)
 
 
 def test_query_label_absent_from_support_fails_the_step():

@@ -82,6 +82,7 @@ def _pretrain(output, *bindings):
   return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # tests/test_accuracy_study.py pre-trains and trains Simple CNAPs by default
 def test_pretrained_simple_cnaps_beats_chance_and_adapts_in_one_forward_pass(tmp_path,
                                                                               glyph_cache):
   weights = tmp_path / 'conv4.h5'

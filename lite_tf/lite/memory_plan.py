@@ -21,7 +21,13 @@ where base is what the allocator holds without a task (weights, optimizer state)
 per_support_row the per-image cache of the support set (contributions, context rows). The plan
 takes the largest |H| up to the requested one that fits (at the smallest chunk and query
 batch; with recomputation when it fits only so), then the largest chunk, then the largest
-query batch, each from LADDER up to the requested value.
+query batch, each from LADDER up to the requested value, within (1 - margin) of the budget.
+
+fit_plan then measures the planned step on a small task and extrapolates it to the largest
+task with the per-image terms; the ratio of measured to predicted phase corrects the model
+and the plan is chosen again, until a measured plan fits and no larger |H| is predicted to.
+On CPU the allocator peak of one and the same step varies by up to ~10% from call to call
+(every probe takes the largest of a few steps), which the margin absorbs.
 """
 
 import dataclasses
@@ -405,7 +411,7 @@ def _measured_at_plan(model, costs, memory_plan, tasks_held, image_dtype):
 
 
 def fit_plan(model, costs, budget_mb, support_size, query_size, tasks_held=1,
-             image_dtype=np.float32, max_measurements=4, report=None, margin=DEFAULT_MARGIN):
+             image_dtype=np.float32, max_measurements=6, report=None, margin=DEFAULT_MARGIN):
   """plan(), checked and corrected with real steps: the plan's step is measured
   (_measured_at_plan); the ratio of measured to predicted phase becomes the mode's
   phase_scale, and the plan is recomputed, until a measured plan fits and no larger |H| is
