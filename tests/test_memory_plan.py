@@ -137,6 +137,7 @@ def test_train_binary_refuses_a_budget_below_the_fixed_overhead(tmp_path, glyph_
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints' / 'checkpoint')
 
 
+@pytest.mark.slow  # the same check as test_budgets_that_cannot_work_..., through the binary
 def test_plan_binary_refuses_a_negative_budget():
   proc = run_binary('plan_memory.py', f'--gin_config={DEMO_GIN}',
                     '--budgets_mb=-100', '--support_size=50', '--query_size=20')

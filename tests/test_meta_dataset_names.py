@@ -115,6 +115,7 @@ def test_pipeline_errors_name_the_binding():
     adapters.make_episode_source(numbers, 'valid')
 
 
+@pytest.mark.slow  # resume: tests/test_resume.py; pipelines: tests/test_data_adapters.py
 def test_bin_train_on_a_users_meta_dataset_pipeline_and_resume(tmp_path, fixture_dir):
   """One gin binding plugs the pipeline in; a second run resumes at its checkpoint."""
   gin_file = tmp_path / 'users_pipeline.gin'
