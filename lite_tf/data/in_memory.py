@@ -71,8 +71,11 @@ class EpisodeSampler:
 
   def output_signature(self):
     """The episodes' TensorSpecs (every episode has the same shapes)."""
+    return self._signature(self.way * self.shot, self.way * self.query_shot)
+
+  def _signature(self, n_support, n_query):
+    """TensorSpecs of episodes of n_support and n_query images (None: any number)."""
     size = self.images_by_class[self.class_ids[0]].shape[1]
-    n_support, n_query = self.way * self.shot, self.way * self.query_shot
     signature = {
         'support_images': tf.TensorSpec([n_support, size, size, 3], tf.float32),
         'support_labels': tf.TensorSpec([n_support], tf.int32),
@@ -150,16 +153,7 @@ class VariableEpisodeSampler(EpisodeSampler):
 
   def output_signature(self):
     """The episodes' TensorSpecs (sizes vary from episode to episode)."""
-    size = self.images_by_class[self.class_ids[0]].shape[1]
-    return {
-        'support_images': tf.TensorSpec([None, size, size, 3], tf.float32),
-        'support_labels': tf.TensorSpec([None], tf.int32),
-        'query_images': tf.TensorSpec([None, size, size, 3], tf.float32),
-        'query_labels': tf.TensorSpec([None], tf.int32),
-        'way': tf.TensorSpec([], tf.int32),
-        'support_class_ids': tf.TensorSpec([None], tf.int32),
-        'query_class_ids': tf.TensorSpec([None], tf.int32),
-    }
+    return self._signature(None, None)
 
 
 def episode_from_dict(d):
