@@ -48,6 +48,10 @@ def main(argv):
   except config.USER_ERRORS as e:
     print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
+  if not result['chief']:
+    print('training done on this worker; the chief writes the weights and the test results',
+          flush=True)
+    return
   print(f"held-out-class accuracy: {100 * result['test_accuracy']:.2f}% "
         f"+/- {100 * result['test_ci95']:.2f}% (95% CI over {result['num_test_episodes']} "
         'test episodes)')

@@ -12,6 +12,7 @@ shutdown. Files are never left half-written by this: lite_tf writes them atomica
 
 import functools
 import os
+import re
 import sys
 import traceback
 
@@ -55,7 +56,28 @@ def user_error(e):
       return f'{source}'
     if 'No space left on device' in e.message:
       return f'no space left on the device: {e.message.splitlines()[0]}'
+    lost = _lost_worker(e)
+    if lost:
+      return lost
   return None
+
+
+def _lost_worker(e):
+  """The message for a multi-worker job whose collectives were aborted because a peer
+  stopped (killed, crashed, preempted), or None."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not isinstance(e, (tf.errors.UnavailableError, tf.errors.AbortedError,
+                        tf.errors.DeadlineExceededError)):
+    return None
+  message = e.message
+  if not any(s in message for s in ('Collective ops is aborted', 'unhealthy', 'heartbeat',
+                                    'cluster check alive failed')):
+    return None
+  peers = sorted(set(re.findall(r'/job:(\w+)/replica:\d+/task:(\d+)', message.split(':', 1)[-1])))
+  names = ', '.join(f'{job} {task}' for job, task in peers) or 'a worker'
+  return (f'the multi-worker job lost a peer ({names} stopped answering): training stopped. '
+          'Re-run every worker with the same command and TF_CONFIG to resume from the last '
+          'checkpoint in --train_dir')
 
 
 def describe(e):

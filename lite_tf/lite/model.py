@@ -66,6 +66,20 @@ class EpisodicModel(keras.Model):
   def call(self, inputs, training=False):
     return self.predict_episode(episode_lib.Episode.from_dict(inputs))
 
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    """Under MultiWorkerMirroredStrategy Keras' TF trainer builds the model from one element
+    of the training iterator reduced across workers, and a dict of episode tensors cannot be
+    reduced there. Nothing needs that build when every layer is built (run_training calls the
+    learner first; the model compiles no loss or metrics): only the optimizer is built here."""
+    strategy = getattr(self, '_distribute_strategy', None)
+    if strategy is not None and _multi_worker(strategy) and all(
+        layer.built for layer in self._flatten_layers()):
+      if self.optimizer is not None and not self.optimizer.built:
+        with strategy.scope():
+          self.optimizer.build(self.learner.trainable_variables)
+      return
+    super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
   def task_gradients(self, episode, variables, seed):
     raise NotImplementedError
 
@@ -106,7 +120,17 @@ class EpisodicModel(keras.Model):
     self.loss_tracker.update_state(loss)
     self.accuracy_tracker.update_state(
         tf.reduce_mean(tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)))
-    return {m.name: m.result() for m in self.metrics}
+    results = {m.name: m.result() for m in self.metrics}
+    if _multi_worker(tf.distribute.get_strategy()):
+      # Keras reduces a multi-worker step's outputs with a mean over axis 0 (all workers'
+      # values side by side): a scalar has no axis 0, a [1] vector reduces to the scalar.
+      results = {k: tf.reshape(v, [1]) for k, v in results.items()}
+    return results
+
+
+def _multi_worker(strategy):
+  return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+          and strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
 
 
 REGULARIZER_ACCOUNTING = ('reference', 'per_task')

@@ -98,8 +98,9 @@ class BestCheckpoint(keras.callbacks.Callback):
 class ExtraSummaries(keras.callbacks.Callback):
   """TensorBoard scalars beside Keras' own: tasks per second and peak memory per epoch."""
 
-  def __init__(self, log_dir):
+  def __init__(self, log_dir, tasks_per_step=1):
     super().__init__()
+    self.tasks_per_step = tasks_per_step
     self.writer = tf.summary.create_file_writer(os.path.join(log_dir, 'train'))
     self._start = None
 
@@ -111,6 +112,6 @@ class ExtraSummaries(keras.callbacks.Callback):
     step = int(self.model.tasks_seen.numpy())
     steps = self.params.get('steps') or 1
     with self.writer.as_default(step=step):
-      tf.summary.scalar('tasks_per_second', steps / seconds)
+      tf.summary.scalar('tasks_per_second', steps * self.tasks_per_step / seconds)
       tf.summary.scalar('peak_memory_gb', peak_memory_bytes() / 1024 ** 3)
     self.writer.flush()

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -34,6 +35,10 @@ def _listed_differences(ours, theirs, ours_name, theirs_name, limit):
   return f'\n  {shown}{more}'
 
 
+_SIGNATURE_KEY = 'signature_utf8/.ATTRIBUTES/VARIABLE_VALUE'
+_OLD_SIGNATURE_KEY = 'signature/.ATTRIBUTES/VARIABLE_VALUE'
+
+
 def _signature(variables):
   return [[v.path, list(v.shape), str(v.dtype)] for v in variables]
 
@@ -45,9 +50,11 @@ class TrainingCheckpoint:
     model: a compiled lite_tf.lite.model.EpisodicModel whose optimizer is built.
     directory: checkpoint folder (train_dir/checkpoints).
     max_to_keep: checkpoints kept by the manager.
+    read_directory: where restore_latest looks (default: `directory`); a non-chief worker of
+      a cluster writes to a scratch folder and reads the chief's checkpoints.
   """
 
-  def __init__(self, model, directory, max_to_keep=3):
+  def __init__(self, model, directory, max_to_keep=3, read_directory=None):
     self.model = model
     variables = list(model.variables) + list(model.optimizer.variables)
     seen, self.variables = set(), []
@@ -56,10 +63,15 @@ class TrainingCheckpoint:
         seen.add(id(v))
         self.variables.append(v)
     self.signature = json.dumps(_signature(self.variables))
-    self._signature_variable = tf.Variable(self.signature, trainable=False)
-    values = {f'v{i:05d}': v.value for i, v in enumerate(self.variables)}
-    self.checkpoint = tf.train.Checkpoint(signature=self._signature_variable, variables=values)
+    # The signature's UTF-8 bytes as int32: MultiWorkerMirroredStrategy broadcasts every
+    # variable's initial value, and its collectives take no strings.
+    self._signature_variable = tf.Variable(
+        np.frombuffer(self.signature.encode(), np.uint8).astype(np.int32), trainable=False)
+    self._values = {f'v{i:05d}': v.value for i, v in enumerate(self.variables)}
+    self.checkpoint = tf.train.Checkpoint(signature_utf8=self._signature_variable,
+                                          variables=self._values)
     self.directory = directory
+    self.read_directory = read_directory or directory
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
 
   def save(self, step):
@@ -67,13 +79,18 @@ class TrainingCheckpoint:
     return self.manager.save(checkpoint_number=int(step))
 
   def _check_signature(self, path):
+    """Raises CheckpointError unless `path` holds this model's variables; returns whether it
+    is of the older format (a string signature)."""
     reader = tf.train.load_checkpoint(path)
-    key = 'signature/.ATTRIBUTES/VARIABLE_VALUE'
-    if key not in reader.get_variable_to_shape_map():
+    keys = reader.get_variable_to_shape_map()
+    if _SIGNATURE_KEY in keys:
+      stored = json.loads(reader.get_tensor(_SIGNATURE_KEY).astype(np.uint8).tobytes().decode())
+    elif _OLD_SIGNATURE_KEY in keys:  # checkpoints written before the int32 signature
+      stored = json.loads(reader.get_tensor(_OLD_SIGNATURE_KEY).decode())
+    else:
       raise CheckpointError(f'{path} is not a lite_tf training checkpoint (no signature)')
-    stored = json.loads(reader.get_tensor(key).decode())
     if stored == json.loads(self.signature):
-      return
+      return _OLD_SIGNATURE_KEY in keys
     ours = {p: (s, d) for p, s, d in json.loads(self.signature)}
     theirs = {p: (s, d) for p, s, d in stored}
     raise CheckpointError(
@@ -83,11 +100,14 @@ class TrainingCheckpoint:
 
   def restore_latest(self):
     """Restores the newest checkpoint, if any; returns its path or None."""
-    path = self.manager.latest_checkpoint
+    path = (self.manager.latest_checkpoint if self.read_directory == self.directory
+            else tf.train.latest_checkpoint(self.read_directory))
     if path is None:
       return None
-    self._check_signature(path)
-    self.checkpoint.restore(path).assert_existing_objects_matched()
+    if self._check_signature(path):
+      tf.train.Checkpoint(variables=self._values).restore(path).expect_partial()
+    else:
+      self.checkpoint.restore(path).assert_existing_objects_matched()
     return path
 
 

@@ -8,7 +8,10 @@ runs lite_tf's train_step on its own episode (see EpisodicModel.train_step).
 """
 
 import inspect
+import shutil
+import tempfile
 
+from absl import logging
 import tensorflow as tf
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
@@ -25,6 +28,49 @@ def make_strategy(kind='default', devices=None):
   raise ValueError(f'--distribution={kind!r}; expected one of {STRATEGIES}')
 
 
+def is_chief(strategy):
+  """Whether this process writes the run's files: always, except on the non-chief workers of
+  a multi-worker cluster (TF_CONFIG's chief, else worker 0, writes)."""
+  return bool(strategy.extended.should_checkpoint)
+
+
+def worker_name(strategy):
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or resolver.task_type is None:
+    return 'this process'
+  return f'{resolver.task_type} {resolver.task_id}'
+
+
+class WorkerScratch:
+  """Where a non-chief worker writes what every worker must write (its checkpoints: saving
+  mirrored variables can be a collective that all workers join) but nobody reads: a fresh
+  local temporary folder, removed at the end, as Keras' multi-worker conventions have it."""
+
+  def __init__(self, strategy):
+    self.path = tempfile.mkdtemp(prefix=f'lite_tf_{worker_name(strategy).replace(" ", "")}_')
+
+  def __enter__(self):
+    return self.path
+
+  def __exit__(self, *exc):
+    shutil.rmtree(self.path, ignore_errors=True)
+
+
+def check_same_on_workers(strategy, value, what):
+  """Raises unless the integer `value` is the same in every replica (e.g. the task a resumed
+  run starts from: a worker that cannot see the chief's checkpoints would start elsewhere
+  and train on diverging weights)."""
+  if strategy.num_replicas_in_sync == 1:
+    return
+  local = tf.constant(value, tf.int64)
+  values = strategy.gather(strategy.run(lambda: tf.reshape(local, [1])), axis=0).numpy()
+  if len(set(values.tolist())) > 1:
+    raise ValueError(
+        f'{worker_name(strategy)} has {what} = {value}, but the replicas have '
+        f'{values.tolist()}: every worker must read the same --train_dir (a folder shared by all hosts, '
+        'e.g. a network file system or a gs:// bucket), where the chief writes checkpoints')
+
+
 def _takes(method, argument):
   return argument in inspect.signature(method).parameters
 
@@ -39,21 +85,46 @@ def start_dataset(source, start):
   return source.as_dataset()
 
 
-def replica_episodes(strategy, source, start=0):
+def replica_episodes(strategy, source, start=0, num_episodes=None):
   """The episodes of `source` from `start`, dealt round-robin: at step s replica r of R gets
   episode start + s * R + r. Each replica's pipeline replays the stream's sampling and decodes
   only its share (`as_dataset(shard=...)`, which lite_tf's sources take; other sources are
-  decoded in full and sharded by tf.data). With one replica: start_dataset."""
+  decoded in full and sharded by tf.data). With one replica: start_dataset.
+
+  num_episodes: None (endless), or a multiple of R: the first num_episodes episodes, repeated
+  endlessly (validation: every pass sees the same episodes, each replica its share)."""
   num_replicas = strategy.num_replicas_in_sync
+
+  def limited(dataset, count):
+    return dataset if num_episodes is None else dataset.take(count).repeat()
+
   if num_replicas == 1:
-    return start_dataset(source, start)
+    return limited(start_dataset(source, start), num_episodes)
+  if num_episodes is not None and num_episodes % num_replicas:
+    raise ValueError(f'{num_episodes} episodes cannot be dealt evenly to {num_replicas} '
+                     'replicas')
+  share = None if num_episodes is None else num_episodes // num_replicas
 
   def replica_dataset(input_context):
     shard = (num_replicas, input_context.input_pipeline_id)
+    logging.info('%s, replica pipeline %d of %d: episodes %d + %d + %d k of %s',
+                 worker_name(strategy), shard[1], num_replicas, start, shard[1], num_replicas,
+                 type(source).__name__)
     if _takes(source.as_dataset, 'shard'):
-      return source.as_dataset(start=start, shard=shard)
-    return start_dataset(source, start).shard(*shard)
+      return limited(source.as_dataset(start=start, shard=shard), share)
+    return limited(start_dataset(source, start).shard(*shard), share)
 
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    # Its input pipelines are per worker; an episode cannot be split between a worker's
+    # replicas (its shapes vary), so each worker must hold one replica.
+    local = len(strategy.extended.worker_devices)
+    if local != 1:
+      raise ValueError(
+          f'--distribution=multi_worker: this worker has {local} devices '
+          f'({", ".join(strategy.extended.worker_devices)}); lite_tf runs one task per '
+          'replica and needs one device per worker: start one worker process per '
+          'accelerator (e.g. CUDA_VISIBLE_DEVICES=i and a TF_CONFIG task of its own)')
+    return strategy.distribute_datasets_from_function(replica_dataset)
   return strategy.distribute_datasets_from_function(
       replica_dataset,
       options=tf.distribute.InputOptions(

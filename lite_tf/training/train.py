@@ -189,10 +189,38 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
     dict with 'test_accuracy', 'test_ci95', 'history', 'resumed_from_step'.
   """
   _check_steps(num_steps, steps_per_log, valid_episodes, test_episodes)
+  # bin/train.py --distribution enters a strategy; the default one has a single replica.
+  strategy = tf.distribute.get_strategy()
+  num_replicas = strategy.num_replicas_in_sync
+  _check_replicas(num_replicas, steps_per_log, valid_episodes)
+  if not distribute.is_chief(strategy):
+    with distribute.WorkerScratch(strategy) as scratch:
+      return _train(train_dir, scratch, learner, episode_source, num_steps, steps_per_log,
+                    valid_episodes, test_episodes, max_checkpoints, callbacks, verbose)
   check_train_dir(train_dir)
   for folder in ('', 'best', 'checkpoints'):
     for orphan in atomic.remove_orphans(os.path.join(train_dir, folder)):
       logging.info('removed %s, left by an interrupted write', orphan)
+  return _train(train_dir, train_dir, learner, episode_source, num_steps, steps_per_log,
+                valid_episodes, test_episodes, max_checkpoints, callbacks, verbose)
+
+
+def _check_replicas(num_replicas, steps_per_log, valid_episodes):
+  for name, value in (('steps_per_log', steps_per_log), ('valid_episodes', valid_episodes)):
+    if value % num_replicas:
+      raise ValueError(f'run_training.{name}={value} must be a multiple of the '
+                       f'{num_replicas} replicas of --distribution (a step takes one task '
+                       'per replica)')
+
+
+def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_log,
+           valid_episodes, test_episodes, max_checkpoints, callbacks, verbose):
+  """run_training's work. `write_dir` is train_dir on the chief (or a single process) and a
+  scratch folder on the other workers of a cluster, which read the chief's checkpoints from
+  train_dir and write nothing else."""
+  strategy = tf.distribute.get_strategy()
+  num_replicas = strategy.num_replicas_in_sync
+  chief = write_dir == train_dir
   if getattr(learner, 'backbone_pretrained', True) is False:
     _warn_random_backbone(learner)
   image_size = getattr(learner, 'image_size', None)
@@ -213,10 +241,12 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   if getattr(model, 'memory_budget_mb', None) is not None:
     _fit_memory_budget(model, method, first, train_dir)
 
-  checkpoint = checkpoints.TrainingCheckpoint(model, os.path.join(train_dir, 'checkpoints'),
-                                              max_to_keep=max_checkpoints)
+  checkpoint = checkpoints.TrainingCheckpoint(
+      model, os.path.join(write_dir, 'checkpoints'), max_to_keep=max_checkpoints,
+      read_directory=os.path.join(train_dir, 'checkpoints'))
   restored = checkpoint.restore_latest()
   step = int(model.tasks_seen.numpy())
+  distribute.check_same_on_workers(strategy, step, 'the task to resume from')
   if restored:
     logging.info('resuming from %s at task %d', restored, step)
   if step % steps_per_log:
@@ -225,33 +255,41 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
                      'that wrote it')
   # Only now that the checkpoints (if any) are known to belong to this configuration: a
   # refused run keeps the operative config the checkpoints were written with.
-  atomic.write_text(os.path.join(train_dir, 'operative_config.gin'), gin.operative_config_str())
+  atomic.write_text(os.path.join(write_dir, 'operative_config.gin'), gin.operative_config_str())
   _warn_partial_steps(num_steps, steps_per_log)
 
+  # With R replicas a Keras step takes R tasks (one per replica); num_steps, steps_per_log and
+  # valid_episodes count tasks, as on one device.
   validation = {}
   if valid_episodes:
     valid_source = adapters.make_episode_source(episode_source, 'valid')
-    validation = dict(validation_data=valid_source.as_dataset(
-        num_episodes=valid_episodes).repeat(), validation_steps=valid_episodes)
+    validation = dict(validation_data=distribute.replica_episodes(
+        strategy, valid_source, num_episodes=valid_episodes),
+                      validation_steps=valid_episodes // num_replicas)
   if verbose == 'auto':
     verbose = 1 if sys.stdout.isatty() else 2  # a live bar on a terminal, a line per log in files
   epochs = max(1, num_steps // steps_per_log)
-  log_dir = os.path.join(train_dir, 'tensorboard')
+  log_dir = os.path.join(write_dir, 'tensorboard')
   all_callbacks = [
-      training_callbacks.BestCheckpoint(learner, os.path.join(train_dir, 'best')),
       keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False),
-      training_callbacks.ExtraSummaries(log_dir),
+      training_callbacks.ExtraSummaries(log_dir, tasks_per_step=num_replicas),
   ] + list(callbacks) + [
       # Last: everything above is done before the checkpoint marks the epoch as done.
-      training_callbacks.EpochCheckpoint(checkpoint, os.path.join(train_dir, 'history.jsonl')),
+      training_callbacks.EpochCheckpoint(checkpoint, os.path.join(write_dir, 'history.jsonl')),
   ]
+  if chief:
+    all_callbacks.insert(0, training_callbacks.BestCheckpoint(
+        learner, os.path.join(train_dir, 'best')))
   initial_epoch = step // steps_per_log
-  # bin/train.py --distribution enters a strategy; the default one has a single replica.
-  train_data = distribute.replica_episodes(tf.distribute.get_strategy(), train_source, step)
+  train_data = distribute.replica_episodes(strategy, train_source, step)
   if initial_epoch < epochs:
     model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=steps_per_log, verbose=verbose, shuffle=False,
+              steps_per_epoch=steps_per_log // num_replicas, verbose=verbose, shuffle=False,
               callbacks=all_callbacks, **validation)
+  if not chief:
+    logging.info('%s: training done; the chief writes the weights and evaluates',
+                 distribute.worker_name(strategy))
+    return {'chief': False, 'resumed_from_step': step if restored else None}
   atomic.check_free_space(train_dir, training_callbacks.weights_bytes(learner.weights),
                           'the final learner weights')
   with atomic.atomic_path(os.path.join(train_dir, 'learner.weights.h5'),
@@ -269,6 +307,6 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
   atomic.write_json(os.path.join(train_dir, 'test_results.json'), {
       'test_accuracy': mean, 'test_ci95': half_width, 'num_test_episodes': test_episodes,
       'test_time_cost': cost, 'num_steps': num_steps})
-  return {'test_accuracy': mean, 'test_ci95': half_width, 'history': history,
+  return {'chief': True, 'test_accuracy': mean, 'test_ci95': half_width, 'history': history,
           'num_test_episodes': test_episodes, 'test_time_cost': cost,
           'resumed_from_step': step if restored else None}
