@@ -34,11 +34,7 @@ def main(argv):
     if not FLAGS.gin_config:
       raise config.ConfigError('--gin_config: give at least one gin file, e.g. '
                                '--gin_config=gin/demo_protonets.gin')
-    config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
-    if config.bound_value('lite.memory_budget_mb') is not None:
-      # The memory planner reads TF's allocator statistics; on CPU only the BFC allocator
-      # keeps them. Set before TensorFlow creates its devices.
-      os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
+    config.parse(FLAGS.gin_config, FLAGS.gin_bindings)  # also sets BFC and the precision
     import keras  # pylint: disable=g-import-not-at-top
     from lite_tf.training import train  # pylint: disable=g-import-not-at-top
     from lite_tf.training import distribute  # pylint: disable=g-import-not-at-top

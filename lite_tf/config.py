@@ -12,6 +12,7 @@ def register_configurables():
   """Imports every module that defines gin configurables, so any gin file can name them."""
   # pylint: disable=g-import-not-at-top,unused-import
   from lite_tf import backbones
+  from lite_tf import precision
   from lite_tf.data import batches
   from lite_tf.data import orbit_episodes
   from lite_tf.data import orbit_synthetic
@@ -54,6 +55,13 @@ def parse(config_files, bindings):
     gin.parse_config_files_and_bindings(config_files, bindings, finalize_config=False)
   except (ValueError, KeyError, SyntaxError, ImportError, OSError) as e:
     raise ConfigError(f'gin config {list(config_files)} / bindings {list(bindings)}: {e}') from e
+  if bound_value('lite.memory_budget_mb') is not None:
+    # The memory planner reads TF's allocator statistics; on CPU only the BFC allocator
+    # keeps them. Set before TensorFlow creates its devices.
+    os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
+  # Keras' dtype policy before gin builds any learner (lite_tf.precision).
+  from lite_tf import precision  # pylint: disable=g-import-not-at-top
+  precision.apply()
 
 
 def bound_value(name):

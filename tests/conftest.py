@@ -26,6 +26,8 @@ def _clear_gin():
   gin.clear_config()
   yield
   gin.clear_config()
+  if 'keras' in sys.modules:  # a test's precision policy must not leak into the next
+    sys.modules['keras'].config.set_dtype_policy('float32')
 
 
 @pytest.fixture(scope='session')

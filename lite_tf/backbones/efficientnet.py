@@ -93,8 +93,8 @@ class EfficientNetB0(film_lib.FilmBackbone):
     self.film_channels = [32] + [b.channels for b in self.mbconv] + [1280]
 
   def call(self, images, film=None, training=False):
-    mean = ops.convert_to_tensor(IMAGENET_MEAN, 'float32')
-    std = ops.convert_to_tensor(IMAGENET_STD, 'float32')
+    mean = ops.convert_to_tensor(IMAGENET_MEAN, images.dtype)
+    std = ops.convert_to_tensor(IMAGENET_STD, images.dtype)
     x = ((images + 1.0) * 0.5 - mean) / std
     x = self.stem_bn(self.stem_conv(x), training=training)
     x = ops.silu(film_lib.apply_film(x, self.film_at(film, 0)))

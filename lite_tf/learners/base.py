@@ -36,9 +36,10 @@ from lite_tf.backbones import task_norm
 
 
 def mean_cross_entropy(logits, labels):
-  """Mean softmax cross-entropy of logits [n, way] against integer labels [n]."""
+  """Mean softmax cross-entropy of logits [n, way] against integer labels [n], in float32
+  whatever the logits' dtype."""
   return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=tf.cast(labels, tf.int32), logits=logits))
+      labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)))
 
 
 def dense_gradients(grads, variables):

@@ -16,6 +16,7 @@ from keras import layers
 import tensorflow as tf
 
 from lite_tf import backbones
+from lite_tf import precision
 from lite_tf.backbones import weights as weights_lib
 from lite_tf.learners import base
 from lite_tf.learners import film_generator
@@ -67,7 +68,7 @@ class FilmAdaptedLearner(base.Learner):
     self.film_generator.build((self.set_encoder.embedding_dim,))
 
   def context_contributions(self, images):
-    return self.set_encoder(images)
+    return precision.to_float32(self.set_encoder(images))
 
   def task_context(self, context_contributions):
     """FiLM parameters of the task: generators applied to the mean set embedding."""
@@ -75,11 +76,12 @@ class FilmAdaptedLearner(base.Learner):
 
   def support_contributions(self, images, context=None, training=False):
     del training  # the backbone is frozen: BatchNorm always in inference mode
-    return self.backbone(images, film=context, training=False)
+    return precision.to_float32(self.backbone(images, film=context, training=False))
 
   def query_logits(self, task, images, training=False):
     del training
-    return self.classify(task, self.backbone(images, film=task['film'], training=False))
+    return self.classify(task, precision.to_float32(
+        self.backbone(images, film=task['film'], training=False)))
 
   def classify(self, task, features):
     raise NotImplementedError
@@ -96,7 +98,8 @@ class DenseResidualBlock(layers.Layer):
   def __init__(self, units, **kwargs):
     super().__init__(**kwargs)
     self.units = units
-    self.linears = [layers.Dense(units, name=f'linear{i}') for i in range(3)]
+    self.linears = [layers.Dense(units, name=f'linear{i}', dtype=self.dtype_policy)
+                    for i in range(3)]
 
   def build(self, input_shape):
     shape = input_shape
@@ -119,8 +122,9 @@ class Cnaps(FilmAdaptedLearner):
   def __init__(self, **kwargs):
     super().__init__(**kwargs)
     dim = self.backbone.feature_dim
-    self.weight_generator = DenseResidualBlock(dim, name='classifier_weights')
-    self.bias_generator = DenseResidualBlock(1, name='classifier_bias')
+    # The classifier is generated and applied in float32 under any precision policy.
+    self.weight_generator = DenseResidualBlock(dim, name='classifier_weights', dtype='float32')
+    self.bias_generator = DenseResidualBlock(1, name='classifier_bias', dtype='float32')
     self.weight_generator.build((None, dim))
     self.bias_generator.build((None, dim))
 

@@ -8,6 +8,7 @@ import gin
 import tensorflow as tf
 
 from lite_tf import backbones
+from lite_tf import precision
 from lite_tf.learners import base
 
 
@@ -37,13 +38,14 @@ class ProtoNets(base.Learner):
     self.backbone.build((None, image_size, image_size, 3))
 
   def support_contributions(self, images, context=None, training=False):
-    return self.backbone(images, training=training)
+    return precision.to_float32(self.backbone(images, training=training))
 
   def adapt(self, contributions, labels, way, context=None):
     return class_means(contributions, labels, way)
 
   def query_logits(self, task, images, training=False):
-    return squared_euclidean_logits(self.backbone(images, training=training), task)
+    return squared_euclidean_logits(
+        precision.to_float32(self.backbone(images, training=training)), task)
 
 
 @gin.configurable('protonets')

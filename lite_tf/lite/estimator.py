@@ -137,7 +137,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
                         seed=(0, 0), backprop_indices=None, recompute_batch=None,
                         context_subset='independent', context_indices=None,
                         regularizer_scale=1.0, regularizer_every_batch=False,
-                        backprop_clip_length=None):
+                        backprop_clip_length=None, loss_scale=None):
   """LITE gradient of the mean query cross-entropy of one task.
 
   Args:
@@ -169,6 +169,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     backprop_clip_length: None: H is |H| images; L: the support rows are clips of L
       contiguous images (ORBIT episodes) and H is |H| whole clips (|H| * L images), for the
       contribution subset and the independent context subset alike.
+    loss_scale: None, or a scalar the objective is multiplied by before differentiation
+      (float16 loss scaling, lite_tf.precision): the gradients come back scaled by it.
   Returns:
     loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one)
       plus the regularization loss.
@@ -339,6 +341,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
         objective = loss + regularizer_scale * penalty
         if first:  # the reported loss counts the penalty once per task, whatever the scale
           loss += penalty
+      if loss_scale is not None:  # float16: LossScaleOptimizer unscales the gradients
+        objective = objective * loss_scale
     grads = dense_gradients(tape.gradient(objective, variables), variables)
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return loss, grads, predictions, cache
@@ -370,12 +374,13 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
   return loss, grads, predictions_array.concat()
 
 
-def full_task_gradients(learner, episode, variables):
+def full_task_gradients(learner, episode, variables, loss_scale=None):
   """Exact gradient of the mean query cross-entropy, back-propagating the whole support set."""
   with tf.GradientTape() as tape:
     logits = learner(episode.to_dict(), training=False)
     loss = mean_cross_entropy(logits, episode.query_labels) + learner.regularization_loss()
-  grads = dense_gradients(tape.gradient(loss, variables), variables)
+    objective = loss if loss_scale is None else loss * loss_scale
+  grads = dense_gradients(tape.gradient(objective, variables), variables)
   return loss, grads, tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 

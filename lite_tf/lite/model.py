@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from lite_tf import episode as episode_lib
+from lite_tf import precision
 from lite_tf.learners import base as learner_base
 from lite_tf.lite import estimator
 
@@ -34,9 +35,9 @@ def make_optimizer(learning_rate=1e-3, tasks_per_step=1, algorithm='adam'):
   if algorithm not in optimizers:
     raise ValueError(f'make_optimizer.algorithm must be one of {sorted(optimizers)}; got '
                      f'{algorithm!r}')
-  return optimizers[algorithm](
+  return precision.wrap_optimizer(optimizers[algorithm](
       learning_rate=learning_rate,
-      gradient_accumulation_steps=tasks_per_step if tasks_per_step > 1 else None)
+      gradient_accumulation_steps=tasks_per_step if tasks_per_step > 1 else None))
 
 
 class EpisodicModel(keras.Model):
@@ -80,7 +81,9 @@ class EpisodicModel(keras.Model):
       return
     super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-  def task_gradients(self, episode, variables, seed):
+  def task_gradients(self, episode, variables, seed, loss_scale=None):
+    """(loss, gradients, predictions) of one task; the gradients times loss_scale when it
+    is given (float16 loss scaling)."""
     raise NotImplementedError
 
   def predict_episode(self, episode):
@@ -98,7 +101,8 @@ class EpisodicModel(keras.Model):
       seed = tf.stack([tf.constant(self.seed, tf.int64),
                        tf.identity(self.tasks_seen.value) + replica_id])
     variables = self.learner.trainable_variables
-    loss, grads, predictions = self.task_gradients(episode, variables, seed)
+    loss, grads, predictions = self.task_gradients(episode, variables, seed,
+                                                   precision.loss_scale(self.optimizer))
     if num_replicas > 1:
       grads = [g / num_replicas for g in grads]
     self.optimizer.apply_gradients(zip(grads, variables))
@@ -213,17 +217,18 @@ class LiteModel(EpisodicModel):
     'per_task': once per task, averaged with the tasks like the query loss."""
     if self.regularizer_accounting == 'per_task':
       return 1.0
-    steps = getattr(self.optimizer, 'gradient_accumulation_steps', None) or 1
+    steps = getattr(precision.inner_optimizer(self.optimizer), 'gradient_accumulation_steps',
+                    None) or 1
     replica = tf.distribute.get_replica_context()
     return float(steps * (replica.num_replicas_in_sync if replica else 1))
 
-  def task_gradients(self, episode, variables, seed):
+  def task_gradients(self, episode, variables, seed, loss_scale=None):
     return estimator.lite_task_gradients(
         self.learner, episode, variables, self.num_backprop, self.chunk_size,
         self.query_batch_size, seed=seed, recompute_batch=self.recompute_batch,
         context_subset=self.context_subset, regularizer_scale=self._regularizer_scale(),
         regularizer_every_batch=self.regularizer_accounting == 'reference',
-        backprop_clip_length=self.backprop_clip_length)
+        backprop_clip_length=self.backprop_clip_length, loss_scale=loss_scale)
 
   def predict_episode(self, episode):
     return estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
@@ -234,9 +239,12 @@ class SelfAdaptingModel(EpisodicModel):
   """For learners that compute their own task gradients and predictions (MAML, FineTuner):
   `learner.task_gradients(episode)` and `learner.predict_episode(episode)`."""
 
-  def task_gradients(self, episode, variables, seed):
+  def task_gradients(self, episode, variables, seed, loss_scale=None):
     del variables  # the learner differentiates its own trainable_variables
-    return self.learner.task_gradients(episode, seed)
+    loss, grads, predictions = self.learner.task_gradients(episode, seed)
+    if loss_scale is not None:  # scaled after the fact: the optimizer divides by the scale
+      grads = [g * tf.cast(loss_scale, g.dtype) for g in grads]
+    return loss, grads, predictions
 
   def predict_episode(self, episode):
     return self.learner.predict_episode(episode)

@@ -1,0 +1,102 @@
+"""Mixed precision: `precision.policy = 'float32' | 'mixed_bfloat16' | 'mixed_float16'`.
+
+The policy is Keras 3's global dtype policy, set when the gin config is parsed (before any
+learner is built), so backbones, set encoders and FiLM generators compute in bfloat16 or
+float16 while their variables, and the optimizer's state, stay float32. What is numerically
+sensitive stays float32 whatever the policy: learners cast the backbone's and the set
+encoder's outputs to float32 (`to_float32`), so class means, covariances, Cholesky and
+Woodbury solves, LITE's N/H-weighted sums of support contributions, logits and losses are
+float32. With 'mixed_float16' the meta-optimizer is wrapped in Keras' LossScaleOptimizer
+(dynamic loss scaling: a step whose gradients overflow is skipped and the scale halved) and
+LITE's query-batch losses are multiplied by its scale before differentiation.
+"""
+
+import gin
+import keras
+import tensorflow as tf
+
+POLICIES = ('float32', 'mixed_bfloat16', 'mixed_float16')
+
+
+class PrecisionError(ValueError):
+  """A precision the configuration or the machine cannot use."""
+
+
+@gin.configurable('precision')
+def configured_policy(policy='float32'):
+  """The gin binding `precision.policy`, checked."""
+  if policy not in POLICIES:
+    raise PrecisionError(f'precision.policy must be one of {list(POLICIES)}; got {policy!r}')
+  return policy
+
+
+def _probe_float16(device):
+  """Runs a convolution, a depthwise convolution and a matmul in float16 on `device`; returns
+  the error message if a kernel is missing, else None."""
+  try:
+    with tf.device(device):
+      x = tf.ones([1, 8, 8, 4], tf.float16)
+      y = tf.nn.conv2d(x, tf.ones([3, 3, 4, 4], tf.float16), 1, 'SAME')
+      y = tf.nn.depthwise_conv2d(y, tf.ones([3, 3, 4, 1], tf.float16), [1, 1, 1, 1], 'SAME')
+      y = tf.matmul(tf.reshape(y, [8, 32]), tf.ones([32, 2], tf.float16))
+      if not bool(tf.reduce_all(tf.math.is_finite(y))):
+        return 'float16 kernels returned non-finite values'
+  except (tf.errors.OpError, RuntimeError) as e:
+    return str(e).splitlines()[0]
+  return None
+
+
+def check_device_runs(policy):
+  """Refuses a policy that this machine's first accelerator (else its CPU) cannot run."""
+  if policy != 'mixed_float16':
+    return
+  gpus = tf.config.list_logical_devices('GPU')
+  device = gpus[0].name if gpus else '/CPU:0'
+  problem = _probe_float16(device)
+  if problem:
+    raise PrecisionError(
+        f"precision.policy='mixed_float16': {device} cannot run float16 "
+        f"({problem}); use 'mixed_bfloat16' or 'float32' here, or a GPU")
+
+
+def apply(policy=None):
+  """Sets Keras' global dtype policy (`policy`, default the gin binding) and returns it.
+  Learners built afterwards compute in it."""
+  policy = configured_policy() if policy is None else configured_policy(policy)
+  check_device_runs(policy)
+  keras.config.set_dtype_policy(policy)
+  return policy
+
+
+def current():
+  """The global policy's name."""
+  return keras.config.dtype_policy().name
+
+
+def to_float32(nest):
+  """A nest of tensors in float32 (the boundary after reduced-precision feature extractors)."""
+  return tf.nest.map_structure(
+      lambda t: tf.cast(t, tf.float32) if t.dtype.is_floating and t.dtype != tf.float32 else t,
+      nest)
+
+
+def wrap_optimizer(optimizer, policy=None):
+  """The meta-optimizer under `policy` (default: the global one): LossScaleOptimizer for
+  float16, unchanged otherwise."""
+  policy = policy or current()
+  if policy == 'mixed_float16' and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def loss_scale(optimizer):
+  """The factor to multiply losses by before differentiation: the LossScaleOptimizer's
+  current scale, else None (no scaling)."""
+  if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    return optimizer.scale_loss(tf.constant(1.0))
+  return None
+
+
+def inner_optimizer(optimizer):
+  """The optimizer that holds the settings (gradient accumulation, learning rate)."""
+  return getattr(optimizer, 'inner_optimizer', optimizer)
