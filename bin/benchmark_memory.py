@@ -46,6 +46,10 @@ flags.DEFINE_bool('bfc', True, 'Run children with TF\'s BFC allocator on CPU (ne
                   'allocator peak); --nobfc keeps TF\'s default CPU allocator, what users run, '
                   'and reports RSS only.')
 flags.DEFINE_float('memory_limit_gb', 18.0, 'Kill a run whose RSS passes this; reported as OOM.')
+flags.DEFINE_enum('precision', 'float32', ['float32', 'mixed_bfloat16', 'mixed_float16'],
+                  'Keras dtype policy of the learner (lite_tf.precision).')
+flags.DEFINE_bool('grappler', True, 'Let TF\'s graph optimiser (Grappler) run on the traced '
+                  'step (--nograppler: measure what it costs the first step).')
 flags.DEFINE_string('output', None, 'Write the results as JSON here (atomically).')
 flags.DEFINE_string('child_mode', None, 'Internal: run one configuration in this process.')
 flags.DEFINE_integer('child_support_size', None, 'Internal.')
@@ -59,7 +63,8 @@ def _run_child(mode, support_size):
           f'--query_batch_size={FLAGS.query_batch_size}', f'--way={FLAGS.way}',
           f'--steps={FLAGS.steps}', f'--malloc={FLAGS.malloc}',
           f'--image_dtype={FLAGS.image_dtype}', f'--learner={FLAGS.learner}',
-          f'--time_parts={FLAGS.time_parts}']
+          f'--time_parts={FLAGS.time_parts}', f'--precision={FLAGS.precision}',
+          f'--grappler={FLAGS.grappler}']
   if FLAGS.num_query:
     args.append(f'--num_query={FLAGS.num_query}')
   if FLAGS.recompute_batch:
@@ -83,7 +88,8 @@ def main(argv):
                       query_batch_size=FLAGS.query_batch_size, way=FLAGS.way, steps=FLAGS.steps,
                       image_dtype=FLAGS.image_dtype, learner=FLAGS.learner,
                       num_query=FLAGS.num_query, recompute_batch=FLAGS.recompute_batch,
-                      time_parts=FLAGS.time_parts)
+                      time_parts=FLAGS.time_parts, policy=FLAGS.precision,
+                      grappler=FLAGS.grappler)
     return
   if FLAGS.num_backprop <= 0:
     sys.exit(f'error: --num_backprop must be positive; got {FLAGS.num_backprop}')
@@ -93,7 +99,8 @@ def main(argv):
   sizes = [int(s) for s in FLAGS.support_sizes]
   results, floor, full_failed = [], None, False
   print(f'{"mode":6} {"N":>5} {"TF peak GB":>11} {"RSS+ GB":>8} {"steady RSS+":>11} '
-        f'{"s/step":>7} {"peak/floor":>10} {"step/parts":>10}', flush=True)
+        f'{"process GB":>10} {"1st s":>7} {"s/step":>7} {"peak/floor":>10} '
+        f'{"step/parts":>10}', flush=True)
   runs = [('floor', FLAGS.num_backprop)] if 'floor' in FLAGS.modes else []
   runs += [(m, n) for n in sizes for m in ('lite', 'full') if m in FLAGS.modes]
   for mode, n in runs:
@@ -116,6 +123,7 @@ def main(argv):
     print(f'{mode:6} {n:5} {_gb(r["allocator_peak_bytes"]):>11} '
           f'{_gb(r["peak_rss_above_start_bytes"]):>8} '
           f'{_gb(r.get("steady_peak_rss_above_pre_step_bytes")):>11} '
+          f'{_gb(r.get("process_peak_rss_bytes")):>10} {r["first_step_seconds"]:7.1f} '
           f'{r["step_seconds"]:7.2f} {ratio:>10} '
           f'{parts:>10}', flush=True)
   if FLAGS.output:
@@ -123,7 +131,7 @@ def main(argv):
     process.write_json(FLAGS.output, {'flags': {k: FLAGS[k].value for k in (
         'learner', 'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
         'query_batch_size', 'num_query', 'recompute_batch', 'way', 'steps', 'malloc',
-        'image_dtype', 'bfc', 'memory_limit_gb')},
+        'image_dtype', 'bfc', 'memory_limit_gb', 'precision', 'grappler')},
                                       'results': results})
 
 

@@ -50,6 +50,21 @@ def test_dataset_resumes_at_an_episode(root):
                                 source.episode(4)['support_images'])
 
 
+def test_a_workers_shard_decodes_only_its_episodes(root, monkeypatch):
+  """--distribution with 2 replicas from task 4: worker 1 gets episodes 5, 7, ... and reads
+  the frames of no other episode."""
+  source = orbit_episodes.orbit_episodes('train', root=root, image_size=16)
+  expected = [source.episode(i)['support_images'] for i in (5, 7)]
+  decoded = []
+  original = source.episode
+  monkeypatch.setattr(source, 'episode', lambda i: decoded.append(i) or original(i))
+  got = [e['support_images'].numpy()
+         for e in source.as_dataset(start=4, shard=(2, 1), num_episodes=2)]
+  assert decoded[:2] == [5, 7] and set(decoded) <= {5, 7, 9, 11}  # (prefetch may run ahead)
+  for a, b in zip(got, expected):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_gin_bindings_and_bad_split(root):
   gin.bind_parameter('orbit_episodes.overrides', {'clip_length': 4})
   source = orbit_episodes.orbit_episodes('valid', root=root, image_size=16)

@@ -137,3 +137,12 @@ def test_float16_on_a_machine_that_cannot_run_it_is_refused(monkeypatch):
                      r"cannot run float16 \(no float16 Conv2D kernel\).*mixed_bfloat16"):
     config.parse([], ["precision.policy = 'mixed_float16'"])
   assert precision.current() == 'float32'  # nothing was changed
+
+
+@pytest.mark.parametrize('name', ['maml', 'finetuner'])
+def test_self_adapting_learners_refuse_mixed_precision(tmp_path, name):
+  from lite_tf.training import train  # pylint: disable=g-import-not-at-top
+  config.parse([os.path.join(REPO_ROOT, 'gin', f'demo_{name}.gin')],
+               ["precision.policy = 'mixed_bfloat16'"])
+  with pytest.raises(ValueError, match=r"precision.policy='mixed_bfloat16'.*float32 only"):
+    train.run_training(str(tmp_path))

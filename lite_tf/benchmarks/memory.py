@@ -122,8 +122,13 @@ def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_
 
 def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
         way, steps, image_dtype='float32', learner='protonets', num_query=None,
-        recompute_batch=None, time_parts=True):
-  """Runs warm-up + `steps` steps of `mode`; returns a dict of measurements."""
+        recompute_batch=None, time_parts=True, policy='float32', grappler=True):
+  """Runs warm-up + `steps` steps of `mode` under the precision `policy`; returns a dict of
+  measurements."""
+  from lite_tf import precision  # pylint: disable=g-import-not-at-top
+  precision.apply(policy)
+  if not grappler:  # what tracing costs without TF's graph optimiser (first step, memory)
+    tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True})
   keras.utils.set_random_seed(0)
   device = _device()
   learner_name = learner
@@ -134,7 +139,7 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   # Build on a tiny task: a full-size call here would grow the allocator's pool (and the RSS)
   # before the measurement starts.
   learner(random_episode(2, 1, image_size, 2).to_dict())
-  optimizer = keras.optimizers.Adam(1e-3)
+  optimizer = precision.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)
   optimizer.build(learner.trainable_variables)
 
   # Every mode runs LiteModel.train_step: with |H| >= N it back-propagates the whole support
@@ -143,6 +148,7 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
                            num_backprop if mode == 'lite' else n, chunk_size, query_batch_size,
                            recompute_batch)
   rss_before = current_rss_bytes()
+  peak_before_step = peak_rss_bytes()  # from process start: imports, model, task, tracing
   rss_reset = reset_peak_rss()
   _reset_allocator(device)
   current_at_reset = _allocator_current(device)
@@ -170,6 +176,9 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
       'steady_peak_rss_above_pre_step_bytes': (steady_peak - rss_after_warmup
                                                if rss_reset else None),
       'rss_before_bytes': rss_before,
+      # The whole process's peak from its start (the maximum over the spans between resets).
+      'process_peak_rss_bytes': max(peak_before_step, peak_with_warmup, steady_peak),
+      'precision': policy,
       'first_step_seconds': times[0],
       'step_seconds': statistics.median(times[1:]),
       'malloc': 'no_mmap' if os.environ.get('MALLOC_MMAP_MAX_') == '0' else 'default',

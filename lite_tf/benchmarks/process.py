@@ -34,11 +34,16 @@ def run_child(script, args, memory_limit_gb, malloc='default', base=None, bfc=Tr
   """
   proc = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env=child_env(malloc, bfc))
-  state = {'oom': False}
+  state = {'oom': False, 'max_seen': 0}
   limit = memory_limit_gb * 1024 ** 3
 
   def watch():
     while proc.poll() is None:
+      # The child's VmHWM (its peak since start or its last reset) and VmRSS, as seen from
+      # outside: their maximum is a lower bound of the whole process's peak.
+      seen = max(_rss_bytes(proc.pid),
+                 (proc_status.status_kib('VmHWM', proc.pid) or 0) * 1024)
+      state['max_seen'] = max(state['max_seen'], seen)
       if _rss_bytes(proc.pid) > limit:
         state['oom'] = True
         proc.kill()
@@ -54,6 +59,7 @@ def run_child(script, args, memory_limit_gb, malloc='default', base=None, bfc=Tr
              if line.startswith('RESULT ')]
   if results:  # the last one is the most complete; a child may be killed after reporting
     result = results[-1]
+    result['watcher_peak_rss_bytes'] = state['max_seen']
     if state['oom']:
       result['note'] = f'killed after this report: RSS passed {memory_limit_gb:g} GB'
     return result

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
+from lite_tf import precision
 from lite_tf.data import adapters
 from lite_tf.data import dataset_spec as spec_lib
 from lite_tf.data import glyphs
@@ -232,6 +233,10 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
       train_source.episode(0) if hasattr(train_source, 'episode')
       else next(iter(train_source.episodes())))
   episode_lib.validate_episode(first, image_size=image_size)
+  if not isinstance(learner, learner_base.Learner) and precision.current() != 'float32':
+    raise ValueError(f"precision.policy={precision.current()!r}: mixed precision covers the "
+                     f'LITE learners (ProtoNets, CNAPs, Simple CNAPs); {type(learner).__name__} '
+                     "runs its own inner loop in float32 only (precision.policy = 'float32')")
   if isinstance(learner, learner_base.Learner):
     learner(first.to_dict())  # builds every layer, so weights exist before training and saving
 
