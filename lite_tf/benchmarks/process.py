@@ -41,10 +41,10 @@ def run_child(script, args, memory_limit_gb, malloc='default', base=None, bfc=Tr
     while proc.poll() is None:
       # The child's VmHWM (its peak since start or its last reset) and VmRSS, as seen from
       # outside: their maximum is a lower bound of the whole process's peak.
-      seen = max(_rss_bytes(proc.pid),
-                 (proc_status.status_kib('VmHWM', proc.pid) or 0) * 1024)
-      state['max_seen'] = max(state['max_seen'], seen)
-      if _rss_bytes(proc.pid) > limit:
+      rss = _rss_bytes(proc.pid)
+      hwm = (proc_status.status_kib('VmHWM', proc.pid) or 0) * 1024
+      state['max_seen'] = max(state['max_seen'], rss, hwm)
+      if rss > limit:
         state['oom'] = True
         proc.kill()
         return

@@ -67,8 +67,9 @@ def check_same_on_workers(strategy, value, what):
   if len(set(values.tolist())) > 1:
     raise ValueError(
         f'{worker_name(strategy)} has {what} = {value}, but the replicas have '
-        f'{values.tolist()}: every worker must read the same --train_dir (a folder shared by all hosts, '
-        'e.g. a network file system or a gs:// bucket), where the chief writes checkpoints')
+        f'{values.tolist()}: every worker must read the same --train_dir (a folder shared by '
+        'all hosts, e.g. a network file system or a gs:// bucket), where the chief writes '
+        'checkpoints')
 
 
 def _takes(method, argument):

@@ -221,7 +221,7 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
   train_dir and write nothing else."""
   strategy = tf.distribute.get_strategy()
   num_replicas = strategy.num_replicas_in_sync
-  chief = write_dir == train_dir
+  chief = distribute.is_chief(strategy)
   if getattr(learner, 'backbone_pretrained', True) is False:
     _warn_random_backbone(learner)
   image_size = getattr(learner, 'image_size', None)
