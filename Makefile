@@ -19,8 +19,12 @@ setup: $(VENV)/.installed-$(TF_EXTRA)
 demo: setup
 	$(PY) bin/train.py --gin_config=gin/demo_protonets.gin --train_dir=runs/demo
 
+# Test files run in TEST_WORKERS processes (pytest-xdist; a file's tests stay in one process,
+# so its module fixtures are built once). TEST_WORKERS=0 runs them all in this process.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -m "not slow" tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 
 test-all: setup
 	$(PY) -m pytest tests

@@ -32,6 +32,6 @@ setuptools.setup(
         'cpu': ['tensorflow-cpu>=2.16'],
         'gpu': ['tensorflow[and-cuda]>=2.16'],
         'tf': ['tensorflow>=2.16'],
-        'test': ['pytest>=7'],
+        'test': ['pytest>=7', 'pytest-xdist>=3'],
     },
 )

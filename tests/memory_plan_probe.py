@@ -1,6 +1,6 @@
 """Run as a script by tests/test_memory_plan.py, in a process with TF's BFC allocator on CPU:
-calibrates a small ProtoNets + LITE step, measures real steps beside their predictions, fits a
-plan to a budget and measures it. Prints one JSON line."""
+calibrates a small ProtoNets + LITE step, measures real steps beside the planner's two
+predictions of them, fits a plan to a budget and measures it. Prints one JSON line."""
 
 import json
 import os
@@ -17,9 +17,12 @@ from lite_tf.lite import memory_plan
 from lite_tf.lite import model as lite_model
 
 SIZE = 32
-# (N, Q, |H|, chunk, query batch, recompute micro-batch)
-CONFIGS = [(60, 40, 10, 20, 20, None), (200, 30, 60, 50, 30, None), (300, 20, 5, 100, 20, None),
+# (N, Q, |H|, chunk, query batch, recompute micro-batch): far from the calibration's probes
+# (|H| up to 60, chunks of 100, recomputation).
+CONFIGS = [(200, 30, 60, 50, 30, None), (300, 20, 5, 100, 20, None),
            (100, 40, 40, 40, 40, 8)]
+# Steps measured at every configuration's full size (one traced step serves every size).
+REPEATS = 5
 
 
 def main():
@@ -32,27 +35,25 @@ def main():
   weights = [v.numpy() for v in learner.trainable_variables]
   costs = memory_plan.calibrate(model, np.float32)
   memory_plan.add_recompute_costs(model, costs, 8, np.float32)
+  meter = memory_plan.StepMeter(model, np.float32)
   rows = []
   for n, q, h, c, qb, r in CONFIGS:
     plan = memory_plan.MemoryPlan(h, c, qb, r, 0.0, 0.0, n, q)
     rows.append({'config': [n, q, h, c, qb, r],
-                 'predicted': costs.predict(n, q, h, c, qb, recompute=bool(r)),
-                 'measured': memory_plan.measure_step_peak(model, plan, n, q, np.float32)})
+                 'model': costs.predict(n, q, h, c, qb, recompute=bool(r)),
+                 'from_small_task': memory_plan.measured_at_plan(meter, costs, plan),
+                 'measured': meter.peaks(plan, n, q, repeats=REPEATS)})
   budget_mb = float(sys.argv[1])
   plan, fitting = memory_plan.fit_plan(model, costs, budget_mb, 200, 40)
-  measured = {n: memory_plan.measure_step_peak(model, plan, n, 40, np.float32)
-              for n in (50, 200)}
-  # A second, independent measurement at N = 200 (a separate traced step): the peak of one
-  # and the same step varies by 5-15% between calls on this CPU.
-  remeasured = memory_plan.measure_step_peak(model, plan, 200, 40, np.float32)
+  at_plan = memory_plan.StepMeter(model, np.float32)
+  measured = {n: at_plan.peaks(plan, n, 40, repeats=REPEATS) for n in (50, 200)}
   unchanged = all(np.array_equal(w, v.numpy())
                   for w, v in zip(weights, learner.trainable_variables))
   print('RESULT ' + json.dumps({
       'rows': rows, 'plan': [plan.num_backprop, plan.chunk_size, plan.query_batch_size,
                              plan.recompute_batch],
       'predicted_peak': plan.predicted_peak_bytes, 'fitting': fitting,
-      'measured_at_plan': measured, 'remeasured_at_200': remeasured,
-      'weights_unchanged': unchanged,
+      'measured_at_plan': measured, 'weights_unchanged': unchanged,
       'steps_at_start': int(model.optimizer.iterations.numpy())}))
 
 

@@ -158,7 +158,8 @@ def test_clip_subsets_are_whole_clips_and_unbiased(learner):
                                                tf.constant(0, tf.int64)), 6, 1, 2)
   _, same, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 3, 7,
                                              backprop_indices=rows[None])
-  assert relative_error(drawn, same) < 1e-6
+  # The same rows by two paths: equal up to float32 summation order (1.1e-6 seen on CI).
+  assert relative_error(drawn, same) < 1e-5
   total = [tf.zeros_like(v) for v in variables]
   for clip in range(3):
     _, grads, _ = estimator.lite_task_gradients(

