@@ -34,6 +34,8 @@ flags.DEFINE_integer('query_batch_size', 40, 'Query batch size.')
 flags.DEFINE_integer('num_query', None, 'Query set size (default: one query batch).')
 flags.DEFINE_integer('recompute_batch', None, 'Recompute the activations of back-propagated '
                      'images in the backward pass, in micro-batches of this size.')
+flags.DEFINE_enum('recompute_mode', 'unrolled', ['unrolled', 'loop'],
+                  'With --recompute_batch: lite.recompute_mode (estimator.recomputed_rows).')
 flags.DEFINE_bool('time_parts', True, 'In lite mode, also time the step\'s parts separately.')
 flags.DEFINE_integer('way', 10, 'Classes per task.')
 flags.DEFINE_integer('steps', 2, 'Timed steps after one warm-up step.')
@@ -69,6 +71,7 @@ def _run_child(mode, support_size):
     args.append(f'--num_query={FLAGS.num_query}')
   if FLAGS.recompute_batch:
     args.append(f'--recompute_batch={FLAGS.recompute_batch}')
+    args.append(f'--recompute_mode={FLAGS.recompute_mode}')
   return process.run_child(os.path.abspath(__file__), args, FLAGS.memory_limit_gb,
                            FLAGS.malloc, bfc=FLAGS.bfc,
                            base={'mode': mode, 'support_size': support_size})
@@ -89,7 +92,7 @@ def main(argv):
                       image_dtype=FLAGS.image_dtype, learner=FLAGS.learner,
                       num_query=FLAGS.num_query, recompute_batch=FLAGS.recompute_batch,
                       time_parts=FLAGS.time_parts, policy=FLAGS.precision,
-                      grappler=FLAGS.grappler)
+                      grappler=FLAGS.grappler, recompute_mode=FLAGS.recompute_mode)
     return
   if FLAGS.num_backprop <= 0:
     sys.exit(f'error: --num_backprop must be positive; got {FLAGS.num_backprop}')
@@ -130,8 +133,8 @@ def main(argv):
     from lite_tf.benchmarks import process  # pylint: disable=g-import-not-at-top
     process.write_json(FLAGS.output, {'flags': {k: FLAGS[k].value for k in (
         'learner', 'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
-        'query_batch_size', 'num_query', 'recompute_batch', 'way', 'steps', 'malloc',
-        'image_dtype', 'bfc', 'memory_limit_gb', 'precision', 'grappler')},
+        'query_batch_size', 'num_query', 'recompute_batch', 'recompute_mode', 'way', 'steps',
+        'malloc', 'image_dtype', 'bfc', 'memory_limit_gb', 'precision', 'grappler')},
                                       'results': results})
 
 

@@ -11,6 +11,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import keras  # pylint: disable=g-import-not-at-top
 import numpy as np
+import tensorflow as tf
+
+# One inter-op thread: the order of a step's ops, and with it which activations are alive at
+# once, then does not depend on timing. With TF's default pool the peak of one and the same
+# step varies by up to 30% from call to call when other processes share the two cores (as in
+# a parallel test run); the planner's margin absorbs that in training, a 10% check cannot.
+tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from lite_tf.learners import protonets
 from lite_tf.lite import memory_plan

@@ -287,8 +287,11 @@ def test_error_of_the_mean_of_random_draws_is_bias_and_variance_over_k(
       assert np.sqrt(variance / NUM_DRAWS) < lo * predicted
 
 
-@pytest.mark.parametrize('recompute_batch', [2])
-def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batch):
+@pytest.mark.parametrize('recompute_batch,recompute_mode', [(2, 'unrolled'), (2, 'loop')])
+def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batch,
+                                                         recompute_mode):
+  """Through the set encoder's context and the FiLM parameters (the `extra` that
+  recomputed_rows differentiates), in both recomputation modes."""
   episode = small_episode()
   variables = learner.trainable_variables
   subsets = tf.constant([[0, 4, 5]])
@@ -297,7 +300,7 @@ def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batc
                                             backprop_indices=subsets, context_indices=contexts)
   step = tf.function(lambda: estimator.lite_task_gradients(
       learner, episode, variables, 3, 4, 7, backprop_indices=subsets, context_indices=contexts,
-      recompute_batch=recompute_batch))
+      recompute_batch=recompute_batch, recompute_mode=recompute_mode))
   got = step()
   assert abs(float(got[0]) - float(reference[0])) < 1e-5
   assert relative_error(got[1], reference[1]) < 1e-5
@@ -335,3 +338,6 @@ def test_lite_model_scales_the_penalty_by_the_tasks_of_a_step(learner):
   assert per_task._regularizer_scale() == 1.0  # pylint: disable=protected-access
   with pytest.raises(ValueError, match='lite.regularizer_accounting must be one of'):
     lite_model.make_lite_model(learner, regularizer_accounting='twice')
+  with pytest.raises(ValueError, match=r"lite\.recompute_mode must be one of \['unrolled', "
+                                       r"'loop'\]; got 'fused'"):
+    lite_model.make_lite_model(learner, recompute_batch=2, recompute_mode='fused')

@@ -65,8 +65,10 @@ def test_while_loop_branch_equals_eager_and_the_full_gradient(learner):
   np.testing.assert_array_equal(got[2].numpy(), eager[2].numpy())
 
 
-@pytest.mark.parametrize('recompute_batch', [None, 2])
-def test_unequal_query_batches_with_a_subset_agree_across_paths(learner, recompute_batch):
+@pytest.mark.parametrize('recompute_batch,recompute_mode',
+                         [(None, 'unrolled'), (2, 'unrolled'), (2, 'loop')])
+def test_unequal_query_batches_with_a_subset_agree_across_paths(learner, recompute_batch,
+                                                                recompute_mode):
   """|H| = 3 < N = 6, a different subset per query batch, batches of 3, 3 and 1; with
   recomputation the H rows run as micro-batches 2 + 1 and the last query batch is shorter
   than one micro-batch. The while-loop branch (micro-batches past the rows run on one dropped
@@ -75,7 +77,8 @@ def test_unequal_query_batches_with_a_subset_agree_across_paths(learner, recompu
   episode = small_episode(num_support=6, num_query=7)
   variables = learner.trainable_variables
   subsets = tf.constant([[0, 4, 5], [1, 2, 3], [5, 0, 2]])
-  kwargs = dict(backprop_indices=subsets, recompute_batch=recompute_batch)
+  kwargs = dict(backprop_indices=subsets, recompute_batch=recompute_batch,
+                recompute_mode=recompute_mode)
   plain = estimator.lite_task_gradients(learner, episode, variables, 3, 4, 3,
                                         backprop_indices=subsets)
   eager = estimator.lite_task_gradients(learner, episode, variables, 3, 4, 3, **kwargs)
@@ -86,15 +89,18 @@ def test_unequal_query_batches_with_a_subset_agree_across_paths(learner, recompu
     assert relative_error(got[1], plain[1]) < 1e-5
 
 
-def test_recompute_with_more_micro_batches_than_rows_skips_the_empty_ones(learner):
+@pytest.mark.parametrize('recompute_mode', ['unrolled', 'loop'])
+def test_recompute_with_more_micro_batches_than_rows_skips_the_empty_ones(learner,
+                                                                          recompute_mode):
   """num_backprop = 8 > N = 6 with micro-batches of 2: the fourth micro-batch would be empty;
-  under unknown shapes it runs on one row whose output is dropped (the guard would fail on an
-  empty one)."""
+  under unknown shapes 'unrolled' runs it on one row whose output is dropped, 'loop' runs only
+  the micro-batches that have rows (the guard would fail on an empty one)."""
   episode = small_episode(num_support=6, num_query=7)
   variables = learner.trainable_variables
   _, full, _ = estimator.full_task_gradients(learner, episode, variables)
-  got = _dynamic(lambda e: estimator.lite_task_gradients(learner, e, variables, 8, 4, 7,
-                                                         recompute_batch=2))(episode.to_dict())
+  got = _dynamic(lambda e: estimator.lite_task_gradients(
+      learner, e, variables, 8, 4, 7, recompute_batch=2,
+      recompute_mode=recompute_mode))(episode.to_dict())
   assert relative_error(got[1], full) < 1e-5
 
 

@@ -112,17 +112,18 @@ LEARNERS = {'protonets': protonets.ProtoNets, 'cnaps': cnaps.Cnaps,
 
 
 def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_batch_size,
-                   recompute_batch=None):
+                   recompute_batch=None, recompute_mode='unrolled'):
   model = lite_model.LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                                query_batch_size=query_batch_size,
-                               recompute_batch=recompute_batch)
+                               recompute_batch=recompute_batch, recompute_mode=recompute_mode)
   model.optimizer = optimizer
   return tf.function(lambda: model.train_step(episode.to_dict()))
 
 
 def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
         way, steps, image_dtype='float32', learner='protonets', num_query=None,
-        recompute_batch=None, time_parts=True, policy='float32', grappler=True):
+        recompute_batch=None, time_parts=True, policy='float32', grappler=True,
+        recompute_mode='unrolled'):
   """Runs warm-up + `steps` steps of `mode` under the precision `policy`; returns a dict of
   measurements."""
   from lite_tf import precision  # pylint: disable=g-import-not-at-top
@@ -139,14 +140,14 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   # Build on a tiny task: a full-size call here would grow the allocator's pool (and the RSS)
   # before the measurement starts.
   learner(random_episode(2, 1, image_size, 2).to_dict())
-  optimizer = precision.wrap_optimizer(keras.optimizers.Adam(1e-3), policy)
+  optimizer = lite_model.make_optimizer(1e-3)  # what training uses (under the policy applied)
   optimizer.build(learner.trainable_variables)
 
   # Every mode runs LiteModel.train_step: with |H| >= N it back-propagates the whole support
   # set, i.e. it is exact back-propagation (tests/test_lite_estimator.py), through the same code.
   step_fn = _train_step_fn(learner, optimizer, episode,
                            num_backprop if mode == 'lite' else n, chunk_size, query_batch_size,
-                           recompute_batch)
+                           recompute_batch, recompute_mode)
   rss_before = current_rss_bytes()
   peak_before_step = peak_rss_bytes()  # from process start: imports, model, task, tracing
   rss_reset = reset_peak_rss()
@@ -161,6 +162,7 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   result = {
       'mode': mode, 'learner': learner_name, 'backbone': backbone, 'image_size': image_size,
       'support_size': n, 'num_query': num_query, 'recompute_batch': recompute_batch,
+      'recompute_mode': recompute_mode,
       'num_backprop': num_backprop, 'chunk_size': chunk_size,
       'query_batch_size': query_batch_size, 'device': device, 'image_dtype': image_dtype,
       'allocator_peak_bytes': _allocator_peak(device),
@@ -196,7 +198,7 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
     floor_episode = random_episode(min(num_backprop, n), num_query, image_size, way,
                                    image_dtype=image_dtype)
     floor_fn = _train_step_fn(learner, optimizer, floor_episode, num_backprop, chunk_size,
-                              query_batch_size, recompute_batch)
+                              query_batch_size, recompute_batch, recompute_mode)
     nograd_seconds = statistics.median(_timed(nograd, 1 + steps)[1:])
     floor_seconds = statistics.median(_timed(floor_fn, 1 + steps)[1:])
     result.update(parts_nograd_seconds=nograd_seconds, parts_backprop_seconds=floor_seconds,

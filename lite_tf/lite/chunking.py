@@ -16,18 +16,26 @@ def chunked_map(fn, images, indices, chunk_size, like=None):
     images: [n, size, size, 3] with n >= 1.
     indices: [m] int32 rows of `images` to process (may be empty).
     chunk_size: Python int > 0, rows per chunk.
-    like: optional nest shaped like fn's output (dtypes and trailing shapes). If None, the
-      first chunk is computed before the loop and gives them; with an empty `indices` that
-      chunk is one row (image 0) whose output is dropped, so the network still runs on a
-      non-empty batch (oneDNN's Conv2D returns wrong shapes on zero rows on some CPUs).
+    like: optional nest shaped like fn's output (tensors or TensorSpecs: dtypes and trailing
+      shapes). If None: in a traced function, output_like() gives them; in eager mode (or
+      when fn's trailing shapes are not static) the first chunk is computed before the loop
+      and gives them, and with an empty `indices` that chunk is one row (image 0) whose
+      output is dropped, so the network still runs on a non-empty batch (oneDNN's Conv2D
+      returns wrong shapes on zero rows on some CPUs). The loop never runs fn on zero rows.
   Returns:
     A nest like `like` of [m, ...] tensors, in the order of `indices`.
   """
   if chunk_size <= 0:
     raise ValueError(f'chunk_size must be positive; got {chunk_size}')
+  static_num = indices.shape[0]
+  if static_num is not None and 0 < static_num <= chunk_size:
+    # One chunk holds every row, known when tracing: no loop, and static shapes (the MAC
+    # profiler counts a loop body once, whatever its iterations).
+    return tf.nest.map_structure(tf.stop_gradient, fn(tf.gather(images, indices)))
+  if like is None and not tf.executing_eagerly():
+    like = output_like(fn, images)
   if like is None:
-    static_num = indices.shape[0]
-    if static_num:  # known and non-empty: static shapes (the MAC profiler needs them)
+    if static_num:  # known and non-empty: static shapes
       first = tf.nest.map_structure(tf.stop_gradient,
                                     fn(tf.gather(images, indices[:chunk_size])))
     else:
@@ -61,11 +69,29 @@ def chunked_map(fn, images, indices, chunk_size, like=None):
                             parallel_iterations=1)
   outputs = []
   for (dtype, shape), array, like_t in zip(specs, arrays, likes):
-    empty_shape = tf.concat([[0], tf.shape(like_t)[1:]], 0)
+    if shape.is_fully_defined():
+      empty_shape = [0] + shape.as_list()
+    else:
+      empty_shape = tf.concat([[0], tf.shape(like_t)[1:]], 0)
     out = tf.cond(num_chunks > 0, array.concat,
                   lambda dtype=dtype, empty_shape=empty_shape: tf.zeros(empty_shape, dtype))
-    outputs.append(tf.ensure_shape(out, tf.TensorShape([None]).concatenate(shape)))
+    outputs.append(tf.ensure_shape(out, tf.TensorShape([static_num]).concatenate(shape)))
   return tf.nest.pack_sequence_as(like, outputs)
+
+
+def output_like(fn, images, static=True):
+  """TensorSpecs of fn's outputs on a chunk of `images` (any number of rows), from a trace of
+  fn into a function that never runs; None unless every trailing dimension is static. In a
+  traced step this replaces computing a first chunk outside the loop for its shapes: the
+  step's graph holds one copy of the network fewer, which TF's graph optimiser no longer
+  processes, and every chunk runs in the loop. static=False: the specs whatever their
+  trailing dimensions."""
+  spec = tf.TensorSpec(tf.TensorShape([None]).concatenate(images.shape[1:]), images.dtype)
+  outputs = tf.function(fn).get_concrete_function(spec).structured_outputs
+  specs = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), outputs)
+  if static and not all(s.shape[1:].is_fully_defined() for s in tf.nest.flatten(specs)):
+    return None
+  return specs
 
 
 def chunked_apply(fn, images, chunk_size):

@@ -95,9 +95,76 @@ def _scatter_rows(base, indices, rows):
       lambda b, r: tf.tensor_scatter_nd_update(b, indices[:, None], r), base, rows)
 
 
-def recomputed_rows(fn, images, extra, batch_size, max_rows):
-  """fn(images, extra), row-wise, in micro-batches whose activations are not kept for the
-  backward pass but recomputed there (tf.recompute_grad), one micro-batch at a time.
+def _looped_recomputed_rows(fn, images, extra, batch_size):
+  """recomputed_rows' 'loop' mode. Both passes are sequential tf.while_loops over the micro-batches (parallel_iterations=1):
+  the forward loop keeps only fn's outputs; the backward loop recomputes one micro-batch
+  under a tape, takes its vector-Jacobian product with that micro-batch's rows of the
+  upstream gradient and adds it to the gradients of `extra` and of the variables fn reads.
+  A traced step so holds one copy of fn's forward pass and one of its forward and backward
+  passes, whatever the number of micro-batches (unrolling them, as tf.recompute_grad over a
+  Python loop would, traces and optimises a copy per micro-batch). No micro-batch is empty.
+
+  Args:
+    fn: (images [m, ...], extra) -> tensor [m, ...] whose row i depends on image i (and
+      extra).
+    images: [n, ...] with n >= 1; no gradient flows into them.
+    extra: nest of tensors fn also depends on (gradients flow into its floating ones), or None.
+    batch_size: rows per micro-batch.
+  """
+  flat = [] if extra is None else tf.nest.flatten(extra)
+
+  def call(x, flat_extra):
+    return fn(x, None if extra is None else tf.nest.pack_sequence_as(extra, list(flat_extra)))
+
+  spec = chunking.output_like(lambda x: call(x, flat), images, static=False)
+  if not isinstance(spec, tf.TensorSpec):
+    raise ValueError(f'recomputed_rows: fn must return one tensor; got {spec}')
+  n = tf.shape(images)[0]
+  num_batches = (n + batch_size - 1) // batch_size
+
+  def rows(i):
+    start = i * batch_size
+    return start, tf.minimum(start + batch_size, n)
+
+  @tf.custom_gradient
+  def run(x, *flat_extra):
+    def forward(i, array):
+      start, end = rows(i)
+      return i + 1, array.write(i, tf.stop_gradient(call(x[start:end], flat_extra)))
+
+    array = tf.TensorArray(spec.dtype, size=num_batches, infer_shape=False,
+                           element_shape=tf.TensorShape([None]).concatenate(spec.shape[1:]))
+    _, array = tf.while_loop(lambda i, _: i < num_batches, forward, (tf.constant(0), array),
+                             parallel_iterations=1)
+    out = tf.ensure_shape(array.concat(), tf.TensorShape([None]).concatenate(spec.shape[1:]))
+
+    def grad(upstream, variables=None):
+      variables = list(variables or [])
+      wanted = [t for t in flat_extra if t.dtype.is_floating]
+      targets = wanted + variables
+
+      def backward(i, sums):
+        start, end = rows(i)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+          tape.watch(targets)
+          y = call(x[start:end], flat_extra)
+        grads = tape.gradient(y, targets, output_gradients=upstream[start:end])
+        return i + 1, [total if g is None else total + tf.convert_to_tensor(g)
+                       for total, g in zip(sums, grads)]
+
+      _, sums = tf.while_loop(
+          lambda i, _: i < num_batches, backward,
+          (tf.constant(0), [tf.zeros_like(t) for t in targets]), parallel_iterations=1)
+      by_id = {id(t): g for t, g in zip(wanted, sums)}
+      return [None] + [by_id.get(id(t)) for t in flat_extra], sums[len(wanted):]
+
+    return out, grad
+
+  return run(images, *flat)
+
+
+def _unrolled_recomputed_rows(fn, images, extra, batch_size, max_rows):
+  """recomputed_rows' 'unrolled' mode: a Python loop of tf.recompute_grad micro-batches.
 
   Args:
     fn: (images [m, ...], extra) -> tensor [m, ...] whose row i depends on image i (and extra).
@@ -130,6 +197,35 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows):
   return tf.concat(parts, 0)
 
 
+RECOMPUTE_MODES = ('unrolled', 'loop')
+
+
+def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='unrolled'):
+  """fn(images, extra), row-wise, in micro-batches whose activations are not kept for the
+  backward pass but recomputed there, one micro-batch at a time.
+
+  mode 'unrolled' (default): one tf.recompute_grad per micro-batch, unrolled in Python; the
+  traced step holds a copy of fn's passes per micro-batch (long tracing, a large graph in
+  host memory), and TF may run micro-batches side by side. 'loop': one tf.while_loop over
+  the micro-batches in each pass (_looped_recomputed_rows): one copy of fn's passes whatever
+  the number of micro-batches, strictly one micro-batch at a time. docs/BENCHMARKS.md
+  compares the two.
+
+  Args:
+    fn: (images [m, ...], extra) -> tensor [m, ...] whose row i depends on image i (and extra).
+    images: [n, ...] with 1 <= n <= max_rows.
+    extra: nest of tensors fn also depends on (gradients flow into it), or None.
+    batch_size: rows per micro-batch.
+    max_rows: static upper bound of n ('unrolled' unrolls that many rows' micro-batches).
+  """
+  if mode == 'loop':
+    return _looped_recomputed_rows(fn, images, extra, batch_size)
+  if mode != 'unrolled':
+    raise ValueError(f'lite.recompute_mode must be one of {list(RECOMPUTE_MODES)}; got '
+                     f'{mode!r}')
+  return _unrolled_recomputed_rows(fn, images, extra, batch_size, max_rows)
+
+
 CONTEXT_SUBSETS = ('independent', 'shared')
 
 
@@ -137,7 +233,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
                         seed=(0, 0), backprop_indices=None, recompute_batch=None,
                         context_subset='independent', context_indices=None,
                         regularizer_scale=1.0, regularizer_every_batch=False,
-                        backprop_clip_length=None, loss_scale=None):
+                        backprop_clip_length=None, loss_scale=None,
+                        recompute_mode='unrolled'):
   """LITE gradient of the mean query cross-entropy of one task.
 
   Args:
@@ -154,6 +251,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       the network in micro-batches of this size whose activations are recomputed in the
       backward pass (recomputed_rows): about one more forward pass, for a backward peak of
       one micro-batch's activations instead of |H| + query_batch_size images'.
+    recompute_mode: 'unrolled' or 'loop', how the micro-batches are traced (recomputed_rows).
     context_subset: for learners with a task context (CNAPs, Simple CNAPs): 'independent'
       draws the subset H_c whose first-stage (set encoder) rows carry gradient independently
       of the contribution subset H, so the expectation of the product of the two N/H-weighted
@@ -312,7 +410,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
           max_rows = (int(backprop_indices.shape[1]) if backprop_indices is not None
                       else num_backprop * (backprop_clip_length or 1))
           chosen_contributions = recomputed_rows(contributions_fn, chosen_images, context,
-                                                 recompute_batch, max_rows)
+                                                 recompute_batch, max_rows, recompute_mode)
         else:
           chosen_contributions = contributions_fn(chosen_images, context)
         if first:
@@ -330,7 +428,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       if recompute_batch:
         logits = recomputed_rows(
             lambda x, t: learner.query_logits(t, x, training=False), query_images, task,
-            recompute_batch, query_batch_size)
+            recompute_batch, query_batch_size, recompute_mode)
       else:
         logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)

@@ -39,7 +39,6 @@ import numpy as np
 import tensorflow as tf
 
 from lite_tf.episode import Episode
-from lite_tf.lite import model as lite_model
 
 MB = 1024 ** 2
 # Sizes the planner tries for |H|, chunk and query batch (each capped at the requested value).
@@ -201,11 +200,7 @@ class _StepProbe:
     model = self.model
     image_size = model.learner.image_size
     # Chunks of 8: their phase stays below the backprop phase, which these probes measure.
-    probe = lite_model.LiteModel(model.learner, num_backprop=num_backprop, chunk_size=8,
-                                 query_batch_size=query_batch, recompute_batch=recompute,
-                                 context_subset=model.context_subset,
-                                 regularizer_accounting=model.regularizer_accounting)
-    probe.optimizer = model.optimizer
+    probe = model.with_step(num_backprop, 8, query_batch, recompute)
     signature = _relaxed_signature(_probe_episode(2, 1, image_size, self.image_dtype))
     step = tf.function(probe.train_step, input_signature=[signature])
     saved = [v.numpy() for v in self.state]
@@ -501,13 +496,9 @@ class StepMeter:
     key = (num_backprop, memory_plan.chunk_size, memory_plan.query_batch_size,
            memory_plan.recompute_batch)
     if key not in self.steps:
-      model = self.model
-      step_model = lite_model.LiteModel(
-          model.learner, num_backprop=num_backprop, chunk_size=memory_plan.chunk_size,
-          query_batch_size=memory_plan.query_batch_size,
-          recompute_batch=memory_plan.recompute_batch, context_subset=model.context_subset,
-          regularizer_accounting=model.regularizer_accounting)
-      step_model.optimizer = model.optimizer
+      step_model = self.model.with_step(num_backprop, memory_plan.chunk_size,
+                                        memory_plan.query_batch_size,
+                                        memory_plan.recompute_batch)
       self.steps[key] = tf.function(step_model.train_step, input_signature=[self.signature])
     return self.steps[key]
 

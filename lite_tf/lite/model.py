@@ -13,6 +13,7 @@ from lite_tf import episode as episode_lib
 from lite_tf import precision
 from lite_tf.learners import base as learner_base
 from lite_tf.lite import estimator
+from lite_tf.lite import fused_adam
 
 
 def _unpack(data):
@@ -21,17 +22,23 @@ def _unpack(data):
 
 
 @gin.configurable
-def make_optimizer(learning_rate=1e-3, tasks_per_step=1, algorithm='adam'):
+def make_optimizer(learning_rate=1e-3, tasks_per_step=1, algorithm='adam', fused=True):
   """The meta-optimizer: one step per `tasks_per_step` tasks, on the mean of their gradients.
 
   Args:
     algorithm: 'adam' (the paper's) or 'sgd' (plain gradient descent, e.g. to see gradient
       scale).
+    fused: Adam's update as one ResourceApplyAdam op per variable (lite_tf.lite.fused_adam:
+      the same update as keras.optimizers.Adam, with some 6,000 fewer ops in a traced
+      EfficientNet-B0 step); False: keras.optimizers.Adam itself.
   """
   if not isinstance(tasks_per_step, int) or tasks_per_step < 1:
     raise ValueError(f'make_optimizer.tasks_per_step must be an integer >= 1; got '
                      f'{tasks_per_step!r}')
-  optimizers = {'adam': keras.optimizers.Adam, 'sgd': keras.optimizers.SGD}
+  if not isinstance(fused, bool):
+    raise ValueError(f'make_optimizer.fused must be True or False; got {fused!r}')
+  optimizers = {'adam': fused_adam.FusedAdam if fused else keras.optimizers.Adam,
+                'sgd': keras.optimizers.SGD}
   if algorithm not in optimizers:
     raise ValueError(f'make_optimizer.algorithm must be one of {sorted(optimizers)}; got '
                      f'{algorithm!r}')
@@ -152,6 +159,9 @@ class LiteModel(EpisodicModel):
     seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
     recompute_batch: None, or micro-batch size for recomputing the activations of the
       back-propagated images in the backward pass (see estimator.recomputed_rows).
+    recompute_mode: 'unrolled' (default: a tf.recompute_grad per micro-batch) or 'loop' (one
+      while-loop per pass: far less tracing and host memory, a larger TF allocator peak and
+      slower steps here; docs/BENCHMARKS.md).
     context_subset: 'independent' (default: unbiased set-encoder gradient) or 'shared' (the
       paper's code), see estimator.lite_task_gradients.
     regularizer_accounting: 'reference' (the FiLM penalty in every query batch's loss, not
@@ -172,7 +182,8 @@ class LiteModel(EpisodicModel):
                recompute_batch=None, context_subset='independent',
                regularizer_accounting='reference', backprop_clip_length=None,
                memory_budget_mb=None, memory_plan_support_size=1000,
-               memory_plan_query_size=500, memory_plan_margin=0.1, **kwargs):
+               memory_plan_query_size=500, memory_plan_margin=0.1, recompute_mode='unrolled',
+               **kwargs):
     if isinstance(num_backprop, bool) or not isinstance(num_backprop, int) or num_backprop < 0:
       raise ValueError(f'LiteModel.num_backprop must be an integer >= 0 (0: the query path '
                        f'only, for ProtoNets); got {num_backprop!r}')
@@ -188,6 +199,10 @@ class LiteModel(EpisodicModel):
       raise ValueError(f'LiteModel.recompute_batch must be None or a positive integer; got '
                        f'{recompute_batch!r}')
     self.recompute_batch = recompute_batch
+    if recompute_mode not in estimator.RECOMPUTE_MODES:
+      raise ValueError(f'lite.recompute_mode must be one of {list(estimator.RECOMPUTE_MODES)}; '
+                       f'got {recompute_mode!r}')
+    self.recompute_mode = recompute_mode
     if context_subset not in estimator.CONTEXT_SUBSETS:
       raise ValueError(f'lite.context_subset must be one of {list(estimator.CONTEXT_SUBSETS)}; '
                        f'got {context_subset!r}')
@@ -228,7 +243,20 @@ class LiteModel(EpisodicModel):
         self.query_batch_size, seed=seed, recompute_batch=self.recompute_batch,
         context_subset=self.context_subset, regularizer_scale=self._regularizer_scale(),
         regularizer_every_batch=self.regularizer_accounting == 'reference',
-        backprop_clip_length=self.backprop_clip_length, loss_scale=loss_scale)
+        backprop_clip_length=self.backprop_clip_length, loss_scale=loss_scale,
+        recompute_mode=self.recompute_mode)
+
+  def with_step(self, num_backprop, chunk_size, query_batch_size, recompute_batch):
+    """A LiteModel on the same learner and optimizer with another |H|, chunk, query batch
+    and recomputation, the subset, accounting and recomputation options the same (the memory
+    planner's probe steps; H there is images, not clips)."""
+    sibling = LiteModel(self.learner, num_backprop=num_backprop, chunk_size=chunk_size,
+                        query_batch_size=query_batch_size, seed=self.seed,
+                        recompute_batch=recompute_batch, context_subset=self.context_subset,
+                        regularizer_accounting=self.regularizer_accounting,
+                        recompute_mode=self.recompute_mode)
+    sibling.optimizer = self.optimizer
+    return sibling
 
   def predict_episode(self, episode):
     return estimator.adapt_and_predict(self.learner, episode, self.chunk_size,
@@ -255,7 +283,8 @@ def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40
                     recompute_batch=None, context_subset='independent',
                     regularizer_accounting='reference', backprop_clip_length=None,
                     memory_budget_mb=None, memory_plan_support_size=1000,
-                    memory_plan_query_size=500, memory_plan_margin=0.1):
+                    memory_plan_query_size=500, memory_plan_margin=0.1,
+                    recompute_mode='unrolled'):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed,
@@ -265,7 +294,7 @@ def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40
                    memory_budget_mb=memory_budget_mb,
                    memory_plan_support_size=memory_plan_support_size,
                    memory_plan_query_size=memory_plan_query_size,
-                   memory_plan_margin=memory_plan_margin)
+                   memory_plan_margin=memory_plan_margin, recompute_mode=recompute_mode)
 
 
 # num_backprop of exact back-propagation: every support image, whatever N.
