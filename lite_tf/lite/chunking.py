@@ -71,6 +71,9 @@ def chunked_map(fn, images, indices, chunk_size, like=None):
   for (dtype, shape), array, like_t in zip(specs, arrays, likes):
     if shape.is_fully_defined():
       empty_shape = [0] + shape.as_list()
+    elif isinstance(like_t, tf.TensorSpec):
+      raise ValueError(f'chunked_map: a TensorSpec in `like` needs static trailing dimensions; '
+                       f'got {like_t}')
     else:
       empty_shape = tf.concat([[0], tf.shape(like_t)[1:]], 0)
     out = tf.cond(num_chunks > 0, array.concat,

@@ -28,6 +28,7 @@ result is exactly the gradient of the mean query loss.
 import contextlib
 
 import tensorflow as tf
+from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
 
 from lite_tf.episode import to_model_input
 from lite_tf.learners.base import dense_gradients
@@ -95,7 +96,7 @@ def _scatter_rows(base, indices, rows):
       lambda b, r: tf.tensor_scatter_nd_update(b, indices[:, None], r), base, rows)
 
 
-def _looped_recomputed_rows(fn, images, extra, batch_size):
+def _looped_recomputed_rows(fn, images, extra, batch_size, wrt=None):
   """recomputed_rows' 'loop' mode. Both passes are sequential tf.while_loops over the micro-batches (parallel_iterations=1):
   the forward loop keeps only fn's outputs; the backward loop recomputes one micro-batch
   under a tape, takes its vector-Jacobian product with that micro-batch's rows of the
@@ -110,8 +111,13 @@ def _looped_recomputed_rows(fn, images, extra, batch_size):
     images: [n, ...] with n >= 1; no gradient flows into them.
     extra: nest of tensors fn also depends on (gradients flow into its floating ones), or None.
     batch_size: rows per micro-batch.
+    wrt: the variables whose gradients are wanted (the others fn reads, e.g. a frozen
+      backbone's, get none and are not differentiated in the loop); None: all of them.
   """
-  flat = [] if extra is None else tf.nest.flatten(extra)
+  # One identity per tensor: a tensor appearing twice in `extra` gets each slot's gradient once.
+  flat = [] if extra is None else [tf.identity(t) for t in tf.nest.flatten(extra)]
+  wanted_ids = None if wrt is None else {id(getattr(v, 'value', v)) for v in wrt} | {
+      id(v) for v in wrt}
 
   def call(x, flat_extra):
     return fn(x, None if extra is None else tf.nest.pack_sequence_as(extra, list(flat_extra)))
@@ -126,6 +132,9 @@ def _looped_recomputed_rows(fn, images, extra, batch_size):
     start = i * batch_size
     return start, tf.minimum(start + batch_size, n)
 
+  def accumulator_dtype(t):  # sums of reduced-precision gradients in float32
+    return tf.float32 if t.dtype in (tf.float16, tf.bfloat16) else t.dtype
+
   @tf.custom_gradient
   def run(x, *flat_extra):
     def forward(i, array):
@@ -134,29 +143,47 @@ def _looped_recomputed_rows(fn, images, extra, batch_size):
 
     array = tf.TensorArray(spec.dtype, size=num_batches, infer_shape=False,
                            element_shape=tf.TensorShape([None]).concatenate(spec.shape[1:]))
-    _, array = tf.while_loop(lambda i, _: i < num_batches, forward, (tf.constant(0), array),
-                             parallel_iterations=1)
-    out = tf.ensure_shape(array.concat(), tf.TensorShape([None]).concatenate(spec.shape[1:]))
+    # Not recorded by an outer tape (in eager mode it would keep every micro-batch's
+    # activations): the gradient is grad()'s.
+    with record.stop_recording():
+      _, array = tf.while_loop(lambda i, _: i < num_batches, forward, (tf.constant(0), array),
+                               parallel_iterations=1)
+      out = tf.ensure_shape(array.concat(),
+                            tf.TensorShape([None]).concatenate(spec.shape[1:]))
 
     def grad(upstream, variables=None):
       variables = list(variables or [])
+      if wanted_ids is not None:
+        chosen = [v for v in variables if id(v) in wanted_ids]
+        variables_wanted = chosen if chosen or not variables else variables
+      else:
+        variables_wanted = variables
       wanted = [t for t in flat_extra if t.dtype.is_floating]
-      targets = wanted + variables
+      targets = wanted + variables_wanted
 
       def backward(i, sums):
         start, end = rows(i)
+        # The recomputation waits for the upstream gradient: otherwise nothing orders it after
+        # the rest of the forward pass, and its activations could be alive beside those.
+        with tf.control_dependencies([upstream]):
+          images_i = tf.identity(x[start:end])
         with tf.GradientTape(watch_accessed_variables=False) as tape:
           tape.watch(targets)
-          y = call(x[start:end], flat_extra)
+          y = call(images_i, flat_extra)
         grads = tape.gradient(y, targets, output_gradients=upstream[start:end])
-        return i + 1, [total if g is None else total + tf.convert_to_tensor(g)
+        return i + 1, [total if g is None else total + tf.cast(tf.convert_to_tensor(g),
+                                                               total.dtype)
                        for total, g in zip(sums, grads)]
 
       _, sums = tf.while_loop(
           lambda i, _: i < num_batches, backward,
-          (tf.constant(0), [tf.zeros_like(t) for t in targets]), parallel_iterations=1)
+          (tf.constant(0), [tf.zeros(tf.shape(t), accumulator_dtype(t)) for t in targets]),
+          parallel_iterations=1)
+      sums = [tf.cast(g, t.dtype) for g, t in zip(sums, targets)]
       by_id = {id(t): g for t, g in zip(wanted, sums)}
-      return [None] + [by_id.get(id(t)) for t in flat_extra], sums[len(wanted):]
+      variable_grads = dict(zip([id(v) for v in variables_wanted], sums[len(wanted):]))
+      return ([None] + [by_id.get(id(t)) for t in flat_extra],
+              [variable_grads.get(id(v)) for v in variables])
 
     return out, grad
 
@@ -200,7 +227,7 @@ def _unrolled_recomputed_rows(fn, images, extra, batch_size, max_rows):
 RECOMPUTE_MODES = ('unrolled', 'loop')
 
 
-def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='unrolled'):
+def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='unrolled', wrt=None):
   """fn(images, extra), row-wise, in micro-batches whose activations are not kept for the
   backward pass but recomputed there, one micro-batch at a time.
 
@@ -217,9 +244,10 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='unrolled'):
     extra: nest of tensors fn also depends on (gradients flow into it), or None.
     batch_size: rows per micro-batch.
     max_rows: static upper bound of n ('unrolled' unrolls that many rows' micro-batches).
+    wrt: ('loop') the variables whose gradients are wanted; None: every variable fn reads.
   """
   if mode == 'loop':
-    return _looped_recomputed_rows(fn, images, extra, batch_size)
+    return _looped_recomputed_rows(fn, images, extra, batch_size, wrt)
   if mode != 'unrolled':
     raise ValueError(f'lite.recompute_mode must be one of {list(RECOMPUTE_MODES)}; got '
                      f'{mode!r}')
@@ -410,7 +438,8 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
           max_rows = (int(backprop_indices.shape[1]) if backprop_indices is not None
                       else num_backprop * (backprop_clip_length or 1))
           chosen_contributions = recomputed_rows(contributions_fn, chosen_images, context,
-                                                 recompute_batch, max_rows, recompute_mode)
+                                                 recompute_batch, max_rows, recompute_mode,
+                                                 variables)
         else:
           chosen_contributions = contributions_fn(chosen_images, context)
         if first:
@@ -428,7 +457,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       if recompute_batch:
         logits = recomputed_rows(
             lambda x, t: learner.query_logits(t, x, training=False), query_images, task,
-            recompute_batch, query_batch_size, recompute_mode)
+            recompute_batch, query_batch_size, recompute_mode, variables)
       else:
         logits = learner.query_logits(task, query_images, training=False)
       share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)

@@ -398,8 +398,8 @@ def measured_at_plan(meter, costs, memory_plan, tasks_held=1):
   """One real step under `memory_plan` (StepMeter `meter`) on a small task, its peak
   extrapolated to the plan's task size with the calibrated per-image and per-row costs (what
   N changes is the images held and the cached rows, not the phases). The small task has |H| +
-  two chunks of support images, so a chunk of the gradient-free loop runs as well as the
-  first chunk before it, and two query batches; the largest peak of three steps counts (the
+  two chunks of support images, so the gradient-free loop runs more than once, and two query
+  batches; the largest peak of three steps counts (the
   peak of one and the same step varies by up to ~10% from call to call on CPU)."""
   n = min(memory_plan.support_size, memory_plan.num_backprop + 2 * memory_plan.chunk_size)
   q = min(memory_plan.query_size, 2 * memory_plan.query_batch_size)
