@@ -153,11 +153,8 @@ def _looped_recomputed_rows(fn, images, extra, batch_size, wrt=None):
 
     def grad(upstream, variables=None):
       variables = list(variables or [])
-      if wanted_ids is not None:
-        chosen = [v for v in variables if id(v) in wanted_ids]
-        variables_wanted = chosen if chosen or not variables else variables
-      else:
-        variables_wanted = variables
+      variables_wanted = (variables if wanted_ids is None else
+                          [v for v in variables if id(v) in wanted_ids])
       wanted = [t for t in flat_extra if t.dtype.is_floating]
       targets = wanted + variables_wanted
 

@@ -160,8 +160,7 @@ class LiteModel(EpisodicModel):
     recompute_batch: None, or micro-batch size for recomputing the activations of the
       back-propagated images in the backward pass (see estimator.recomputed_rows).
     recompute_mode: 'unrolled' (default: a tf.recompute_grad per micro-batch) or 'loop' (one
-      while-loop per pass: far less tracing and host memory, a larger TF allocator peak and
-      slower steps here; docs/BENCHMARKS.md).
+      while-loop per pass: far less tracing and host memory; docs/BENCHMARKS.md).
     context_subset: 'independent' (default: unbiased set-encoder gradient) or 'shared' (the
       paper's code), see estimator.lite_task_gradients.
     regularizer_accounting: 'reference' (the FiLM penalty in every query batch's loss, not
