@@ -36,6 +36,8 @@ flags.DEFINE_integer('recompute_batch', None, 'Recompute the activations of back
                      'images in the backward pass, in micro-batches of this size.')
 flags.DEFINE_enum('recompute_mode', 'unrolled', ['unrolled', 'loop'],
                   'With --recompute_batch: lite.recompute_mode (estimator.recomputed_rows).')
+flags.DEFINE_integer('set_encoder_size', None, 'CNAPs / Simple CNAPs: the set encoder\'s '
+                     'resolution (*cnaps.set_encoder_size; default the backbone\'s).')
 flags.DEFINE_bool('time_parts', True, 'In lite mode, also time the step\'s parts separately.')
 flags.DEFINE_integer('way', 10, 'Classes per task.')
 flags.DEFINE_integer('steps', 2, 'Timed steps after one warm-up step.')
@@ -72,6 +74,8 @@ def _run_child(mode, support_size):
   if FLAGS.recompute_batch:
     args.append(f'--recompute_batch={FLAGS.recompute_batch}')
     args.append(f'--recompute_mode={FLAGS.recompute_mode}')
+  if FLAGS.set_encoder_size:
+    args.append(f'--set_encoder_size={FLAGS.set_encoder_size}')
   return process.run_child(os.path.abspath(__file__), args, FLAGS.memory_limit_gb,
                            FLAGS.malloc, bfc=FLAGS.bfc,
                            base={'mode': mode, 'support_size': support_size})
@@ -92,10 +96,15 @@ def main(argv):
                       image_dtype=FLAGS.image_dtype, learner=FLAGS.learner,
                       num_query=FLAGS.num_query, recompute_batch=FLAGS.recompute_batch,
                       time_parts=FLAGS.time_parts, policy=FLAGS.precision,
-                      grappler=FLAGS.grappler, recompute_mode=FLAGS.recompute_mode)
+                      grappler=FLAGS.grappler, recompute_mode=FLAGS.recompute_mode,
+                      set_encoder_size=FLAGS.set_encoder_size)
     return
   if FLAGS.num_backprop <= 0:
     sys.exit(f'error: --num_backprop must be positive; got {FLAGS.num_backprop}')
+  if FLAGS.set_encoder_size is not None and (FLAGS.learner == 'protonets'
+                                             or FLAGS.set_encoder_size <= 0):
+    sys.exit(f'error: --set_encoder_size must be a positive size, for --learner=cnaps or '
+             f'simple_cnaps; got {FLAGS.set_encoder_size} with --learner={FLAGS.learner}')
   unknown = set(FLAGS.modes) - {'floor', 'lite', 'full'}
   if unknown:
     sys.exit(f'error: --modes has unknown entries {sorted(unknown)}; expected floor, lite, full')
@@ -134,7 +143,8 @@ def main(argv):
     process.write_json(FLAGS.output, {'flags': {k: FLAGS[k].value for k in (
         'learner', 'backbone', 'image_size', 'support_sizes', 'num_backprop', 'chunk_size',
         'query_batch_size', 'num_query', 'recompute_batch', 'recompute_mode', 'way', 'steps',
-        'malloc', 'image_dtype', 'bfc', 'memory_limit_gb', 'precision', 'grappler')},
+        'malloc', 'image_dtype', 'set_encoder_size', 'bfc', 'memory_limit_gb', 'precision',
+        'grappler')},
                                       'results': results})
 
 

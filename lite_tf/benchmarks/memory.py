@@ -123,7 +123,7 @@ def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_
 def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
         way, steps, image_dtype='float32', learner='protonets', num_query=None,
         recompute_batch=None, time_parts=True, policy='float32', grappler=True,
-        recompute_mode='unrolled'):
+        recompute_mode='unrolled', set_encoder_size=None):
   """Runs warm-up + `steps` steps of `mode` under the precision `policy`; returns a dict of
   measurements."""
   from lite_tf import precision  # pylint: disable=g-import-not-at-top
@@ -133,7 +133,8 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   keras.utils.set_random_seed(0)
   device = _device()
   learner_name = learner
-  learner = LEARNERS[learner](backbone=backbone, image_size=image_size)
+  extra = {'set_encoder_size': set_encoder_size} if set_encoder_size else {}
+  learner = LEARNERS[learner](backbone=backbone, image_size=image_size, **extra)
   n = num_backprop if mode == 'floor' else support_size
   num_query = num_query or query_batch_size
   episode = random_episode(n, num_query, image_size, way, image_dtype=image_dtype)
@@ -162,7 +163,7 @@ def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, quer
   result = {
       'mode': mode, 'learner': learner_name, 'backbone': backbone, 'image_size': image_size,
       'support_size': n, 'num_query': num_query, 'recompute_batch': recompute_batch,
-      'recompute_mode': recompute_mode,
+      'recompute_mode': recompute_mode, 'set_encoder_size': set_encoder_size,
       'num_backprop': num_backprop, 'chunk_size': chunk_size,
       'query_batch_size': query_batch_size, 'device': device, 'image_dtype': image_dtype,
       'allocator_peak_bytes': _allocator_peak(device),
