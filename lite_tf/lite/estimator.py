@@ -97,8 +97,9 @@ def _scatter_rows(base, indices, rows):
 
 
 def _looped_recomputed_rows(fn, images, extra, batch_size, wrt=None):
-  """recomputed_rows' 'loop' mode. Both passes are sequential tf.while_loops over the micro-batches (parallel_iterations=1):
-  the forward loop keeps only fn's outputs; the backward loop recomputes one micro-batch
+  """recomputed_rows' 'loop' mode. Both passes are sequential tf.while_loops over the
+  micro-batches (parallel_iterations=1): the forward loop keeps only fn's outputs; the
+  backward loop recomputes one micro-batch
   under a tape, takes its vector-Jacobian product with that micro-batch's rows of the
   upstream gradient and adds it to the gradients of `extra` and of the variables fn reads.
   A traced step so holds one copy of fn's forward pass and one of its forward and backward

@@ -178,47 +178,15 @@ class _Allocator:
 REPEATS = 3
 
 
-class _StepProbe:
-  """Allocator peaks of real LITE steps (LiteModel.train_step on the model's learner and
-  optimizer) on small random tasks; the weights, optimizer state and metrics are restored after
-  every step, so calibrating leaves training exactly where it was."""
-
-  def __init__(self, model, allocator, image_dtype):
-    self.model = model
-    self.allocator = allocator
-    self.image_dtype = image_dtype
-    self.state = (list(model.variables) + list(model.optimizer.variables)
-                  + [v for m in model.metrics for v in m.variables])
-
-  def _restore(self, saved):
-    for v, s in zip(self.state, saved):
-      v.assign(s)
-
-  def peaks(self, num_backprop, query_batch, support_sizes, recompute=None, repeats=REPEATS):
-    """Step peaks above the allocator's current (bytes), one per support size: the largest
-    of `repeats` steps (the peak of one step varies by some 10% from call to call on CPU)."""
-    model = self.model
-    image_size = model.learner.image_size
-    # Chunks of 8: their phase stays below the backprop phase, which these probes measure.
-    probe = model.with_step(num_backprop, 8, query_batch, recompute)
-    signature = _relaxed_signature(_probe_episode(2, 1, image_size, self.image_dtype))
-    step = tf.function(probe.train_step, input_signature=[signature])
-    saved = [v.numpy() for v in self.state]
-    results = []
-    try:
-      for n in support_sizes:
-        # Two query batches: the second runs in the loop over batches, as in training.
-        task = _probe_episode(n, 2 * query_batch, image_size, self.image_dtype).to_dict()
-        step(task)  # traces, and allocates what only a first call does
-        self._restore(saved)
-        peaks = []
-        for _ in range(repeats):
-          peaks.append(self.allocator.peak_above_current(lambda: step(task))[1])
-          self._restore(saved)
-        results.append(max(peaks))
-    finally:
-      self._restore(saved)
-    return results
+def _probe_peak(meter, num_backprop, query_batch, support_size, recompute=None):
+  """A calibration probe: the largest step peak above the allocator's current (bytes) of
+  REPEATS steps (the peak of one step varies by some 10% from call to call on CPU), with
+  chunks of 8 (their phase stays below the backprop phase, which these probes measure) on a
+  task of two query batches (the second runs in the loop over batches, as in training)."""
+  plan = MemoryPlan(num_backprop, 8, query_batch, recompute, 0.0, 0.0, support_size,
+                    2 * query_batch)
+  return max(above for _, above in meter.measure(plan, support_size, 2 * query_batch,
+                                                 repeats=REPEATS))
 
 
 # Probe sizes: (smaller, larger) |H| and query batch, the chunks, and the support sizes of the
@@ -247,12 +215,13 @@ def calibrate(model, image_dtype=np.float32):
   image_size = learner.image_size
   allocator = _Allocator(device)
   base = allocator.current()
-  probe = _StepProbe(model, allocator, image_dtype)
+  meter = StepMeter(model, image_dtype)
   (h0, h1), (q0, q1), (n0, n1) = PROBE_BACKPROP, PROBE_QUERY, PROBE_SUPPORT
   logging.info('memory calibration on %s: probe LITE steps', device)
-  p_base, p_more_support = probe.peaks(h0, q0, [n0, n1])
-  (p_backprop,) = probe.peaks(h1, q0, [n0])
-  (p_query,) = probe.peaks(h0, q1, [n0])
+  p_base = _probe_peak(meter, h0, q0, n0)
+  p_more_support = _probe_peak(meter, h0, q0, n1)
+  p_backprop = _probe_peak(meter, h1, q0, n0)
+  p_query = _probe_peak(meter, h0, q1, n0)
   per_support_row = max(p_more_support - p_base, 0.0) / (n1 - n0)
   per_backprop = max(p_backprop - p_base, 0.0) / (h1 - h0)
   per_query = max(p_query - p_base, 0.0) / (q1 - q0)
@@ -281,12 +250,12 @@ def calibrate(model, image_dtype=np.float32):
 def add_recompute_costs(model, costs, recompute_batch, image_dtype=np.float32):
   """Calibrates LITE steps with recomputation in micro-batches of `recompute_batch` into
   `costs` (the per-row cost is measured on |H| and applied to query rows too)."""
-  probe = _StepProbe(model, _Allocator(costs.device), image_dtype)
+  meter = StepMeter(model, image_dtype)
   # |H| from two to six micro-batches: the kept rows grow, one micro-batch's activations not.
   h0, h1, q0 = 2 * recompute_batch, 6 * recompute_batch, PROBE_QUERY[0]
   n0 = h1 + 2
-  r_base, = probe.peaks(h0, q0, [n0], recompute_batch)
-  r_more, = probe.peaks(h1, q0, [n0], recompute_batch)
+  r_base = _probe_peak(meter, h0, q0, n0, recompute_batch)
+  r_more = _probe_peak(meter, h1, q0, n0, recompute_batch)
   costs.recompute_batch = recompute_batch
   costs.per_recomputed_row = max(r_more - r_base, 0.0) / (h1 - h0)
   costs.recompute_fixed = (r_base - n0 * costs.per_support_row
@@ -479,7 +448,9 @@ def plan_for_model(model, budget_mb, support_size, query_size, image_dtype=np.fl
 
 
 class StepMeter:
-  """Allocator peaks of real LITE steps of `model` under memory plans, on random tasks. One
+  """Allocator peaks of real LITE steps of `model` (LiteModel.train_step on its learner and
+  optimizer) under memory plans, on random tasks; the weights, optimizer state and metrics
+  are restored after every step, so measuring leaves training exactly where it was. One
   traced step per (|H|, chunk, query batch, recomputation), kept across calls: the task
   signature is relaxed, so tasks of every size run through it."""
 
@@ -487,10 +458,15 @@ class StepMeter:
     self.model = model
     self.image_dtype = image_dtype
     self.allocator = _Allocator(device_name())
-    self.probe = _StepProbe(model, self.allocator, image_dtype)
+    self.state = (list(model.variables) + list(model.optimizer.variables)
+                  + [v for m in model.metrics for v in m.variables])
     self.signature = _relaxed_signature(
         _probe_episode(2, 1, model.learner.image_size, image_dtype))
     self.steps = {}
+
+  def _restore(self, saved):
+    for v, s in zip(self.state, saved):
+      v.assign(s)
 
   def _step(self, num_backprop, memory_plan):
     key = (num_backprop, memory_plan.chunk_size, memory_plan.query_batch_size,
@@ -502,27 +478,30 @@ class StepMeter:
       self.steps[key] = tf.function(step_model.train_step, input_signature=[self.signature])
     return self.steps[key]
 
-  def peaks(self, memory_plan, support_size, query_size, num_backprop=None, repeats=2):
-    """The TF allocator's peaks (bytes, from before the step: weights, optimizer state and the
-    task's images included) of `repeats` steps under `memory_plan` on one random task of
-    support_size + query_size images, after a warm-up step (the first call on a task of a
-    new size allocates what later ones reuse). Weights and optimizer state are restored.
+  def measure(self, memory_plan, support_size, query_size, num_backprop=None, repeats=2):
+    """(allocator current before, peak above it) in bytes of `repeats` steps under
+    `memory_plan` on one random task of support_size + query_size images, after a warm-up
+    step (the first call on a task of a new size allocates what later ones reuse).
     num_backprop overrides the plan's |H|."""
     step = self._step(num_backprop or memory_plan.num_backprop, memory_plan)
     task = _probe_episode(support_size, query_size, self.model.learner.image_size,
                           self.image_dtype).to_dict()
-    probe = self.probe
-    saved = [v.numpy() for v in probe.state]
-    peaks = []
+    saved = [v.numpy() for v in self.state]
+    results = []
     try:
       step(task)
       for _ in range(repeats):
-        probe._restore(saved)  # pylint: disable=protected-access
-        before, above = self.allocator.peak_above_current(lambda: step(task))
-        peaks.append(before + above)
+        self._restore(saved)
+        results.append(self.allocator.peak_above_current(lambda: step(task)))
     finally:
-      probe._restore(saved)  # pylint: disable=protected-access
-    return peaks
+      self._restore(saved)
+    return results
+
+  def peaks(self, memory_plan, support_size, query_size, num_backprop=None, repeats=2):
+    """The TF allocator's peaks (bytes, from before the step: weights, optimizer state and the
+    task's images included) of measure()'s steps."""
+    return [before + above for before, above in
+            self.measure(memory_plan, support_size, query_size, num_backprop, repeats)]
 
   def peak(self, memory_plan, support_size, query_size, num_backprop=None, repeats=2):
     """The largest of peaks()."""
