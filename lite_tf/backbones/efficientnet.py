@@ -13,6 +13,7 @@ import gin
 from keras import layers
 from keras import ops
 
+from lite_tf.backbones import depthwise
 from lite_tf.backbones import film as film_lib
 
 # (kernel, repeats, filters_in, filters_out, expand_ratio, stride) of the 7 stages.
@@ -42,7 +43,7 @@ class _MBConv:
       self.expand_conv = layers.Conv2D(self.channels, 1, padding='same', use_bias=False,
                                        name=f'{name}expand_conv')
       self.expand_bn = batch_norm(f'{name}expand_bn', _BN_EPSILON)
-    self.dwconv = layers.DepthwiseConv2D(kernel, strides=stride, padding='same',
+    self.dwconv = depthwise.DepthwiseConv2D(kernel, strides=stride, padding='same',
                                          use_bias=False, name=f'{name}dwconv')
     self.bn = batch_norm(f'{name}bn', _BN_EPSILON)
     squeezed = max(1, int(filters_in * 0.25))
