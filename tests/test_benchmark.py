@@ -66,3 +66,32 @@ def test_maml_benchmark_memory_falls_with_window(tmp_path):
   assert windowed['allocator_peak_bytes'] < exact['allocator_peak_bytes']
   assert first['allocator_peak_bytes'] < windowed['allocator_peak_bytes']
   assert all(r['process_peak_rss_bytes'] >= r['peak_rss_above_start_bytes'] for r in rows)
+
+
+def test_op_profile_sums_kernel_time_by_op_type():
+  """lite_tf.benchmarks.op_profile: a traced matmul and convolution show up under their op
+  types with positive seconds; the convolution, 30x the work, takes longer."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lite_tf.benchmarks import op_profile  # pylint: disable=g-import-not-at-top
+  x = tf.random.normal([64, 256])
+  images = tf.random.normal([16, 64, 64, 32])
+  kernel = tf.random.normal([3, 3, 32, 32])
+
+  @tf.function
+  def fn():
+    return tf.matmul(x, x, transpose_b=True), tf.nn.conv2d(images, kernel, 1, 'SAME')
+
+  fn()
+  seconds = op_profile.op_seconds(fn, runs=2)
+  conv = sum(v for k, v in seconds.items() if 'Conv2D' in k)
+  matmul = sum(v for k, v in seconds.items() if 'MatMul' in k)
+  assert conv > 0 and matmul > 0, seconds
+  assert conv > matmul, seconds
+
+
+def test_op_profile_benchmark_rejects_bad_flags():
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, 'bin', 'benchmark_op_profile.py'),
+       '--precisions=float32,float8'], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert '--precisions' in proc.stderr and 'float8' in proc.stderr
