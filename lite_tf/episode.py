@@ -206,3 +206,24 @@ def episodes_dataset(episodes, output_signature, start=0, shard=None, num_episod
   if num_episodes is not None:
     dataset = dataset.take(num_episodes)
   return dataset.prefetch(prefetch)
+
+
+def building_episode(episode, max_classes=2):
+  """A small task to build a learner's layers on (`learner(building_episode(e).to_dict())`):
+  the first support image of each of the first `max_classes` classes of `episode` and one
+  query image; a learner's weights do not depend on a task's size or way. Calling the learner
+  on a whole large task instead runs its networks eagerly on all of it at once: bin/train.py
+  did so on its first task, which at N = 1000 and 224x224 held more than 18 GB."""
+  labels = np.asarray(episode.support_labels)
+  classes = [c for c in range(min(int(episode.way), max_classes)) if np.any(labels == c)]
+  if not classes:
+    raise ValueError(f'the task has no support images of classes '
+                     f'0..{min(int(episode.way), max_classes) - 1}')
+  support = [int(np.flatnonzero(labels == c)[0]) for c in classes]
+  query_labels = np.asarray(episode.query_labels)
+  query = np.flatnonzero(query_labels < len(classes))
+  query = int(query[0]) if query.size else 0
+  return Episode.from_numpy(
+      tf.gather(episode.support_images, support).numpy(), np.arange(len(classes)),
+      tf.gather(episode.query_images, [query]).numpy(),
+      [int(query_labels[query]) if query_labels[query] < len(classes) else 0], len(classes))

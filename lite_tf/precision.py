@@ -11,6 +11,7 @@ float32. With 'mixed_float16' the meta-optimizer is wrapped in Keras' LossScaleO
 LITE's query-batch losses are multiplied by its scale before differentiation.
 """
 
+from absl import logging
 import gin
 import keras
 import tensorflow as tf
@@ -46,6 +47,30 @@ def _probe_float16(device):
   return None
 
 
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic: AVX512-BF16 (Intel Cooper
+# Lake and later, AMD Zen 4 and later) and AMX-BF16 (Intel Sapphire Rapids and later).
+NATIVE_BFLOAT16_FLAGS = ('avx512_bf16', 'amx_bf16')
+
+
+def cpu_flags(cpuinfo='/proc/cpuinfo'):
+  """The CPU's feature flags (the first processor's in /proc/cpuinfo), or None where that is
+  not readable (not Linux)."""
+  try:
+    with open(cpuinfo) as f:
+      for line in f:
+        if line.startswith('flags'):
+          return set(line.split(':', 1)[1].split())
+  except OSError:
+    pass
+  return None
+
+
+def cpu_has_native_bfloat16(cpuinfo='/proc/cpuinfo'):
+  """True / False from the CPU flags; None where they cannot be read."""
+  flags = cpu_flags(cpuinfo)
+  return None if flags is None else any(f in flags for f in NATIVE_BFLOAT16_FLAGS)
+
+
 def check_device_runs(policy):
   """Refuses a policy that this machine's first accelerator (else its CPU) cannot run."""
   if policy != 'mixed_float16':
@@ -64,6 +89,13 @@ def apply(policy=None):
   Learners built afterwards compute in it."""
   policy = configured_policy() if policy is None else configured_policy(policy)
   check_device_runs(policy)
+  if (policy == 'mixed_bfloat16' and not tf.config.list_logical_devices('GPU')
+      and cpu_has_native_bfloat16() is False):
+    logging.warning(
+        "precision.policy='mixed_bfloat16' on a CPU without native bfloat16 (none of %s in "
+        "/proc/cpuinfo): TensorFlow emulates it, and a Simple CNAPs + EfficientNet-B0 step ran "
+        "about 4x slower than in float32 on such a CPU (docs/BENCHMARKS.md); it still saves "
+        "activation memory", '/'.join(NATIVE_BFLOAT16_FLAGS))
   keras.config.set_dtype_policy(policy)
   return policy
 

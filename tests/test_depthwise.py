@@ -56,9 +56,15 @@ def test_matches_keras_layer_in_bfloat16_and_float32_reference(stride, kernel):
   err_ours = np.abs(tf.cast(dx, tf.float32) - dx_ref).max()
   err_keras = np.abs(tf.cast(dx_k, tf.float32) - dx_ref).max()
   scale = np.abs(dx_ref).max()
-  # One bfloat16 rounding of the float32 result: half an ulp, 2^-9 relative.
-  assert err_ours <= scale * 2 ** -8, (err_ours, scale)
-  assert err_ours <= err_keras + 1e-6 * scale
+  if stride > 1:
+    # Computed in float32: one bfloat16 rounding of the float32 result (half an ulp, 2^-9
+    # relative; 2^-8 allowed).
+    assert err_ours <= scale * 2 ** -8, (err_ours, scale)
+    assert err_ours <= err_keras + 1e-6 * scale
+  else:
+    # Unstrided: TF's own bfloat16 kernel, whose error depends on the CPU (within 2^-8 with
+    # native bfloat16, 1.2x that where TF emulates it): exactly Keras' result.
+    np.testing.assert_array_equal(tf.cast(dx, tf.float32), tf.cast(dx_k, tf.float32))
 
 
 def test_float32_and_disabled_calls_are_keras_own():

@@ -48,3 +48,22 @@ def test_label_count_mismatch():
 def test_from_dict_names_missing_keys():
   with pytest.raises(EpisodeError, match='lacks keys'):
     Episode.from_dict({'support_images': None})
+
+
+def test_building_episode_takes_one_image_of_two_classes_and_one_query():
+  """What train.py and the evaluators build a learner on instead of the whole first task."""
+  from lite_tf.episode import building_episode  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  support = rng.randint(0, 256, (12, 8, 8, 3)).astype(np.uint8)
+  labels = np.array([2, 1, 2, 0, 1, 0, 2, 1, 0, 0, 1, 2])
+  query = rng.randint(0, 256, (3, 8, 8, 3)).astype(np.uint8)
+  episode = Episode.from_numpy(support, labels, query, [2, 1, 0], 3)
+  small = building_episode(episode)
+  assert int(small.way) == 2 and small.support_images.dtype == np.uint8
+  np.testing.assert_array_equal(small.support_images.numpy(), support[[3, 1]])  # class 0, 1
+  np.testing.assert_array_equal(small.support_labels.numpy(), [0, 1])
+  np.testing.assert_array_equal(small.query_images.numpy(), query[[1]])  # first of class < 2
+  np.testing.assert_array_equal(small.query_labels.numpy(), [1])
+  validate_episode(small, image_size=8)
+  one_way = building_episode(Episode.from_numpy(support[:2], [0, 0], query[:1], [0], 1))
+  assert int(one_way.way) == 1 and one_way.support_images.shape[0] == 1

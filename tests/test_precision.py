@@ -146,3 +146,34 @@ def test_self_adapting_learners_refuse_mixed_precision(tmp_path, name):
                ["precision.policy = 'mixed_bfloat16'"])
   with pytest.raises(ValueError, match=r"precision.policy='mixed_bfloat16'.*float32 only"):
     train.run_training(str(tmp_path))
+
+
+@pytest.mark.parametrize('flags, native', [('fpu sse2 avx avx2 fma', False),
+                                           ('fpu avx2 avx512f avx512_bf16', True),
+                                           ('fpu avx2 amx_bf16 amx_tile', True)])
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text(f'processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n'
+                     f'processor\t: 1\nflags\t\t: {flags}\n')
+  assert precision.cpu_has_native_bfloat16(str(cpuinfo)) is native
+  assert precision.cpu_has_native_bfloat16(str(tmp_path / 'absent')) is None
+
+
+@pytest.mark.parametrize('native, warned', [(False, True), (True, False), (None, False)])
+def test_emulated_bfloat16_is_warned_about(monkeypatch, native, warned):
+  """On a CPU without native bfloat16 (and no GPU) the policy still applies, with a warning
+  that it will be slower; a CPU with it, or one whose flags are unknown, gets none."""
+  monkeypatch.setattr(precision, 'cpu_has_native_bfloat16', lambda *a: native)
+  messages = []
+  monkeypatch.setattr(precision.logging, 'warning', lambda msg, *a: messages.append(msg % a))
+  try:
+    assert precision.apply('mixed_bfloat16') == 'mixed_bfloat16'
+    assert precision.current() == 'mixed_bfloat16'
+  finally:
+    precision.apply('float32')
+  if tf.config.list_logical_devices('GPU'):
+    assert not messages
+  else:
+    assert bool(messages) is warned, messages
+    if warned:
+      assert 'without native bfloat16' in messages[0] and 'avx512_bf16' in messages[0]

@@ -100,3 +100,28 @@ def test_episode_stream_is_a_function_of_the_seed(fixture_dir):
   assert _ids(sharded) == _ids([first[3], first[6]])
   np.testing.assert_array_equal(sharded[1]['support_images'], first[6]['support_images'])
   assert len(decoded) == 2 * 2  # support and query of the two kept episodes only
+
+
+@pytest.mark.parametrize('image_dtype', ['float32', 'uint8'])
+def test_large_tasks_decode_in_blocks_to_the_same_images(fixture_dir, monkeypatch, image_dtype):
+  """A task of more than DECODE_BLOCK records is decoded a block at a time (the float32
+  intermediates of N = 1000 at 224x224 are not all held at once): the same images as one
+  decode of all its records, in order."""
+  monkeypatch.setattr(reader, 'DECODE_BLOCK', 16)
+  config = sampling.EpisodeDescriptionConfig(num_ways=5, num_support=9, num_query=5)
+  source = reader.RecordsEpisodeSource(fixture_dir, 'train', image_size=20, config=config,
+                                       seed=4, image_dtype=image_dtype)
+  description = source.sampler.sample()
+  taken = [r for per_class in source._take(description, {}) for r in per_class[:9]]  # pylint: disable=protected-access
+  assert len(taken) == 45
+  blocked = source._decode(taken, augment_seed=7)  # pylint: disable=protected-access
+  whole = source._decode_block(taken)  # pylint: disable=protected-access
+  assert blocked.dtype == (np.uint8 if image_dtype == 'uint8' else np.float32)
+  np.testing.assert_array_equal(blocked, whole)
+  # With augmentation the task is decoded at once, as before: the draws of one call.
+  augmented = reader.RecordsEpisodeSource(fixture_dir, 'train', image_size=20, config=config,
+                                          seed=4, image_dtype=image_dtype,
+                                          gaussian_noise_std=0.1)
+  noisy = augmented._decode(taken, augment_seed=7)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(noisy, augmented._decode_block(taken, augment_seed=7))  # pylint: disable=protected-access
+  assert not np.array_equal(noisy, whole)

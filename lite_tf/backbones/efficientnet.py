@@ -26,6 +26,12 @@ B0_STAGES = (
     (5, 4, 112, 192, 6, 2),
     (3, 1, 192, 320, 6, 1),
 )
+# keras.applications.EfficientNetB0's initialiser of every convolution kernel (He-style, fan
+# out). Keras' default (Glorot uniform) shrinks the signal block after block: at random
+# initialisation with inference BatchNorm, the features of 84x84 images were ~1e-16 and
+# Simple CNAPs' logits equal, so a backbone trained from scratch got no gradient.
+CONV_INIT = {'class_name': 'VarianceScaling',
+             'config': {'scale': 2.0, 'mode': 'fan_out', 'distribution': 'truncated_normal'}}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _BN_EPSILON = 1e-3
@@ -41,16 +47,19 @@ class _MBConv:
     self.expand_conv = self.expand_bn = None
     if expand_ratio != 1:
       self.expand_conv = layers.Conv2D(self.channels, 1, padding='same', use_bias=False,
-                                       name=f'{name}expand_conv')
+                                       kernel_initializer=CONV_INIT, name=f'{name}expand_conv')
       self.expand_bn = batch_norm(f'{name}expand_bn', _BN_EPSILON)
     self.dwconv = depthwise.DepthwiseConv2D(kernel, strides=stride, padding='same',
-                                         use_bias=False, name=f'{name}dwconv')
+                                            use_bias=False, depthwise_initializer=CONV_INIT,
+                                            name=f'{name}dwconv')
     self.bn = batch_norm(f'{name}bn', _BN_EPSILON)
     squeezed = max(1, int(filters_in * 0.25))
-    self.se_reduce = layers.Conv2D(squeezed, 1, padding='same', name=f'{name}se_reduce')
-    self.se_expand = layers.Conv2D(self.channels, 1, padding='same', name=f'{name}se_expand')
+    self.se_reduce = layers.Conv2D(squeezed, 1, padding='same', kernel_initializer=CONV_INIT,
+                                   name=f'{name}se_reduce')
+    self.se_expand = layers.Conv2D(self.channels, 1, padding='same',
+                                   kernel_initializer=CONV_INIT, name=f'{name}se_expand')
     self.project_conv = layers.Conv2D(filters_out, 1, padding='same', use_bias=False,
-                                      name=f'{name}project_conv')
+                                      kernel_initializer=CONV_INIT, name=f'{name}project_conv')
     self.project_bn = batch_norm(f'{name}project_bn', _BN_EPSILON)
 
   def layers(self):
@@ -76,7 +85,7 @@ class EfficientNetB0(film_lib.FilmBackbone):
     super().__init__(name=name, **kwargs)
     self.feature_dim = 1280
     self.stem_conv = layers.Conv2D(32, 3, strides=2, padding='same', use_bias=False,
-                                   name='stem_conv')
+                                   kernel_initializer=CONV_INIT, name='stem_conv')
     self.stem_bn = self.batch_norm('stem_bn', _BN_EPSILON)
     self.mbconv = []
     block_layers = []
@@ -88,7 +97,8 @@ class EfficientNetB0(film_lib.FilmBackbone):
         self.mbconv.append(block)
         block_layers += block.layers()
     self.block_layers = block_layers  # tracked by Keras (the _MBConv holders are not layers)
-    self.top_conv = layers.Conv2D(1280, 1, padding='same', use_bias=False, name='top_conv')
+    self.top_conv = layers.Conv2D(1280, 1, padding='same', use_bias=False,
+                                  kernel_initializer=CONV_INIT, name='top_conv')
     self.top_bn = self.batch_norm('top_bn', _BN_EPSILON)
     self.global_pool = layers.GlobalAveragePooling2D(name='global_pool')
     self.film_channels = [32] + [b.channels for b in self.mbconv] + [1280]

@@ -27,6 +27,38 @@ def _rss_bytes(pid):
   return (proc_status.status_kib('VmRSS', pid) or 0) * 1024
 
 
+class Watcher:
+  """Watches a child process from outside, every 50 ms until it exits: the largest of its
+  VmHWM (its peak since start) and VmRSS seen, a lower bound of the whole process's peak;
+  kills it when its resident set passes `memory_limit_gb`. `on_poll()` (optional) runs at each
+  poll, in the watching thread."""
+
+  def __init__(self, proc, memory_limit_gb, on_poll=None):
+    self.proc = proc
+    self.limit = memory_limit_gb * 1024 ** 3
+    self.on_poll = on_poll
+    self.oom = False
+    self.max_seen = 0
+    self._thread = threading.Thread(target=self._watch, daemon=True)
+    self._thread.start()
+
+  def _watch(self):
+    while self.proc.poll() is None:
+      rss = _rss_bytes(self.proc.pid)
+      hwm = (proc_status.status_kib('VmHWM', self.proc.pid) or 0) * 1024
+      self.max_seen = max(self.max_seen, rss, hwm)
+      if self.on_poll is not None:
+        self.on_poll()
+      if rss > self.limit:
+        self.oom = True
+        self.proc.kill()
+        return
+      time.sleep(0.05)
+
+  def join(self):
+    self._thread.join()
+
+
 def run_child(script, args, memory_limit_gb, malloc='default', base=None, bfc=True):
   """Runs `python script args...`; returns the dict after its 'RESULT ' line, or an error dict.
 
@@ -34,24 +66,7 @@ def run_child(script, args, memory_limit_gb, malloc='default', base=None, bfc=Tr
   """
   proc = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env=child_env(malloc, bfc))
-  state = {'oom': False, 'max_seen': 0}
-  limit = memory_limit_gb * 1024 ** 3
-
-  def watch():
-    while proc.poll() is None:
-      # The child's VmHWM (its peak since start or its last reset) and VmRSS, as seen from
-      # outside: their maximum is a lower bound of the whole process's peak.
-      rss = _rss_bytes(proc.pid)
-      hwm = (proc_status.status_kib('VmHWM', proc.pid) or 0) * 1024
-      state['max_seen'] = max(state['max_seen'], rss, hwm)
-      if rss > limit:
-        state['oom'] = True
-        proc.kill()
-        return
-      time.sleep(0.05)
-
-  watcher = threading.Thread(target=watch, daemon=True)
-  watcher.start()
+  watcher = Watcher(proc, memory_limit_gb)
   out, err = proc.communicate()
   watcher.join()
   base = dict(base or {})
@@ -59,17 +74,43 @@ def run_child(script, args, memory_limit_gb, malloc='default', base=None, bfc=Tr
              if line.startswith('RESULT ')]
   if results:  # the last one is the most complete; a child may be killed after reporting
     result = results[-1]
-    result['watcher_peak_rss_bytes'] = state['max_seen']
-    if state['oom']:
+    result['watcher_peak_rss_bytes'] = watcher.max_seen
+    if watcher.oom:
       result['note'] = f'killed after this report: RSS passed {memory_limit_gb:g} GB'
     return result
-  if state['oom']:
+  if watcher.oom:
     return dict(base, error=f'did not fit: RSS passed {memory_limit_gb:g} GB')
   if proc.returncode in (-9, 137):
     return dict(base, error='killed (out of memory?)')
   return dict(base, error=f'exit {proc.returncode}: {err.strip().splitlines()[-1:]}')
 
 
+def machine_info():
+  """What a benchmark figure depends on: CPU model, logical cores, the vector and bfloat16
+  flags, TensorFlow's version and the GPUs seen. Recorded in the benchmarks' JSON."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lite_tf import precision  # pylint: disable=g-import-not-at-top
+  model = None
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), None)
+  except OSError:
+    pass
+  flags = precision.cpu_flags()
+  shown = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_tile')
+  return {
+      'cpu_model': model,
+      'cpu_count': os.cpu_count(),
+      'cpu_flags': None if flags is None else sorted(f for f in shown if f in flags),
+      'native_bfloat16': precision.cpu_has_native_bfloat16(),
+      'tensorflow': tf.__version__,
+      'gpus': [d.name for d in tf.config.list_physical_devices('GPU')],
+  }
+
+
 def write_json(path, payload):
-  """Atomic JSON write (lite_tf.atomic)."""
+  """Atomic JSON write (lite_tf.atomic), with machine_info() under 'machine' unless the payload
+  has one."""
+  if isinstance(payload, dict) and 'machine' not in payload:
+    payload = dict(payload, machine=machine_info())
   atomic.write_json(path, payload, indent=1)

@@ -102,32 +102,55 @@ def _jitter(bitmap, size, rng):
   return np.asarray(placed, np.float32) / 255.0
 
 
+def _fonts():
+  from matplotlib import ft2font  # pylint: disable=g-import-not-at-top
+  return [ft2font.FT2Font(os.path.join(_font_dir(), name)) for name in FONT_FILES]
+
+
+def _char_images(fonts, char, size, jitters_per_font, rng):
+  """The images [size, size, 3] uint8 of one character: each font that has it, jittered and
+  tinted `jitters_per_font` times."""
+  images = []
+  for font in fonts:
+    if font.get_char_index(ord(char)) == 0:
+      continue  # the font lacks this character
+    bitmap = _render_glyph(font, char)
+    if bitmap is None:
+      continue
+    for _ in range(jitters_per_font):
+      ink = _jitter(bitmap, size, rng)[..., None]
+      background = rng.uniform(0.75, 1.0, size=3)
+      foreground = rng.uniform(0.0, 0.35, size=3)
+      rgb = background * (1.0 - ink) + foreground * ink
+      images.append(np.round(rgb * 255).astype(np.uint8))
+  return images
+
+
 def render(size=28, seed=0, jitters_per_font=2):
   """Renders the dataset; returns a GlyphDataset with images [num, size, size, 3] uint8."""
-  from matplotlib import ft2font  # pylint: disable=g-import-not-at-top
   rng = np.random.RandomState(seed)
-  fonts = [ft2font.FT2Font(os.path.join(_font_dir(), name)) for name in FONT_FILES]
+  fonts = _fonts()
   images, labels, class_names, class_alphabets = [], [], [], []
   for alphabet, chars in ALPHABETS.items():
     for char in chars:
       label = len(class_names)
       class_names.append(char)
       class_alphabets.append(alphabet)
-      for font in fonts:
-        if font.get_char_index(ord(char)) == 0:
-          continue  # the font lacks this character
-        bitmap = _render_glyph(font, char)
-        if bitmap is None:
-          continue
-        for _ in range(jitters_per_font):
-          ink = _jitter(bitmap, size, rng)[..., None]
-          background = rng.uniform(0.75, 1.0, size=3)
-          foreground = rng.uniform(0.0, 0.35, size=3)
-          rgb = background * (1.0 - ink) + foreground * ink
-          images.append(np.round(rgb * 255).astype(np.uint8))
-          labels.append(label)
+      drawn = _char_images(fonts, char, size, jitters_per_font, rng)
+      images += drawn
+      labels += [label] * len(drawn)
   return GlyphDataset(np.stack(images), np.asarray(labels, np.int32), class_names,
                       class_alphabets)
+
+
+def iter_char_images(chars, size, jitters_per_font, seed=0):
+  """Yields (char, images [k, size, size, 3] uint8) for each of `chars`, one character at a
+  time (large images or many jitters need not all be in memory): k is up to
+  len(FONT_FILES) * jitters_per_font, fewer where fonts lack the character."""
+  rng = np.random.RandomState(seed)
+  fonts = _fonts()
+  for char in chars:
+    yield char, np.stack(_char_images(fonts, char, size, jitters_per_font, rng))
 
 
 def default_cache_dir():

@@ -152,6 +152,10 @@ class _ClassStream:
     return out
 
 
+# Records decoded per call when a task is not augmented (RecordsEpisodeSource._decode).
+DECODE_BLOCK = 128
+
+
 @gin.configurable
 class RecordsEpisodeSource:
   """Meta-Dataset-style episodes from one split of a records folder.
@@ -198,8 +202,22 @@ class RecordsEpisodeSource:
     return streams[class_id]
 
   def _decode(self, taken, augment_seed=None):
-    """Decodes taken records (see _ClassStream.take); a record whose image does not decode
-    is named: file, class and index."""
+    """Decodes taken records (see _ClassStream.take) into one array of image_dtype. Without
+    augmentation they are decoded DECODE_BLOCK at a time into it, so that a large task's
+    float32 intermediates are never all held at once (1000 images at 224x224 are 600 MB of
+    float32, and the decode's own copies as much again, beside the 150 MB of uint8 kept)."""
+    augment = augment_seed is not None and (self.jitter_amount or self.gaussian_noise_std)
+    if augment or len(taken) <= DECODE_BLOCK:
+      return self._decode_block(taken, augment_seed if augment else None)
+    s = self.image_size
+    out = np.empty((len(taken), s, s, 3), np.uint8 if self.image_dtype == 'uint8' else np.float32)
+    for start in range(0, len(taken), DECODE_BLOCK):
+      out[start:start + DECODE_BLOCK] = self._decode_block(taken[start:start + DECODE_BLOCK])
+    return out
+
+  def _decode_block(self, taken, augment_seed=None):
+    """Decodes taken records, augmented if augment_seed is given; a record whose image does
+    not decode is named: file, class and index."""
     try:
       images = _decode_batch(tf.constant([t[-1] for t in taken], tf.string), self.image_size)
     except tf.errors.InvalidArgumentError:
@@ -211,7 +229,7 @@ class RecordsEpisodeSource:
               f'{path}: record {index} of class {class_id} ({name!r}) does not decode: '
               f'{e.message.splitlines()[0]}') from None
       raise
-    if augment_seed is not None and (self.jitter_amount or self.gaussian_noise_std):
+    if augment_seed is not None:
       images = augment_images(images, self.jitter_amount, self.gaussian_noise_std,
                               tf.random.Generator.from_seed(augment_seed))
     if self.image_dtype == 'uint8':

@@ -238,13 +238,15 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
                      f'LITE learners (ProtoNets, CNAPs, Simple CNAPs); {type(learner).__name__} '
                      "runs its own inner loop in float32 only (precision.policy = 'float32')")
   if isinstance(learner, learner_base.Learner):
-    learner(first.to_dict())  # builds every layer, so weights exist before training and saving
+    # Builds every layer, so that weights exist before training and saving.
+    learner(episode_lib.building_episode(first).to_dict())
 
   model = lite_model.make_meta_model(learner, exact=method != 'lite')
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
   model.optimizer.build(learner.trainable_variables)
   if getattr(model, 'memory_budget_mb', None) is not None:
     _fit_memory_budget(model, method, first, train_dir)
+  del first  # not held through training (150 MB of uint8 images at N = 1000, S = 224)
 
   checkpoint = checkpoints.TrainingCheckpoint(
       model, os.path.join(write_dir, 'checkpoints'), max_to_keep=max_checkpoints,
