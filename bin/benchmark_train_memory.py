@@ -105,6 +105,9 @@ def main(argv):
     print('\n'.join(result.get('stderr_tail', [])), file=sys.stderr)
     sys.exit(f'error: {result["error"]}')
   gib = 1024 ** 3
+  if not result['history_line_seconds']:
+    sys.exit('error: bin/train.py wrote no history line (a --gin_bindings override of '
+             'run_training.steps_per_log or num_steps?); see the JSON')
   per_task = result['seconds_per_task']
   print(f'whole-process peak RSS {result["process_peak_rss_bytes"] / gib:.2f} GiB '
         f'({result["process_peak_rss_bytes"]:,} bytes; during training '

@@ -221,9 +221,12 @@ def building_episode(episode, max_classes=2):
                      f'0..{min(int(episode.way), max_classes) - 1}')
   support = [int(np.flatnonzero(labels == c)[0]) for c in classes]
   query_labels = np.asarray(episode.query_labels)
+  support_images = tf.gather(episode.support_images, support).numpy()
   query = np.flatnonzero(query_labels < len(classes))
-  query = int(query[0]) if query.size else 0
-  return Episode.from_numpy(
-      tf.gather(episode.support_images, support).numpy(), np.arange(len(classes)),
-      tf.gather(episode.query_images, [query]).numpy(),
-      [int(query_labels[query]) if query_labels[query] < len(classes) else 0], len(classes))
+  if query.size:
+    query_images = tf.gather(episode.query_images, query[:1]).numpy()
+    query_label = int(query_labels[query[0]])
+  else:  # no query image of these classes (or none at all): the first support image
+    query_images, query_label = support_images[:1], 0
+  return Episode.from_numpy(support_images, np.arange(len(classes)), query_images,
+                            [query_label], len(classes))

@@ -89,8 +89,10 @@ def apply(policy=None):
   Learners built afterwards compute in it."""
   policy = configured_policy() if policy is None else configured_policy(policy)
   check_device_runs(policy)
-  if (policy == 'mixed_bfloat16' and not tf.config.list_logical_devices('GPU')
-      and cpu_has_native_bfloat16() is False):
+  # The CPU flags first, and physical devices: listing logical ones would start TF's runtime,
+  # which must not happen before bin/train.py's MultiWorkerMirroredStrategy configures it.
+  if (policy == 'mixed_bfloat16' and cpu_has_native_bfloat16() is False
+      and not tf.config.list_physical_devices('GPU')):
     logging.warning(
         "precision.policy='mixed_bfloat16' on a CPU without native bfloat16 (none of %s in "
         "/proc/cpuinfo): TensorFlow emulates it, and a Simple CNAPs + EfficientNet-B0 step ran "

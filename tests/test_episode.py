@@ -67,3 +67,13 @@ def test_building_episode_takes_one_image_of_two_classes_and_one_query():
   validate_episode(small, image_size=8)
   one_way = building_episode(Episode.from_numpy(support[:2], [0, 0], query[:1], [0], 1))
   assert int(one_way.way) == 1 and one_way.support_images.shape[0] == 1
+
+
+def test_building_episode_of_a_task_without_query_images():
+  from lite_tf.episode import building_episode  # pylint: disable=g-import-not-at-top
+  support = np.arange(4 * 8 * 8 * 3, dtype=np.float32).reshape(4, 8, 8, 3) / 1000.0
+  episode = Episode.from_numpy(support, [0, 1, 0, 1], np.zeros((0, 8, 8, 3), np.float32),
+                               np.zeros(0, np.int32), 2)
+  small = building_episode(episode)
+  np.testing.assert_array_equal(small.query_images.numpy(), support[:1])
+  np.testing.assert_array_equal(small.query_labels.numpy(), [0])

@@ -177,3 +177,19 @@ def test_emulated_bfloat16_is_warned_about(monkeypatch, native, warned):
     assert bool(messages) is warned, messages
     if warned:
       assert 'without native bfloat16' in messages[0] and 'avx512_bf16' in messages[0]
+
+
+def test_applying_bfloat16_leaves_the_tf_runtime_unstarted():
+  """config.parse applies the policy before bin/train.py creates its distribution strategy,
+  and MultiWorkerMirroredStrategy must configure TF's runtime before it starts: applying
+  mixed_bfloat16 (with its CPU check) must not start it."""
+  code = ('from lite_tf import precision\n'
+          "precision.apply('mixed_bfloat16')\n"
+          'from tensorflow.python.eager import context\n'
+          'print(context.context()._initialized)\n')  # pylint: disable=protected-access
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        timeout=120, cwd=REPO_ROOT)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().splitlines()[-1] == 'False', proc.stdout

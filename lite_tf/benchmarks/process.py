@@ -48,7 +48,10 @@ class Watcher:
       hwm = (proc_status.status_kib('VmHWM', self.proc.pid) or 0) * 1024
       self.max_seen = max(self.max_seen, rss, hwm)
       if self.on_poll is not None:
-        self.on_poll()
+        try:
+          self.on_poll()
+        except Exception:  # pylint: disable=broad-except
+          pass  # a failing extra must not end the watch (and with it the memory limit)
       if rss > self.limit:
         self.oom = True
         self.proc.kill()

@@ -150,15 +150,21 @@ def run_train(train_args, train_dir, memory_limit_gb, bfc=False, malloc='default
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env=process.child_env(malloc, bfc))
   clock = _HistoryClock(os.path.join(train_dir, 'history.jsonl'), start)
-  watcher = process.Watcher(proc, memory_limit_gb, on_poll=clock.poll)
-  clock.watcher = watcher
+  timed_out = False
   try:
-    out, err = proc.communicate(timeout=timeout_s)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    out, err = proc.communicate()
-    err += f'\ntimed out after {timeout_s} s'
-  watcher.join()
+    watcher = process.Watcher(proc, memory_limit_gb, on_poll=clock.poll)
+    clock.watcher = watcher
+    try:
+      out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+      timed_out = True
+      proc.kill()
+      out, err = proc.communicate()
+    watcher.join()
+  finally:  # an exception or signal here must not leave the child training
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
   clock.poll()
   total = time.monotonic() - start
   result = {
@@ -175,6 +181,8 @@ def run_train(train_args, train_dir, memory_limit_gb, bfc=False, malloc='default
   }
   if watcher.oom:
     result['error'] = f'did not fit: RSS passed {memory_limit_gb:g} GB'
+  elif timed_out:
+    result['error'] = f'timed out after {timeout_s} s'
   elif proc.returncode != 0:
     result['error'] = f'bin/train.py exited with {proc.returncode}'
   if 'error' in result:
