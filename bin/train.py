@@ -34,12 +34,17 @@ def main(argv):
     if not FLAGS.gin_config:
       raise config.ConfigError('--gin_config: give at least one gin file, e.g. '
                                '--gin_config=gin/demo_protonets.gin')
-    config.parse(FLAGS.gin_config, FLAGS.gin_bindings)  # also sets BFC and the precision
+    # Also sets BFC and the precision; the precision's device probe waits for the strategy
+    # (a MultiWorkerMirroredStrategy configures TF's runtime, which the probe would start).
+    config.parse(FLAGS.gin_config, FLAGS.gin_bindings, check_precision_device=False)
     import keras  # pylint: disable=g-import-not-at-top
+    from lite_tf import precision  # pylint: disable=g-import-not-at-top
     from lite_tf.training import train  # pylint: disable=g-import-not-at-top
     from lite_tf.training import distribute  # pylint: disable=g-import-not-at-top
     keras.utils.set_random_seed(FLAGS.seed)  # before gin builds the learner
-    with distribute.make_strategy(FLAGS.distribution).scope():  # variables made in scope
+    strategy = distribute.make_strategy(FLAGS.distribution)
+    precision.check_device_runs(precision.current())
+    with strategy.scope():  # variables made in scope
       result = train.run_training(FLAGS.train_dir)
   except config.USER_ERRORS as e:
     print(f'error: {binary.describe(e)}', file=sys.stderr)

@@ -43,7 +43,11 @@ USER_ERRORS = (ConfigError, episode_lib.EpisodeError, ValueError, OSError,
                tf.errors.InvalidArgumentError)
 
 
-def parse(config_files, bindings):
+def parse(config_files, bindings, check_precision_device=True):
+  """Parses gin files and bindings, then applies the precision policy (lite_tf.precision).
+  check_precision_device=False leaves out the float16 device probe, which runs TF ops and so
+  starts TF's runtime: bin/train.py probes after creating its distribution strategy, since a
+  MultiWorkerMirroredStrategy must configure the runtime before it starts."""
   register_configurables()
   for path in config_files:
     if not os.path.exists(path):
@@ -61,7 +65,7 @@ def parse(config_files, bindings):
     os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
   # Keras' dtype policy before gin builds any learner (lite_tf.precision).
   from lite_tf import precision  # pylint: disable=g-import-not-at-top
-  precision.apply()
+  precision.apply(check_device=check_precision_device)
 
 
 def bound_value(name):

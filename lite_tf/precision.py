@@ -84,11 +84,13 @@ def check_device_runs(policy):
         f"({problem}); use 'mixed_bfloat16' or 'float32' here, or a GPU")
 
 
-def apply(policy=None):
+def apply(policy=None, check_device=True):
   """Sets Keras' global dtype policy (`policy`, default the gin binding) and returns it.
-  Learners built afterwards compute in it."""
+  Learners built afterwards compute in it. check_device=False leaves out check_device_runs
+  (its float16 probe starts TF's runtime); the caller then runs it itself."""
   policy = configured_policy() if policy is None else configured_policy(policy)
-  check_device_runs(policy)
+  if check_device:
+    check_device_runs(policy)
   # The CPU flags first, and physical devices: listing logical ones would start TF's runtime,
   # which must not happen before bin/train.py's MultiWorkerMirroredStrategy configures it.
   if (policy == 'mixed_bfloat16' and cpu_has_native_bfloat16() is False

@@ -177,3 +177,24 @@ def test_a_killed_worker_stops_the_job_and_both_resume_exactly(tmp_path, cluster
   for worker in (0, 1):  # both from the chief's checkpoint in train_dir
     assert 'resuming from ' + os.path.join(train_dir, 'checkpoints') in resumed.output(worker)
   _assert_same_training(train_dir, reference_dir, epochs=4)
+
+
+@pytest.mark.parametrize('policy', ['mixed_bfloat16', 'mixed_float16'])
+def test_a_multi_worker_run_takes_mixed_precision(tmp_path, policy):
+  """The precision's checks run before the strategy configures TF's runtime only if they leave
+  it unstarted (a MultiWorkerMirroredStrategy must configure it: 'Collective ops must be
+  configured at program startup'); float16's device probe runs ops, so bin/train.py runs it
+  after the strategy. One worker on a loopback port, two tasks."""
+  port, = _free_ports(1)
+  env = dict(os.environ, TF_CONFIG=json.dumps({
+      'cluster': {'worker': [f'127.0.0.1:{port}']}, 'task': {'type': 'worker', 'index': 0}}))
+  proc = subprocess.run(
+      [sys.executable, TRAIN, f'--train_dir={tmp_path / "run"}', '--distribution=multi_worker',
+       *BINDINGS, f"--gin_bindings=precision.policy='{policy}'",
+       '--gin_bindings=run_training.num_steps=2', '--gin_bindings=run_training.steps_per_log=2',
+       '--gin_bindings=run_training.valid_episodes=0'],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert [r['step'] for r in _history(tmp_path / 'run')] == [2]
+  with open(tmp_path / 'run' / 'operative_config.gin') as f:
+    assert policy in f.read()
