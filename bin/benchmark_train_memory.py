@@ -55,8 +55,6 @@ flags.DEFINE_float('memory_limit_gb', 18.0, 'Kill the run when its RSS passes th
 flags.DEFINE_integer('timeout_s', 3600, 'Kill the run after this many seconds.')
 flags.DEFINE_string('output', None, 'Write the result as JSON here (atomically).')
 
-_FONTS = 16
-
 
 def main(argv):
   del argv
@@ -66,11 +64,11 @@ def main(argv):
   for flag in ('image_size', 'way', 'shot', 'query_shot', 'num_steps', 'test_episodes'):
     if FLAGS[flag].value <= 0:
       sys.exit(f'error: --{flag} must be positive; got {FLAGS[flag].value}')
-  assert len(glyphs.FONT_FILES) == _FONTS
+  fonts = len(glyphs.FONT_FILES)
   needed = FLAGS.shot + FLAGS.query_shot
-  jitters = FLAGS.jitters_per_font or -(-needed // _FONTS)
-  if jitters * _FONTS < needed:
-    sys.exit(f'error: --jitters_per_font={jitters} gives {jitters * _FONTS} images per class; '
+  jitters = FLAGS.jitters_per_font or -(-needed // fonts)
+  if jitters * fonts < needed:
+    sys.exit(f'error: --jitters_per_font={jitters} gives {jitters * fonts} images per class; '
              f'--shot + --query_shot needs {needed}')
   if 3 * FLAGS.way > len(train_memory.CHARS):
     sys.exit(f'error: --way={FLAGS.way}: the records have at most {len(train_memory.CHARS) // 3} '

@@ -30,8 +30,8 @@ def _rss_bytes(pid):
 class Watcher:
   """Watches a child process from outside, every 50 ms until it exits: the largest of its
   VmHWM (its peak since start) and VmRSS seen, a lower bound of the whole process's peak;
-  kills it when its resident set passes `memory_limit_gb`. `on_poll()` (optional) runs at each
-  poll, in the watching thread."""
+  kills it when its resident set passes `memory_limit_gb`. `on_poll(watcher)` (optional) runs
+  at each poll, in the watching thread."""
 
   def __init__(self, proc, memory_limit_gb, on_poll=None):
     self.proc = proc
@@ -49,7 +49,7 @@ class Watcher:
       self.max_seen = max(self.max_seen, rss, hwm)
       if self.on_poll is not None:
         try:
-          self.on_poll()
+          self.on_poll(self)
         except Exception:  # pylint: disable=broad-except
           pass  # a failing extra must not end the watch (and with it the memory limit)
       if rss > self.limit:

@@ -115,9 +115,8 @@ class _HistoryClock:
     self.start = start
     self.times = []
     self.peaks = []  # the watcher's peak so far at each line
-    self.watcher = None
 
-  def poll(self):
+  def poll(self, watcher):
     try:
       with open(self.path, 'rb') as f:
         lines = f.read().count(b'\n')
@@ -125,7 +124,7 @@ class _HistoryClock:
       return
     while len(self.times) < lines:
       self.times.append(time.monotonic() - self.start)
-      self.peaks.append(self.watcher.max_seen if self.watcher else 0)
+      self.peaks.append(watcher.max_seen)
 
 
 def _history(path):
@@ -153,7 +152,6 @@ def run_train(train_args, train_dir, memory_limit_gb, bfc=False, malloc='default
   timed_out = False
   try:
     watcher = process.Watcher(proc, memory_limit_gb, on_poll=clock.poll)
-    clock.watcher = watcher
     try:
       out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -165,7 +163,7 @@ def run_train(train_args, train_dir, memory_limit_gb, bfc=False, malloc='default
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-  clock.poll()
+  clock.poll(watcher)
   total = time.monotonic() - start
   result = {
       'exit_code': proc.returncode,
