@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -70,9 +71,22 @@ def test_annotations_hold_boxes_and_quality_flags(generated):
   absent = [f for f, n in notes.items() if n['object_not_present_issue']]
   assert absent and all(notes[f]['object_bounding_box'] is None for f in absent)
   present = [n['object_bounding_box'] for n in notes.values() if not n['object_not_present_issue']]
-  assert all(b['w'] > 0 and b['h'] > 0 and b['x'] + b['w'] <= 48 for b in present)
+  # Boxes in the release's 1080x1080 coordinates, as ORBIT's README specifies them.
+  assert all(0 <= b['x'] <= 1079 and 0 <= b['y'] <= 1079 and 1 <= b['w'] <= 1080
+             and 1 <= b['h'] <= 1080 for b in present)
+  assert max(b['x'] + b['w'] for b in present) > 48  # not frame pixels of the 48-px frames
+  for b in present:
+    x, y, w, h = orbit.scale_box(b, 48)
+    assert 0 <= x <= 47 and 0 <= y <= 47 and 1 <= w <= 48 and 1 <= h <= 48
   clean = dataset.load_annotations(user.videos(obj, 'clean')[0])
   assert all(set(orbit.QUALITY_ISSUES) <= set(n) for n in clean.values())
+
+
+def test_scale_box_as_orbit():
+  # value * S / 1080 truncated toward zero, x, y in [0, S - 1], w, h in [1, S].
+  assert orbit.scale_box({'x': 1079, 'y': 0, 'w': 1080, 'h': 5}, 84) == [83, 0, 84, 1]
+  assert orbit.scale_box({'x': 539, 'y': 540, 'w': 13, 'h': 1200}, 224) == [111, 112, 2, 224]
+  assert orbit.scale_box(None, 84) is None
 
 
 def test_frames_decode_resized_as_uint8(generated):
@@ -105,7 +119,8 @@ def test_bad_layouts_name_the_path_or_are_counted(generated, tmp_path):
   # Non-image files and an empty video folder: skipped, counted, reported.
   open(os.path.join(folder, '.DS_Store'), 'w').close()
   open(os.path.join(folder, 'notes.txt'), 'w').close()
-  empty = os.path.join(os.path.dirname(folder), f'{video.collector}--{video.object}--clean--empty')
+  empty = os.path.join(os.path.dirname(folder),
+                       f'{video.collector}--{orbit.slug(video.object)}--clean--empty')
   os.makedirs(empty)
   dataset = orbit.OrbitDataset(bad)
   assert dataset.summary()['skipped'] == {'non-frame files': 2, 'empty video folders': 1}
@@ -123,10 +138,35 @@ def test_frame_in_the_wrong_folder_is_named(generated, tmp_path):
   root, _ = generated
   bad = _copy(root, tmp_path)
   _, video = _first_video(bad)
-  moved = os.path.basename(video.frames[0]).replace(f'--{video.object}--', '--other--')
+  moved = os.path.basename(video.frames[0]).replace(f'--{orbit.slug(video.object)}--',
+                                                    '--other--')
   os.rename(video.frames[0], os.path.join(os.path.dirname(video.frames[0]), moved))
-  with pytest.raises(orbit.OrbitLayoutError, match="object 'other'.*folder of"):
+  with pytest.raises(orbit.OrbitLayoutError,
+                     match=f"{re.escape(moved)}: frame name should be {re.escape(video.name)}-"):
     orbit.OrbitDataset(bad)
+
+
+def test_video_whose_slug_is_not_its_folders_is_named(tmp_path):
+  folder = tmp_path / 'orbit' / 'test' / 'P131' / 'my black wallet' / 'clean'
+  video = folder / 'P131--my-black-purse--clean--abc'
+  video.mkdir(parents=True)
+  (video / 'P131--my-black-purse--clean--abc-00001.jpg').write_bytes(b'')
+  with pytest.raises(orbit.OrbitLayoutError, match=(
+      r"P131--my-black-purse--clean--abc: video name says collector 'P131', object "
+      r"'my-black-purse'.*'my black wallet' \(slug 'my-black-wallet'\)")):
+    orbit.OrbitDataset(str(tmp_path / 'orbit'), splits=('test',))
+
+
+def test_two_objects_one_slug_are_refused_naming_both(tmp_path):
+  user = tmp_path / 'orbit' / 'test' / 'P131'
+  for name in ('t shirt', 't-shirt'):
+    video = f'P131--t-shirt--clean--abc{len(name)}'
+    (user / name / 'clean' / video).mkdir(parents=True)
+    (user / name / 'clean' / video / f'{video}-00001.jpg').write_bytes(b'')
+  with pytest.raises(orbit.OrbitLayoutError, match=(
+      f"{re.escape(str(user / 't shirt'))} and {re.escape(str(user / 't-shirt'))}: two "
+      "objects of P131")):
+    orbit.OrbitDataset(str(tmp_path / 'orbit'), splits=('test',))
 
 
 def test_generation_is_deterministic(tmp_path):
@@ -163,29 +203,48 @@ def test_unfiltered_layout_with_clutter_pan_videos(tmp_path):
                        split_users={'validation': split_users['test'], 'test': split_users['test']})
 
 
-# Video ids of the real release may start with '-' or hold '--' (seen in the benchmark's
-# cluster-label files, e.g. P806's toothbrush and P554's finger-nail clipper).
+# Names as the real release has them: object folders are the collectors' labels with spaces;
+# video and frame names hold the slug (' ' -> '-'); video ids may start with '-' or '_' and
+# hold '-', '--' or '---' (seen in the benchmark's cluster-label files, e.g. P806's toothbrush
+# and P554's finger-nail clipper). (collector, object folder, type, video id)
 REAL_STYLE = [('P806', 'toothbrush', 'clutter', '-VxwMq3r9'),
-              ('P554', 'finger-nail-clipper', 'clean', 'QNRQHoZXKSb--szdCk2'),
-              ('P177', 'bag', 'clutter', 'abc-def')]
+              ('P554', 'finger-nail clipper', 'clean', 'QNRQHoZXKSb--szdCk2'),
+              ('P131', 'my black wallet', 'clean', '_Zj1Hv---mNWe'),
+              ('P939', 'p939411 white cane', 'clutter', 'abc-def'),
+              ('P939', 'my sennheiser pxc 350-2', 'clean', 'x-1'),
+              ('P939', '12 measuring cup', 'clutter', '--lead'),
+              ('P939', 't. v. remote control', 'clean', 'Q_q-'),
+              ('P177', 'Mug', 'clean', 'up'),
+              ('P177', 'mug', 'clean', 'low')]
 
 
 @pytest.mark.parametrize('collector,obj,kind,video_id', REAL_STYLE)
-def test_frame_names_with_dashes_in_the_video_id(collector, obj, kind, video_id):
-  name = f'{collector}--{obj}--{kind}--{video_id}-00012.jpg'
-  assert orbit.parse_frame_name(name) == (collector, obj, kind, video_id, 11)
+def test_frame_names_split_as_the_release(collector, obj, kind, video_id):
+  name = f'{collector}--{orbit.slug(obj)}--{kind}--{video_id}-00012.jpg'
+  assert orbit.parse_frame_name(name) == (collector, orbit.slug(obj), kind, video_id, 11)
 
 
-def test_scan_reads_videos_whose_ids_hold_dashes(tmp_path):
-  root = tmp_path / 'orbit'
-  for collector, obj, kind, video_id in REAL_STYLE:
-    video = f'{collector}--{obj}--{kind}--{video_id}'
+def _release_tree(root, entries):
+  for collector, obj, kind, video_id in entries:
+    video = f'{collector}--{orbit.slug(obj)}--{kind}--{video_id}'
     folder = root / 'test' / collector / obj / kind / video
     folder.mkdir(parents=True)
     for i in (1, 2, 3):
       (folder / f'{video}-{i:05d}.jpg').write_bytes(b'')
+
+
+def test_scan_reads_release_names(tmp_path):
+  """Folder names with spaces, slugs in video and frame names; objects in Python string
+  order of the folder names, as ORBIT's sorted(os.listdir(...))."""
+  root = tmp_path / 'orbit'
+  _release_tree(root, REAL_STYLE)
   dataset = orbit.OrbitDataset(str(root), splits=('test',))
   found = {(u.collector, o, t, v.name, v.num_frames)
            for u in dataset.users['test'] for o in u.object_names
            for t in ('clean', 'clutter') for v in u.videos(o, t)}
-  assert found == {(c, o, k, f'{c}--{o}--{k}--{i}', 3) for c, o, k, i in REAL_STYLE}
+  assert found == {(c, o, k, f'{c}--{orbit.slug(o)}--{k}--{i}', 3) for c, o, k, i in REAL_STYLE}
+  users = {u.collector: u.object_names for u in dataset.users['test']}
+  assert users['P939'] == ['12 measuring cup', 'my sennheiser pxc 350-2', 'p939411 white cane',
+                           't. v. remote control']
+  assert users['P177'] == ['Mug', 'mug']
+  assert sorted(['a b', 'a-b', 'a1', 'aB', 'ab']) == ['a b', 'a-b', 'a1', 'aB', 'ab']

@@ -33,7 +33,8 @@ def _assert_clip(clip, obj, kind, video):
   """clip_length contiguous frames of one video (the last frame repeated as padding)."""
   names = {_parts(p)[0] for p in clip}
   assert names == {video.name}, names
-  assert {_parts(p)[1] for p in clip} == {obj} and {_parts(p)[2] for p in clip} == {kind}
+  assert {_parts(p)[1] for p in clip} == {orbit.slug(obj)}
+  assert {_parts(p)[2] for p in clip} == {kind}
   indices = [_parts(p)[3] for p in clip]
   steps = np.diff(indices)
   assert set(steps) <= {0, 1} and (0 not in steps or indices[-1] == video.num_frames - 1)
@@ -177,7 +178,7 @@ def test_object_centric_tasks_mix_users(dataset):
     owners |= {o.split('/')[0] for o in task.objects}
     for clip, label in zip(task.context_clips, task.context_labels):
       collector, obj = task.objects[label].split('/')
-      assert _parts(clip[0])[0].startswith(f'{collector}--{obj}--clean--')
+      assert _parts(clip[0])[0].startswith(f'{collector}--{orbit.slug(obj)}--clean--')
   assert len(owners) > 1
 
 

@@ -3,24 +3,39 @@
   <root>/{train,validation,test}/<collector>/<object>/{clean,clutter}/<video>/<frame>.jpg
   <root>/annotations/<split>/<video>.json      (optional)
 
-Videos are folders of frames named `<collector>--<object>--<type>--<video id>-<index>.jpg`
-(index from 00001), e.g. `P177--bag--clutter--<id>-00001.jpg`; `<type>` is `clean`,
-`clutter`, or `clutter-pan` in the unfiltered release, whose folders have no split level
-(<root>/<collector>/...; `layout='unfiltered'` assigns collectors to splits). An annotation file maps each frame's
-file name to its labels: `object_bounding_box` (clutter frames; {x, y, w, h} in frame pixels,
-null when the object is out of view) and the seven quality flags of clean frames
-(QUALITY_ISSUES, e.g. `object_not_present_issue`).
+Names are the release's: an object folder is the collector's own label, spaces and all
+(`my black wallet`, `12 measuring cup`, `t. v. remote control`), and that folder name is the
+object's name and label everywhere. Video folders and frame files carry its slug, the name
+with every ' ' replaced by '-': video `P131--my-black-wallet--clean--<video id>`, frame
+`<video>-00001.jpg` (1-based 5-digit index). Video ids are YouTube-style strings that may hold
+'-', '--' or '---' and start with '-' or '_', so a name is split as `name.split('--', 3)`
+(collector, object slug, type, id and index), and a frame is checked against its folders by
+the slug, never by rebuilding a name from it (`t-shirt` and `t shirt` share a slug). An
+object is identified by (collector, folder); a user's objects, sorted in Python string order
+of the folder names (' ' < '-' < digits < upper case < lower case, as ORBIT sorts them), are
+its classes in that order. `<type>` is `clean`, `clutter`, or `clutter-pan` in the unfiltered
+release, whose folders have no split level (<root>/<collector>/...; `layout='unfiltered'`
+assigns collectors to splits).
+
+An annotation file maps each frame's file name to its labels, as ORBIT's README describes
+them: clutter frames have `object_bounding_box` ({x, y, w, h} in the original 1080x1080
+frame's pixels, null when the object is out of view; `scale_box` maps it to a frame of side S
+as ORBIT's loader does) and `object_not_present_issue`; clean frames have the seven quality
+flags (QUALITY_ISSUES), the six besides `object_not_present_issue` null when the object is
+not in view.
 
 `scan(root)` walks the folders once and lists every collector, object, video and frame path;
 no image is opened. Frames are decoded (in parallel, by TensorFlow) only when a task samples
 them (`decode_frames`), resized to the requested side S and kept as uint8; the networks see
 them in [-1, 1] (lite_tf.episode.to_model_input).
 
-What the scan refuses and what it skips: a frame whose name does not follow the convention, or
-names another collector, object or video type than its folders, is an error naming the path;
-files that are not JPEG/PNG frames (`.DS_Store`, `Thumbs.db`, notes) are skipped, and so are
-empty video folders; both are counted in `OrbitDataset.skipped` and reported by `summary()`.
-A missing annotation file is an error only where annotations are needed (frame filters).
+What the scan refuses and what it skips: a frame or video whose name does not follow the
+convention, or whose collector, object slug, type or video differs from its folders, is an
+error naming the path; so are two object folders of one collector with the same slug (the
+release's names could not tell them apart). Files that are not JPEG/PNG frames (`.DS_Store`,
+`Thumbs.db`, notes) are skipped, and so are empty video folders; both are counted in
+`OrbitDataset.skipped` and reported by `summary()`. A missing annotation file is an error only
+where annotations are needed (frame filters, annotations_to_load).
 """
 
 import collections
@@ -46,9 +61,10 @@ BENCHMARK_SPLIT_USERS = {
 }
 LAYOUTS = ('benchmark', 'unfiltered')
 FRAME_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-_FRAME_NAME = re.compile(r'^(?P<collector>P\d+)--(?P<object>.+?)--(?P<type>clean|clutter-pan|'
-                         r'clutter)--(?P<video_id>.+)-(?P<index>\d{5})'
-                         r'\.(?:jpe?g|png)$', re.IGNORECASE)
+# The original frames' side: annotation boxes are in its pixels.
+ORIGINAL_FRAME_SIZE = 1080
+_FRAME_SUFFIX = re.compile(r'^(?P<video>.+)-(?P<index>\d{5})\.(?:jpe?g|png)$', re.IGNORECASE)
+_EXAMPLE = 'P131--my-black-wallet--clutter--Zj_1Hv-ckB-00001.jpg'
 
 
 class OrbitLayoutError(ValueError):
@@ -88,17 +104,52 @@ class User:
     return self.objects[object_name].get(video_type, [])
 
 
+def slug(name):
+  """The form of an object name in video and frame names: every ' ' replaced by '-'."""
+  return name.replace(' ', '-')
+
+
+def parse_video_name(name, path=None):
+  """(collector, object slug, type, video id) of a video folder name
+  `<collector>--<object slug>--<type>--<video id>`, split as `name.split('--', 3)`; an error
+  naming the path if it does not follow ORBIT's convention."""
+  parts = name.split('--', 3)
+  if len(parts) != 4 or not all(parts) or parts[2].lower() not in VIDEO_TYPES:
+    raise OrbitLayoutError(
+        f'{path or name}: name does not follow ORBIT\'s convention '
+        '<collector>--<object slug>--<clean|clutter|clutter-pan>--<video id> '
+        f'(e.g. {_EXAMPLE.rsplit("-", 1)[0]})')
+  return parts[0], parts[1], parts[2].lower(), parts[3]
+
+
 def parse_frame_name(path):
-  """(collector, object, type, video id, 0-based index) of a frame file; an error naming the
-  path if its name does not follow ORBIT's convention."""
-  match = _FRAME_NAME.match(os.path.basename(path))
+  """(collector, object slug, type, video id, 0-based index) of a frame file
+  `<video>-<5-digit index>.jpg`; an error naming the path if its name does not follow
+  ORBIT's convention."""
+  match = _FRAME_SUFFIX.match(os.path.basename(path))
   if not match:
     raise OrbitLayoutError(
         f'{path}: frame name does not follow ORBIT\'s convention '
-        '<collector>--<object>--<clean|clutter|clutter-pan>--<video id>-<5-digit index>.jpg '
-        '(e.g. P177--bag--clutter--abc123-00001.jpg)')
-  return (match['collector'], match['object'], match['type'].lower(), match['video_id'],
-          int(match['index']) - 1)
+        '<collector>--<object slug>--<clean|clutter|clutter-pan>--<video id>-<5-digit index>.jpg '
+        f'(e.g. {_EXAMPLE})')
+  return parse_video_name(match['video'], path) + (int(match['index']) - 1,)
+
+
+def scale_box(box, frame_size, original_size=ORIGINAL_FRAME_SIZE):
+  """An annotation box {x, y, w, h} (original-frame pixels) in a frame of side frame_size, as
+  ORBIT's loader computes it: each value * frame_size / original_size truncated toward zero,
+  then x, y clamped to [0, frame_size - 1] and w, h to [1, frame_size]. None (object out of
+  view) stays None. Returns [x, y, w, h] ints."""
+  if box is None:
+    return None
+  values = []
+  for key in ('x', 'y', 'w', 'h'):
+    # float32 as ORBIT's torch tensors; int() truncates toward zero like Tensor.int().
+    values.append(int(np.float32(box[key]) / np.float32(original_size)
+                      * np.float32(frame_size)))
+  x, y, w, h = values
+  return [min(max(x, 0), frame_size - 1), min(max(y, 0), frame_size - 1),
+          min(max(w, 1), frame_size), min(max(h, 1), frame_size)]
 
 
 class OrbitDataset:
@@ -152,8 +203,14 @@ class OrbitDataset:
     self.skipped_paths[kind].append(path)
 
   def _scan_user(self, split, user_dir, collector, video_types):
-    objects = {}
+    objects, slugs = {}, {}
     for obj in sorted(_subfolders(user_dir, self)):
+      twin = slugs.setdefault(slug(obj), obj)
+      if twin != obj:
+        raise OrbitLayoutError(
+            f'{os.path.join(user_dir, twin)} and {os.path.join(user_dir, obj)}: two objects of '
+            f'{collector} whose names differ only in spaces and hyphens; ORBIT\'s video and '
+            f'frame names (slug {slug(obj)!r}) cannot tell them apart: rename one folder')
       objects[obj] = {}
       for video_type in sorted(_subfolders(os.path.join(user_dir, obj), self)):
         type_dir = os.path.join(user_dir, obj, video_type)
@@ -172,17 +229,25 @@ class OrbitDataset:
     return User(collector, split, objects)
 
   def _scan_video(self, split, folder, collector, obj, video_type, name):
+    v_collector, v_slug, v_type, _ = parse_video_name(name, folder)
+    if (v_collector, v_slug, v_type) != (collector, slug(obj), video_type):
+      raise OrbitLayoutError(
+          f'{folder}: video name says collector {v_collector!r}, object {v_slug!r}, type '
+          f'{v_type!r}, but it is in the folder of {collector!r} / {obj!r} (slug '
+          f'{slug(obj)!r}) / {video_type!r}')
     frames = {}
     for file in os.listdir(folder):
       path = os.path.join(folder, file)
       if not file.lower().endswith(FRAME_EXTENSIONS) or not os.path.isfile(path):
         self._skip('non-frame files', path)
         continue
-      f_collector, f_object, f_type, _, index = parse_frame_name(path)
-      if (f_collector, f_object, f_type) != (collector, obj, video_type):
+      match = _FRAME_SUFFIX.match(file)
+      if not match or match['video'] != name:
+        parse_frame_name(path)  # names the convention if the name breaks it
         raise OrbitLayoutError(
-            f'{path}: frame name says collector {f_collector!r}, object {f_object!r}, type '
-            f'{f_type!r}, but it is in the folder of {collector!r} / {obj!r} / {video_type!r}')
+            f'{path}: frame name should be {name}-<5-digit index>{os.path.splitext(file)[1]} '
+            f'in video folder {folder}')
+      index = int(match['index']) - 1
       if index in frames:
         raise OrbitLayoutError(f'{path}: frame index {index + 1} appears twice in {folder}')
       frames[index] = path

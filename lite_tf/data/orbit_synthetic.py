@@ -18,6 +18,7 @@ objects), and with a stretch of frames where it is out of view
 then (blur for the blurred videos, framing when the object is cut by the border, ...).
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -30,10 +31,16 @@ from PIL import ImageFilter
 
 from lite_tf import atomic
 from lite_tf.data import glyphs
+from lite_tf.data import orbit
 
-_FORMAT_VERSION = 3
-OBJECT_NAMES = ('mug', 'keys', 'phone', 'wallet', 'remote', 'bottle', 'headphones', 'glasses',
-                'bag', 'watch', 'charger', 'book', 'spoon', 'scarf', 'hat', 'torch')
+_FORMAT_VERSION = 4
+# Named as ORBIT's collectors name their objects (the release's folder names): spaces,
+# hyphens, digits, a leading digit, a dot, upper case, and pairs whose slugs collide
+# ('t-shirt' / 't shirt'; never both for one collector, as lite_tf.data.orbit refuses that).
+OBJECT_NAMES = ('my black wallet', 'keys', 'p939411 white cane', 'my sennheiser pxc 350-2',
+                '12 measuring cup', 't. v. remote control', 't-shirt', 't shirt', 'iPhone',
+                'Mug', 'mug', 'water bottle', 'house-keys', 'glasses case', 'my watch',
+                'bag', '2 pound coin', 'hair brush')
 SHAPES = ('disc', 'square', 'triangle', 'diamond', 'hexagon', 'star')
 MOTIONS = ('pan', 'zoom', 'rotation', 'blur', 'exposure')
 QUALITY_ISSUES = ('object_not_present_issue', 'framing_issue', 'viewpoint_issue',
@@ -151,6 +158,9 @@ def _clean_frames(rng, appearance, num_frames, size):
     frames.append(pixels.astype(np.uint8))
     cut = box is not None and (box[0] == 0 or box[1] == 0 or box[0] + box[2] == size
                                or box[1] + box[3] == size)
+    if box is None:  # as the release: the other six flags are null when nothing is in view
+      notes.append(dict({q: None for q in QUALITY_ISSUES}, object_not_present_issue=True))
+      continue
     notes.append({
         'object_not_present_issue': box is None,
         'framing_issue': bool(cut),
@@ -196,9 +206,42 @@ def _glyph_bitmaps():
   return [b for b in (glyphs._render_glyph(font, c) for c in chars) if b is not None]  # pylint: disable=protected-access
 
 
+def video_name(collector, obj, video_type, video_id):
+  """ORBIT's video folder name: `P131--my-black-wallet--clean--<video id>` (the object's
+  slug: spaces replaced by hyphens)."""
+  return f'{collector}--{orbit.slug(obj)}--{video_type}--{video_id}'
+
+
 def frame_name(collector, obj, video_type, video_id, index):
-  """ORBIT's frame file name: `P177--bag--clutter--<video id>-00001.jpg` (1-based index)."""
-  return f'{collector}--{obj}--{video_type}--{video_id}-{index + 1:05d}.jpg'
+  """ORBIT's frame file name: `<video name>-00001.jpg` (1-based index)."""
+  return f'{video_name(collector, obj, video_type, video_id)}-{index + 1:05d}.jpg'
+
+
+def video_id(key):
+  """A YouTube-style 43-character id (base64url: letters, digits, '-' and '_', as the
+  release's ids, which may hold '--' and start with '-' or '_')."""
+  digest = hashlib.sha256(key.encode()).digest()
+  return base64.urlsafe_b64encode(digest).decode()[:43]
+
+
+def _pick_names(rng, count):
+  """count object names for one collector, never two whose slugs collide."""
+  order = [str(OBJECT_NAMES[i]) for i in rng.permutation(len(OBJECT_NAMES))]
+  chosen = []
+  for name in order:
+    if len(chosen) == count:
+      break
+    if all(orbit.slug(name) != orbit.slug(c) for c in chosen):
+      chosen.append(name)
+  return chosen
+
+
+def _to_original_pixels(box, size):
+  """A box in frame pixels -> the release's 1080x1080 coordinates."""
+  scale = orbit.ORIGINAL_FRAME_SIZE / size
+  x, y = (min(orbit.ORIGINAL_FRAME_SIZE - 1, int(round(v * scale))) for v in box[:2])
+  w, h = (max(1, min(orbit.ORIGINAL_FRAME_SIZE, int(round(v * scale)))) for v in box[2:])
+  return {'x': x, 'y': y, 'w': w, 'h': h}
 
 
 def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
@@ -233,8 +276,8 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
       for _ in range(count):
         number += int(rng.randint(1, 9))
         collector = f'P{number}'
-        names = rng.choice(OBJECT_NAMES, rng.randint(objects[0], objects[1] + 1), replace=False)
-        looks = {str(n): _Appearance(rng, bitmaps) for n in names}
+        names = _pick_names(rng, rng.randint(objects[0], objects[1] + 1))
+        looks = {n: _Appearance(rng, bitmaps) for n in names}
         users[collector] = {}
         for name, look in looks.items():
           users[collector][name] = {'clean': [], 'clutter': [], 'clutter-pan': []}
@@ -242,10 +285,9 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
                    + [('clutter', None)] * clutter_videos
                    + [('clutter-pan', None)] * clutter_pan_videos)
           for kind, _ in kinds:
-            video_id = hashlib.sha1(f'{seed}/{collector}/{name}/{kind}/'
-                                    f'{len(users[collector][name][kind])}'.encode()
-                                    ).hexdigest()[:10]
-            video = f'{collector}--{name}--{kind}--{video_id}'
+            vid = video_id(f'{seed}/{collector}/{name}/{kind}/'
+                           f'{len(users[collector][name][kind])}')
+            video = video_name(collector, name, kind, vid)
             low, high = frames_per_video if kind == 'clean' else clutter_frames
             n = rng.randint(low, high + 1)
             if kind == 'clean':
@@ -260,7 +302,7 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
             os.makedirs(folder)
             annotation = {}
             for i, frame in enumerate(frames):
-              file = frame_name(collector, name, kind, video_id, i)
+              file = frame_name(collector, name, kind, vid, i)
               Image.fromarray(frame).save(os.path.join(folder, file), quality=92)
               if kind == 'clean':
                 annotation[file] = dict(notes[i], object_bounding_box=None)
@@ -268,8 +310,7 @@ def generate(root, collectors=None, frame_size=96, frames_per_video=(18, 30),
                 box = boxes[i]
                 annotation[file] = {
                     'object_bounding_box': (None if box is None else
-                                            {'x': box[0], 'y': box[1], 'w': box[2],
-                                             'h': box[3]}),
+                                            _to_original_pixels(box, frame_size)),
                     'object_not_present_issue': box is None}
             notes_dir = os.path.join(tmp, 'annotations', split)
             os.makedirs(notes_dir, exist_ok=True)
