@@ -42,19 +42,43 @@ def test_averages_equal_hand_computed_values():
   assert frame['video']['n'] == 5
   assert frame['video']['ci95'] == pytest.approx(
       1.96 * np.std([0.5, 1, 1, 1 / 3, 1]) / np.sqrt(5))
-  # Per user, the paper-era reading: mean of the user's videos.
+  # The paper-era reading: every group averages its videos (user: P1's 4 videos, P2's 1).
   assert frame['user']['mean'] == pytest.approx(((0.5 + 1 + 1 + 1 / 3) / 4 + 1) / 2)
-  # Per object and per task: frames pooled. cup 6/8, key 4/6, pen 2/2; tasks 5/7, 5/7, 2/2.
-  assert frame['object']['mean'] == pytest.approx((6 / 8 + 4 / 6 + 1) / 3)
-  assert frame['task']['mean'] == pytest.approx((5 / 7 + 5 / 7 + 1) / 3)
+  assert frame['object']['mean'] == pytest.approx(((0.5 + 1) / 2 + (1 + 1 / 3) / 2 + 1) / 3)
+  assert frame['task']['mean'] == pytest.approx(((0.5 + 1) / 2 + (1 + 1 / 3) / 2 + 1) / 3)
   assert frame['frame']['mean'] == pytest.approx(12 / 16) and frame['frame']['n'] == 16
-  # Per user, today's reading: the user's frames pooled, 10/14 and 2/2.
-  today = m.summarize(_results(), user_aggregation='frames')['frame_accuracy']['user']
-  assert today['mean'] == pytest.approx((10 / 14 + 1) / 2)
   # Frames to recognition: 0, 0, 0, 2/3, 0; video accuracy: the tie in 'a' (task 0) goes to 0.
   assert s['frames_to_recognition']['video']['mean'] == pytest.approx((2 / 3) / 5)
   assert s['video_accuracy']['video']['mean'] == pytest.approx(4 / 5)
   assert s['video_accuracy']['user']['mean'] == pytest.approx((3 / 4 + 1) / 2)
+  # Today's reading: frames pooled per group. Users 10/14 and 2/2; objects cup 6/8, key 4/6,
+  # pen 2/2; tasks 5/7, 5/7, 2/2.
+  today = m.summarize(_results(), user_aggregation='frames')
+  assert today['frame_accuracy']['user']['mean'] == pytest.approx((10 / 14 + 1) / 2)
+  assert today['frame_accuracy']['object']['mean'] == pytest.approx((6 / 8 + 4 / 6 + 1) / 3)
+  assert today['frame_accuracy']['task']['mean'] == pytest.approx((5 / 7 + 5 / 7 + 1) / 3)
+  assert today['frame_accuracy']['video'] == frame['video']
+
+
+def test_pooled_reading_applies_every_metric_to_the_concatenated_frames():
+  v = m.VideoResult
+  results = [m.TaskResult('P3', 0, ['x', 'y'], [v('d', 1, [1, 2], [0, 1]),
+                                                  v('e', 0, [1, 2, 3], [1, 1, 0])])]
+  videos = m.summarize(results)
+  pooled = m.summarize(results, user_aggregation='frames')
+  # Per video: d first right at 1 of 2, e at 2 of 3. Pooled: labels 1 1 0 0 0 against
+  # predictions 0 1 1 1 0, first right at index 1 of 5.
+  assert videos['frames_to_recognition']['user']['mean'] == pytest.approx((1 / 2 + 2 / 3) / 2)
+  assert pooled['frames_to_recognition']['user']['mean'] == pytest.approx(1 / 5)
+  assert pooled['frames_to_recognition']['task']['mean'] == pytest.approx(1 / 5)
+  # Objects: x = video e alone (first right at 2 of 3), y = video d (1 of 2).
+  assert pooled['frames_to_recognition']['object']['mean'] == pytest.approx((2 / 3 + 1 / 2) / 2)
+  # Video accuracy: d's tie goes to 0 (wrong), e votes 1 (wrong); per object the same votes;
+  # per user and task ORBIT's code cannot score it (an array of frame labels).
+  assert pooled['video_accuracy']['object']['mean'] == 0.0
+  assert pooled['video_accuracy']['user'] == {'mean': None, 'ci95': None, 'n': 1}
+  assert pooled['video_accuracy']['task']['mean'] is None
+  assert videos['video_accuracy']['user']['mean'] == 0.0
 
 
 def test_predictions_json_is_the_challenge_layout():

@@ -33,6 +33,8 @@ from lite_tf.training import evaluate
 from lite_tf.training import orbit_metrics
 
 MODES = ('clean', 'clutter')
+# Each protocol scored as the ORBIT code of its time scores it (orbit_metrics).
+PROTOCOL_AGGREGATION = {'original': 'videos', 'challenge': 'frames'}
 TABLE_COLUMNS = ('model', 'clean_frame_acc', 'clean_frame_acc_ci95', 'clean_video_acc',
                  'clean_video_acc_ci95', 'clutter_frame_acc', 'clutter_frame_acc_ci95',
                  'clutter_video_acc', 'clutter_video_acc_ci95', 'macs_to_personalise',
@@ -74,14 +76,22 @@ def evaluate_mode(meta_model, source, num_tasks):
 
 @gin.configurable
 def run_orbit_evaluation(learner, weights_path, model_name='model', protocol='original',
-                         modes=MODES, num_tasks=None, user_aggregation='videos'):
+                         modes=MODES, num_tasks=None, user_aggregation=None):
   """Evaluates on the test users in each mode; returns (row, {mode: summary}, {mode: results}).
 
   Args:
     protocol: 'original' (the LITE paper's Table 1) or 'challenge'.
     num_tasks: tasks per mode (default: one pass, the protocol's tasks per user x users).
-    user_aggregation: orbit_metrics' per-user reading ('videos': the 2021 code's).
+    user_aggregation: orbit_metrics' reading of the user, object and task averages:
+      'videos' (the 2021 code's, which the paper's protocol used) or 'frames' (the code
+      since Nov 2022, the challenge's); default: the protocol's ('original': 'videos',
+      'challenge': 'frames').
   """
+  if user_aggregation is None:
+    user_aggregation = PROTOCOL_AGGREGATION.get(protocol, 'videos')
+  if user_aggregation not in orbit_metrics.USER_AGGREGATIONS:
+    raise ValueError(f'run_orbit_evaluation.user_aggregation must be one of '
+                     f'{list(orbit_metrics.USER_AGGREGATIONS)}; got {user_aggregation!r}')
   for mode in modes:
     if mode not in MODES:
       raise ValueError(f'run_orbit_evaluation.modes: unknown mode {mode!r}; expected '
