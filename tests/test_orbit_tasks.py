@@ -86,22 +86,82 @@ def test_original_protocol_test_tasks(dataset):
     for label, obj in enumerate(task.objects):
       clean = user.videos(obj, 'clean')
       mine = task.context_labels == label
-      # 8 random clips of 8 frames from every clean video (all its clips if fewer).
+      # Exactly 8 clips of 8 frames from every clean video, as the 2021 code's sample_frames:
+      # a video of n < 64 frames is every frame plus 64 - n random duplicates, in frame order;
+      # a longer one gives 8 of its clip-aligned clips.
       for video in clean:
         clips = [c for c, v in zip(task.context_clips[mine], np.asarray(task.context_videos)[mine])
                  if v == video.name]
-        assert len(clips) == min(8, -(-video.num_frames // 8))
-        for clip in clips:
-          _assert_clip(clip, obj, 'clean', video)
+        assert len(clips) == 8
+        indices = [[_parts(p)[3] for p in clip] for clip in clips]
+        assert {_parts(p)[0] for clip in clips for p in clip} == {video.name}
+        flat = sorted(i for clip in indices for i in clip)
+        if video.num_frames < 64:
+          assert set(flat) == set(range(video.num_frames))
+          assert sorted(np.concatenate(indices)) == list(np.concatenate(indices))
+        else:
+          assert len(set(flat)) == 64
+          for clip in indices:
+            assert clip[0] % 8 == 0 and clip == list(range(clip[0], clip[0] + 8))
+            assert clip[-1] < video.num_frames // 8 * 8
       targets = [t for t in task.target_videos if t.label == label]
-      assert sorted(t.name for t in targets) == sorted(v.name for v in user.videos(obj, 'clutter'))
+      assert sorted(t.name for t in targets) == sorted(
+          v.name for v in user.videos(obj, 'clutter') if v.num_frames >= 8)
       for target in targets:
         video = next(v for v in user.videos(obj, 'clutter') if v.name == target.name)
-        assert target.frames == video.frames  # every frame, in order
-        assert target.frame_numbers == list(range(1, video.num_frames + 1))
+        kept = video.num_frames // 8 * 8  # whole clips only: sample_frames('max')
+        assert target.frames == video.frames[:kept]  # in order
+        assert target.frame_numbers == list(range(1, kept + 1))
         for i, history in enumerate(target.history):  # causal: itself and 7 predecessors
           assert history[-1] == video.frames[i]
           assert [_parts(p)[3] for p in history] == [max(0, j) for j in range(i - 7, i + 1)]
+
+
+def test_duplicate_clips_of_long_and_short_videos(dataset):
+  config = dataclasses.replace(orbit_tasks.PROTOCOLS['original'], num_clips=3, clip_length=4)
+  sampler = orbit_tasks.TaskSampler(dataset, 'test', config, seed=0)
+  rng = np.random.default_rng(0)
+  frames = [f'f{i:05d}' for i in range(5)]  # 5 frames for 12: 7 duplicates, with replacement
+  for _ in range(20):
+    clips = sampler._clips(frames, 'duplicate', rng)  # pylint: disable=protected-access
+    flat = [p for clip in clips for p in clip]
+    assert len(clips) == 3 and flat == sorted(flat) and set(flat) == set(frames)
+  frames = [f'f{i:05d}' for i in range(14)]  # 14 frames: 3 of the 3 aligned clips, 2 unused
+  seen = set()
+  for _ in range(20):
+    clips = sampler._clips(frames, 'duplicate', rng)  # pylint: disable=protected-access
+    assert [c[0] for c in clips] == ['f00000', 'f00004', 'f00008']
+    seen |= {p for c in clips for p in c}
+  assert 'f00012' not in seen and 'f00013' not in seen
+  frames = [f'f{i:05d}' for i in range(30)]  # 7 aligned clips, 3 drawn
+  starts = set()
+  for _ in range(40):
+    clips = sampler._clips(frames, 'duplicate', rng)  # pylint: disable=protected-access
+    assert all(c == frames[frames.index(c[0]):frames.index(c[0]) + 4] for c in clips)
+    assert all(int(c[0][1:]) % 4 == 0 for c in clips)
+    starts |= {c[0] for c in clips}
+  assert len(starts) == 7
+
+
+def test_train_2021_caps_shots_by_way(tmp_path):
+  root = str(tmp_path / 'orbit')
+  orbit_synthetic.generate(root, collectors={'train': 1}, frame_size=16,
+                           frames_per_video=(5, 6), clutter_frames=(9, 10), clean_videos=(6, 6),
+                           clutter_videos=5, objects=(7, 7), seed=2)
+  dataset = orbit.OrbitDataset(root, splits=('train',))
+  config = dataclasses.replace(orbit_tasks.PROTOCOLS['train_2021'], shot_caps_by_way=True,
+                               context_shot_method='max', target_shot_method='max')
+  sampler = orbit_tasks.TaskSampler(dataset, 'train', config, seed=1)
+  ways = set()
+  for task in sampler.tasks(0, 12):
+    ways.add(task.way >= 6)
+    context, target = (5, 4) if task.way >= 6 else (6, 5)  # caps 10 and 8 do not bite
+    for label in range(task.way):
+      mine = list(np.asarray(task.context_videos)[task.context_labels == label])
+      assert len(set(mine)) == context
+      assert all(mine.count(v) == 4 for v in set(mine))  # 4 clips a video ('duplicate')
+      assert (task.target_labels == label).sum() == 4 * target
+  assert ways == {True, False}
 
 
 def _present(dataset, video_name, frames):
@@ -229,3 +289,47 @@ def test_a_user_without_clutter_videos_is_skipped_and_counted(dataset, tmp_path)
       shutil.rmtree(os.path.join(root, 'test', other, obj, 'clutter'), ignore_errors=True)
   with pytest.raises(ValueError, match=r'no test user has an object with both context'):
     orbit_tasks.TaskSampler(orbit.OrbitDataset(root), 'test', orbit_tasks.PROTOCOLS['original'])
+
+
+def test_annotations_on_the_task_as_orbit_loads_them(dataset):
+  import json  # pylint: disable=g-import-not-at-top
+  names = ('object_bounding_box', 'object_not_present_issue', 'blur_issue')
+  config = dataclasses.replace(orbit_tasks.PROTOCOLS['original'], annotations_to_load=names)
+  sampler = orbit_tasks.TaskSampler(dataset, 'test', config, seed=0)
+  task = sampler.task(0)
+
+  def notes_of(path):
+    video = os.path.basename(os.path.dirname(path))
+    with open(os.path.join(dataset.root, 'annotations', 'test', f'{video}.json')) as f:
+      return json.load(f)[os.path.basename(path)]
+
+  boxes = task.context_annotations['object_bounding_box']
+  assert boxes.shape == task.context_clips.shape + (4,) and np.isnan(boxes).all()  # clean
+  blur = task.context_annotations['blur_issue']
+  assert blur.shape == task.context_clips.shape + (1,)
+  for clip, flags in zip(task.context_clips, blur):
+    for path, flag in zip(clip, flags[:, 0]):
+      value = notes_of(path)['blur_issue']
+      assert (np.isnan(flag) if value is None else flag == float(value))
+  seen_box = seen_none = False
+  for target in task.target_videos:
+    got = target.annotations['object_bounding_box']
+    assert got.shape == (len(target.frames), 4)
+    for path, row, absent in zip(target.frames, got,
+                                 target.annotations['object_not_present_issue'][:, 0]):
+      note = notes_of(path)
+      assert absent == float(note['object_not_present_issue'])
+      if note['object_bounding_box'] is None:
+        assert np.isnan(row).all()
+        seen_none = True
+      else:
+        assert list(row) == [note['object_bounding_box'][k] for k in 'xywh']
+        seen_box = True
+  assert seen_box and seen_none
+  # Rescaled to a frame size as ORBIT's loader does.
+  scaled = orbit_tasks.with_boxes_at(sampler.task(0), 84)
+  for before, after in zip(task.target_videos, scaled.target_videos):
+    np.testing.assert_array_equal(after.annotations['object_bounding_box'],
+                                  orbit.scale_boxes(before.annotations['object_bounding_box'], 84))
+  with pytest.raises(ValueError, match="annotations_to_load: unknown annotation 'box'"):
+    dataclasses.replace(config, annotations_to_load=('box',))

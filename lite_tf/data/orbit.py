@@ -135,21 +135,26 @@ def parse_frame_name(path):
   return parse_video_name(match['video'], path) + (int(match['index']) - 1,)
 
 
+def scale_boxes(boxes, frame_size, original_size=ORIGINAL_FRAME_SIZE):
+  """Annotation boxes [..., 4] (x, y, w, h in original-frame pixels; NaN rows: no box) in a
+  frame of side frame_size, as ORBIT's loader computes them: each value / original_size *
+  frame_size in float32, truncated toward zero (torch's Tensor.int()), then x, y clamped to
+  [0, frame_size - 1] and w, h to [1, frame_size]. NaN rows stay NaN; float32 out."""
+  boxes = np.asarray(boxes, np.float32)
+  with np.errstate(invalid='ignore'):
+    scaled = np.trunc(boxes / np.float32(original_size) * np.float32(frame_size))
+    low = np.array([0, 0, 1, 1], np.float32)
+    high = np.array([frame_size - 1, frame_size - 1, frame_size, frame_size], np.float32)
+    return np.where(np.isnan(scaled), np.nan, np.clip(scaled, low, high)).astype(np.float32)
+
+
 def scale_box(box, frame_size, original_size=ORIGINAL_FRAME_SIZE):
-  """An annotation box {x, y, w, h} (original-frame pixels) in a frame of side frame_size, as
-  ORBIT's loader computes it: each value * frame_size / original_size truncated toward zero,
-  then x, y clamped to [0, frame_size - 1] and w, h to [1, frame_size]. None (object out of
-  view) stays None. Returns [x, y, w, h] ints."""
+  """One annotation box {x, y, w, h} (or None, object out of view) as scale_boxes: [x, y, w, h]
+  ints, or None."""
   if box is None:
     return None
-  values = []
-  for key in ('x', 'y', 'w', 'h'):
-    # float32 as ORBIT's torch tensors; int() truncates toward zero like Tensor.int().
-    values.append(int(np.float32(box[key]) / np.float32(original_size)
-                      * np.float32(frame_size)))
-  x, y, w, h = values
-  return [min(max(x, 0), frame_size - 1), min(max(y, 0), frame_size - 1),
-          min(max(w, 1), frame_size), min(max(h, 1), frame_size)]
+  values = scale_boxes([box[k] for k in ('x', 'y', 'w', 'h')], frame_size, original_size)
+  return [int(v) for v in values]
 
 
 class OrbitDataset:

@@ -46,7 +46,8 @@ class OrbitEpisodes:
     self._class_ids = ids
 
   def task(self, index):
-    return self.sampler.task(index)
+    """Task `index`; its annotation boxes (annotations_to_load) in frames of image_size."""
+    return orbit_tasks.with_boxes_at(self.sampler.task(index), self.image_size)
 
   def _frames(self, paths):
     paths = list(paths)

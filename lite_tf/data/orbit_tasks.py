@@ -11,31 +11,52 @@ target), as in microsoft/ORBIT-Dataset's `data/datasets.py`.
 
 Videos become clips of `clip_length` contiguous frames. A video's frames are filtered by the
 annotations first; the minimum (min_target_frames) is checked on all the frames that pass, and
-then the first `frame_cap` of them are kept (the reference's order). These are padded with
-copies of the last one to a whole number of clips, and these non-overlapping clips are chosen by `clip_method`:
-  'max'     every clip, in order;
-  'random'  a random number (1 to clip_cap) of clips at random positions;
-  'fixed'   num_clips clips at random positions (all if fewer);
-  'uniform' every subsample_factor-th clip from the first, at most clip_cap.
-The reference's random/uniform methods pick clip indices but use them as frame indices, which
-is the same only for clip_length 1; here they always pick clips.
+then the first `frame_cap` of them are kept (the reference's order). Clips are chosen by
+`clip_method`:
+  'max'       every clip, in order, the last padded with copies of the video's last frame;
+  'random'    a random number (1 to clip_cap) of clips at random positions;
+  'fixed'     num_clips clips at random positions (all if fewer);
+  'uniform'   every subsample_factor-th clip from the first, at most clip_cap;
+  'duplicate' exactly num_clips clips, as the 2021 code's sample_frames: a video with fewer
+              than num_clips * clip_length frames first gets that many more of its frames
+              drawn at random (without replacement while it has enough, else with) and
+              sorted in beside their originals; then num_clips of the clip-aligned positions
+              at random (frames past the last whole clip are never used).
+The padded methods pad with copies of the last frame to a whole number of clips. The
+reference's random/uniform methods pick clip indices but use them as frame indices, which is
+the same only for clip_length 1; here they always pick clips.
 
-At test time the target set is per video (`TargetVideo`): its evaluated frames, in frame order,
-each with its causal history (the frame and its clip_length - 1 predecessors, the first frame
-repeated before the start), so a frame is predicted from itself and earlier frames only.
+At test time the target set is per video (`TargetVideo`): its evaluated frames in frame order
+(`target_whole_clips`: only the first floor(n / clip_length) * clip_length, as the 2021 code's
+sample_frames('max')), each predicted from the frame alone by lite_tf's evaluation. Every
+frame also carries its causal history (the frame and its clip_length - 1 predecessors, the
+first frame repeated before the start), which the 2021 code's frame-history pooling uses
+(`orbit_evaluation`'s option).
+
+`annotations_to_load` (object_bounding_box and the quality issues, as ORBIT's loader offers
+them) puts per-frame annotations on the task, aligned with its clips and target frames:
+`OrbitTask.context_annotations` / `target_annotations` and `TargetVideo.annotations`, each
+{name: float32 [..., 4] boxes (x, y, w, h in the original 1080-px frame; OrbitEpisodes
+rescales them to its frame size as ORBIT does) or [..., 1] flags (1 true, 0 false)}, NaN
+where a frame has no such annotation or it is null.
 
 Protocols (`protocol_config`):
-  'original'  the LITE paper's (ORBIT's 2021 code): 5 tasks per test user, all of a user's
-              objects, 8 random 8-frame clips per context video, every frame of every target
-              video (the first 1000) with its 7 predecessors.
+  'original'  the LITE paper's (ORBIT's 2021 code, commit dc25dae): 5 tasks per test user, all
+              of a user's objects and context videos, 8 clips of 8 frames per context video
+              ('duplicate': short videos repeat frames), every frame of every target video in
+              whole clips (the first floor(n/8)*8 of the first 1000).
   'challenge' the ORBIT challenge protocol (Dec 2022 onwards): 50 tasks per test user, all
               objects, context frames every 30th frame (clip_length 1), target: clutter frames
               where the object is present (`no_object_not_present_issue`), videos with fewer
               than 50 such frames dropped, 200 of them at random (all if 50-200), each frame
-              predicted from itself and earlier frames.
-  'train'     training tasks: random way (2 to min(objects, 15)) per user, a random number of
-              context and target videos (capped at 15), a random number of 8-frame clips
-              (at most 10) from each.
+              predicted from itself.
+  'train'     training tasks of ORBIT's current code: random way (2 to min(objects, 15)) per
+              user, a random number of context and target videos (capped at 15), a random
+              number of 8-frame clips (at most 10) from each.
+  'train_2021' training tasks of the 2021 code: random way and shots as 'train', 4 clips per
+              context and target video ('duplicate'); `shot_caps_by_way` adds its
+              --with_train_shot_caps (context videos capped at 5 if way >= 6 else 10, target
+              at 4 if way >= 6 else 8), which its 84x84 runs used with object_cap 10.
 
 Frame filters use the annotations: a criterion is an issue name (QUALITY_ISSUES, e.g.
 `blur_issue`), `no_<issue>`, `no_issues` (all seven `no_` criteria) or `mixed_issues` (all seven
@@ -52,10 +73,13 @@ from lite_tf.data import orbit
 
 WAY_METHODS = ('random', 'max')
 SHOT_METHODS = ('random', 'max', 'fixed', 'specific')
-CLIP_METHODS = ('max', 'random', 'fixed', 'uniform')
+CLIP_METHODS = ('max', 'random', 'fixed', 'uniform', 'duplicate')
 TARGET_VIDEO_TYPES = ('clutter', 'clean')
 TASK_TYPES = ('user_centric', 'object_centric')
 CLEAN_CONTEXT_SPLIT = 5  # CLE-VE: first min(5, n - 1) clean videos are context
+# What ORBIT's loader can load per frame (annotations_to_load), and each one's width.
+ANNOTATIONS = ('object_bounding_box',) + orbit.QUALITY_ISSUES
+ANNOTATION_DIMS = {'object_bounding_box': 4}
 
 
 def expand_criteria(criteria, name='filter'):
@@ -107,6 +131,11 @@ class TaskConfig:
   min_target_frames: int = 0  # target videos with fewer (after filtering) are dropped
   context_filter: tuple = ()
   target_filter: tuple = ()
+  # Test-style targets: only the frames of whole clips (the 2021 code's sample_frames('max')).
+  target_whole_clips: bool = False
+  # The 2021 code's --with_train_shot_caps: shot_cap by way (see the module docstring).
+  shot_caps_by_way: bool = False
+  annotations_to_load: tuple = ()
 
   def __post_init__(self):
     for name, value, allowed in (('task_type', self.task_type, TASK_TYPES),
@@ -126,16 +155,24 @@ class TaskConfig:
     for name in ('context_filter', 'target_filter'):
       for criterion in getattr(self, name):
         expand_criteria([criterion], name)
+    for name in self.annotations_to_load:
+      if name not in ANNOTATIONS:
+        raise ValueError(f'orbit_tasks.annotations_to_load: unknown annotation {name!r}; '
+                         f'expected some of {list(ANNOTATIONS)}')
 
 
 PROTOCOLS = {
-    'original': TaskConfig(),
+    'original': TaskConfig(context_clip_method='duplicate', target_whole_clips=True),
     'challenge': TaskConfig(num_tasks_per_user=50, clip_length=1, context_clip_method='uniform',
                             clip_cap=200, target_frames=200, min_target_frames=50,
                             target_filter=('no_object_not_present_issue',)),
     'train': TaskConfig(num_tasks_per_user=50, shuffle_users=True, way_method='random', context_shot_method='random',
                         target_shot_method='random', context_clip_method='random',
                         target_clip_method='random', per_video_targets=False),
+    'train_2021': TaskConfig(num_tasks_per_user=50, shuffle_users=True, way_method='random',
+                             context_shot_method='random', target_shot_method='random',
+                             context_clip_method='duplicate', target_clip_method='duplicate',
+                             num_clips=4, per_video_targets=False),
 }
 
 
@@ -162,6 +199,7 @@ class TargetVideo:
   history: np.ndarray  # [len(frames), clip_length] paths: earlier frames, then the frame
   frame_numbers: list  # 1-based, from the file names
   num_video_frames: int
+  annotations: dict = None  # {name: [len(frames), dim]} (annotations_to_load)
 
 
 @dataclasses.dataclass
@@ -176,10 +214,43 @@ class OrbitTask:
   target_clips: np.ndarray = None  # training-style target sets
   target_labels: np.ndarray = None
   target_videos: list = None  # test-style: [TargetVideo]
+  # annotations_to_load: {name: [clips, clip_length, dim]}, aligned with the clips.
+  context_annotations: dict = None
+  target_annotations: dict = None
 
   @property
   def way(self):
     return len(self.objects)
+
+
+def frame_annotations(notes, paths, names, source):
+  """{name: float32 [len(paths), dim]} of the frames' annotations (module docstring); a frame
+  missing from the annotation file is an error naming the file (source)."""
+  out = {name: np.full([len(paths), ANNOTATION_DIMS.get(name, 1)], np.nan, np.float32)
+         for name in names}
+  for row, path in enumerate(paths):
+    note = notes.get(os.path.basename(path))
+    if note is None:
+      raise orbit.OrbitLayoutError(f'{source}: no annotation for frame {os.path.basename(path)}')
+    for name in names:
+      value = note.get(name)
+      if value is None:
+        continue
+      if name == 'object_bounding_box':
+        out[name][row] = [value['x'], value['y'], value['w'], value['h']]
+      else:
+        out[name][row] = float(bool(value))
+  return out
+
+
+def with_boxes_at(task, frame_size):
+  """The task with its annotation boxes in a frame of side frame_size (orbit.scale_boxes)."""
+  groups = [task.context_annotations, task.target_annotations]
+  groups += [v.annotations for v in task.target_videos or ()]
+  for group in groups:
+    if group and 'object_bounding_box' in group:
+      group['object_bounding_box'] = orbit.scale_boxes(group['object_bounding_box'], frame_size)
+  return task
 
 
 class TaskSampler:
@@ -250,9 +321,11 @@ class TaskSampler:
         context_pool.append((video, frames[:c.frame_cap]))
       else:
         self.dropped['context videos'] += 1
+    # Whole-clip targets need one clip (the 2021 code leaves out a shorter video).
+    least = c.clip_length if c.target_whole_clips and c.per_video_targets else 1
     for video in target:
       frames = self._filtered(video, c.target_filter)
-      if len(frames) >= max(1, c.min_target_frames):
+      if len(frames) >= max(least, c.min_target_frames):
         target_pool.append((video, frames[:c.frame_cap]))
       else:
         self.dropped['target videos'] += 1
@@ -299,21 +372,27 @@ class TaskSampler:
       picked = sorted(rng.choice(len(names), way, replace=False)) if way < len(names) else \
           range(len(names))
       objects = [(names[i], user_objects[names[i]]) for i in picked]
+    context_cap, target_cap = c.shot_cap, c.shot_cap
+    if c.shot_caps_by_way:
+      context_cap, target_cap = (5, 4) if len(objects) >= 6 else (10, 8)
     context_clips, context_labels, context_videos = [], [], []
-    target_clips, target_labels, target_videos = [], [], []
+    target_clips, target_labels, target_videos, target_clip_videos = [], [], [], []
     for label, (_, (context_pool, target_pool)) in enumerate(objects):
-      for video, frames in self._choose(context_pool, c.context_shot_method, c.context_shot, rng):
+      for video, frames in self._choose(context_pool, c.context_shot_method, c.context_shot,
+                                        context_cap, rng):
         clips = self._clips(frames, c.context_clip_method, rng)
         context_clips += clips
         context_labels += [label] * len(clips)
         context_videos += [video.name] * len(clips)
-      for video, frames in self._choose(target_pool, c.target_shot_method, c.target_shot, rng):
+      for video, frames in self._choose(target_pool, c.target_shot_method, c.target_shot,
+                                        target_cap, rng):
         if c.per_video_targets:
           target_videos.append(self._target_video(video, frames, label, rng))
         else:
           clips = self._clips(frames, c.target_clip_method, rng)
           target_clips += clips
           target_labels += [label] * len(clips)
+          target_clip_videos += [video] * len(clips)
     task = OrbitTask(index, user, [name for name, _ in objects], np.array(context_clips),
                      np.array(context_labels, np.int32), context_videos)
     if c.per_video_targets:
@@ -321,7 +400,37 @@ class TaskSampler:
     else:
       task.target_clips = np.array(target_clips)
       task.target_labels = np.array(target_labels, np.int32)
+    if c.annotations_to_load:
+      self._annotate(task, objects, target_clip_videos)
     return task
+
+  def _annotate(self, task, objects, target_clip_videos):
+    """Puts annotations_to_load on the task (see the module docstring)."""
+    videos = {}
+    for _, (context_pool, target_pool) in objects:
+      for video, _ in context_pool + target_pool:
+        videos[video.name] = video
+    notes = {}
+
+    def load(video, paths):
+      if video.name not in notes:
+        notes[video.name] = self.dataset.load_annotations(video)
+      return frame_annotations(notes[video.name], paths, self.config.annotations_to_load,
+                               video.annotation_path(self.dataset.root))
+
+    def per_clip(clips, clip_videos):
+      rows = [load(video, clip) for clip, video in zip(clips, clip_videos)]
+      return {name: np.stack([r[name] for r in rows]) if rows else
+              np.zeros([0, self.config.clip_length, ANNOTATION_DIMS.get(name, 1)], np.float32)
+              for name in self.config.annotations_to_load}
+
+    task.context_annotations = per_clip(task.context_clips,
+                                        [videos[n] for n in task.context_videos])
+    if task.target_videos is not None:
+      for target in task.target_videos:
+        target.annotations = load(videos[target.name], target.frames)
+    else:
+      task.target_annotations = per_clip(task.target_clips, target_clip_videos)
 
   def tasks(self, start=0, stop=None):
     """Tasks start, start + 1, ... (stop: exclusive; None: one pass from 0 for evaluation,
@@ -337,8 +446,8 @@ class TaskSampler:
       return cap
     return int(rng.integers(2, cap + 1))
 
-  def _choose(self, pool, method, shot, rng):
-    cap = min(len(pool), self.config.shot_cap)
+  def _choose(self, pool, method, shot, shot_cap, rng):
+    cap = min(len(pool), shot_cap)
     if method == 'max':
       return [pool[i] for i in rng.permutation(len(pool))[:cap]] if len(pool) > cap else pool
     if method == 'specific':
@@ -350,6 +459,8 @@ class TaskSampler:
     """[clips] of clip_length paths each from a video's (filtered) frames."""
     c = self.config
     frames = list(frames)
+    if method == 'duplicate':
+      return self._duplicated_clips(frames, rng)
     remainder = len(frames) % c.clip_length
     if remainder:
       frames += [frames[-1]] * (c.clip_length - remainder)
@@ -363,8 +474,23 @@ class TaskSampler:
                                                                               + 1))
     return [clips[i] for i in sorted(rng.choice(m, count, replace=False))]
 
+  def _duplicated_clips(self, frames, rng):
+    """The 2021 code's sample_frames(num_clips): exactly num_clips clips (module docstring)."""
+    c = self.config
+    order = list(range(len(frames)))
+    missing = c.num_clips * c.clip_length - len(frames)
+    if missing > 0:
+      order += [int(i) for i in rng.choice(len(frames), missing,
+                                           replace=missing > len(frames))]
+    order.sort()
+    ends = sorted(rng.choice(len(order) // c.clip_length, c.num_clips, replace=False))
+    return [[frames[i] for i in order[e * c.clip_length:(e + 1) * c.clip_length]]
+            for e in ends]
+
   def _target_video(self, video, frames, label, rng):
     c = self.config
+    if c.target_whole_clips:
+      frames = frames[:len(frames) // c.clip_length * c.clip_length]
     if c.target_frames and len(frames) > c.target_frames:
       frames = [frames[i] for i in sorted(rng.choice(len(frames), c.target_frames,
                                                      replace=False))]
