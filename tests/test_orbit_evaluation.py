@@ -79,3 +79,34 @@ def test_train_and_evaluate_binaries_beat_chance(tmp_path):
     table = json.load(f)['table']
   # Chance: 18% (1/way averaged over the demo's test users, 5, 6 and 6 objects, all in a task).
   assert table['clean_frame_acc'] > 0.45 and table['clutter_frame_acc'] > 0.3, table
+
+
+def test_history_pooling_classifies_pooled_features_of_each_frames_history(root):
+  """The 2021 code's target-frame history pooling: the mean of the features of a frame and
+  its 7 predecessors (the first frame repeated before the start), then the classifier."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from lite_tf.lite import model as lite_model  # pylint: disable=g-import-not-at-top
+  from lite_tf.episode import to_model_input  # pylint: disable=g-import-not-at-top
+  from lite_tf.learners import protonets  # pylint: disable=g-import-not-at-top
+  gin.bind_parameter('orbit_episodes.root', root)
+  gin.bind_parameter('orbit_episodes.image_size', 16)
+  keras.utils.set_random_seed(0)
+  learner = ProtoNets(backbone='conv4', image_size=16)
+  source = orbit_episodes.orbit_episodes('test', target_video_type='clutter')
+  learner(in_memory.episode_from_dict(source.episode(0)).to_dict())
+  meta_model = lite_model.make_meta_model(learner)
+  pooled, _ = orbit_evaluation.evaluate_mode(meta_model, source, 1, history_pooling=True)
+  alone, _ = orbit_evaluation.evaluate_mode(meta_model, source, 1)
+  task, episode = source.task(0), source.episode(0)
+  support = learner.support_contributions(to_model_input(episode['support_images']))
+  prototypes = protonets.class_means(support, episode['support_labels'], task.way)
+  differs = False
+  for video, got, single in zip(task.target_videos, pooled[0].videos, alone[0].videos):
+    frames = to_model_input(source.decode(video.history.reshape(-1)))
+    features = np.asarray(learner.query_features(None, frames)).reshape(
+        video.history.shape + (-1,)).mean(axis=1)
+    expected = np.argmax(protonets.squared_euclidean_logits(features, prototypes), axis=-1)
+    assert got.predictions == expected.tolist()
+    assert video.history.shape == (len(video.frames), 8)
+    differs |= got.predictions != single.predictions
+  assert differs  # pooling changes some prediction: the comparison above is not trivial

@@ -49,7 +49,8 @@ class OrbitEpisodes:
     """Task `index`; its annotation boxes (annotations_to_load) in frames of image_size."""
     return orbit_tasks.with_boxes_at(self.sampler.task(index), self.image_size)
 
-  def _frames(self, paths):
+  def decode(self, paths):
+    """Frames [n, S, S, 3] uint8 of frame paths (n >= 1)."""
     paths = list(paths)
     if not paths:
       raise ValueError('an ORBIT task with no frames (check the frame filters)')
@@ -71,9 +72,9 @@ class OrbitEpisodes:
     ids = np.asarray([self._class_ids[o if owner == 'object_centric' else f'{owner}/{o}']
                       for o in task.objects], np.int32)
     return {
-        'support_images': self._frames(task.context_clips.reshape(-1)),
+        'support_images': self.decode(task.context_clips.reshape(-1)),
         'support_labels': support_labels,
-        'query_images': self._frames(query_paths),
+        'query_images': self.decode(query_paths),
         'query_labels': query_labels,
         'way': np.int32(task.way),
         'support_class_ids': ids[support_labels],

@@ -19,6 +19,16 @@ parameters generated from a mean-pooled task embedding) conditions the second:
 LITE (lite_tf.lite) decides which contributions carry gradient; learners never see the H split,
 chunking, N/H scaling or gradient accumulation.
 
+Clip pooling (ORBIT's 2021 code): with `clip_pooling.context_clip_length = L` the support set
+is read as clips of L consecutive rows (ORBIT episodes hold them clip after clip) and every
+clip's contributions are mean-pooled into one example before `adapt` (`adapt_support`), so
+class means, covariances and heads see one example per clip; LITE still draws H over frames
+(pooling is linear in the rows, so its estimate stays unbiased). The task context is the mean
+over frames either way. Learners whose queries split into `query_features` and
+`logits_from_features` (ProtoNets, CNAPs, Simple CNAPs) can also classify a query from its
+features pooled over several frames (ORBIT's target-frame history pooling, in
+lite_tf.training.orbit_evaluation).
+
 With `batch_norm.statistics = 'task'` (lite_tf.backbones.task_norm) the backbone's BatchNorm
 layers normalise with statistics of the task's support set, computed without gradient before
 anything else and held fixed for every forward pass of the task; the callers of a learner
@@ -28,6 +38,7 @@ fixed_norm_statistics, so learners need no code of their own for it.
 
 import contextlib
 
+import gin
 import keras
 import tensorflow as tf
 
@@ -48,11 +59,50 @@ def dense_gradients(grads, variables):
           for g, v in zip(grads, variables)]
 
 
+@gin.configurable('clip_pooling')
+def clip_pooling(context_clip_length=None):
+  """gin: `clip_pooling.context_clip_length = 8` pools each clip of 8 support rows into one
+  example (see the module docstring); None (default): every row is an example."""
+  if context_clip_length is not None and (isinstance(context_clip_length, bool) or
+                                          not isinstance(context_clip_length, int) or
+                                          context_clip_length < 1):
+    raise ValueError('clip_pooling.context_clip_length must be None or an integer >= 1; got '
+                     f'{context_clip_length!r}')
+  return context_clip_length
+
+
+def pool_clips(rows, clip_length):
+  """Rows [n, ...] (a nest) -> means of consecutive clips [n / clip_length, ...]; n must be a
+  multiple of clip_length."""
+  def pool(r):
+    check = tf.debugging.assert_equal(
+        tf.shape(r)[0] % clip_length, 0,
+        message=f'clip_pooling.context_clip_length={clip_length}: the support set is not '
+                'whole clips')
+    with tf.control_dependencies([check]):
+      shape = tf.concat([[-1, clip_length], tf.shape(r)[1:]], axis=0)
+      return tf.reduce_mean(tf.reshape(r, shape), axis=1)
+  return tf.nest.map_structure(pool, rows)
+
+
 class Learner(keras.Model):
   """Base class: a Keras model holding every trainable part of a meta-learner."""
 
   # True for learners with a first stage (context_contributions / task_context).
   has_context = False
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.context_clip_length = clip_pooling()
+
+  def adapt_support(self, contributions, labels, way, context=None):
+    """`adapt` on the support set's contributions, clips pooled first when
+    clip_pooling.context_clip_length is set (every caller of a learner uses this)."""
+    length = self.context_clip_length
+    if length:
+      contributions = pool_clips(contributions, length)
+      labels = labels[::length]
+    return self.adapt(contributions, labels, way, context)
 
   def context_contributions(self, images):
     """First-stage per-example contributions (nest with leading dimension n), if any."""
@@ -85,7 +135,17 @@ class Learner(keras.Model):
 
   def query_logits(self, task, images, training=False):
     """Logits [num_query, way] for query images [num_query, size, size, 3]."""
-    raise NotImplementedError
+    return self.logits_from_features(task, self.query_features(task, images, training))
+
+  def query_features(self, task, images, training=False):
+    """Per-query features [num_query, d] that logits_from_features classifies."""
+    raise NotImplementedError(f'{type(self).__name__} does not split its queries into features '
+                              'and a classifier (needed to pool query features)')
+
+  def logits_from_features(self, task, features):
+    """Logits [num_query, way] of query features (possibly pooled over frames)."""
+    raise NotImplementedError(f'{type(self).__name__} does not split its queries into features '
+                              'and a classifier (needed to pool query features)')
 
   def _task_norm_state(self):
     """The backbone's NormState when it uses per-task BatchNorm statistics, else None."""
@@ -131,6 +191,6 @@ class Learner(keras.Model):
         lambda x: self.support_contributions(x, context, training=training), support_images)
     with self.fixed_norm_statistics(statistics):
       contributions = self.support_contributions(support_images, context, training=training)
-      task = self.adapt(contributions, inputs['support_labels'], inputs['way'], context)
+      task = self.adapt_support(contributions, inputs['support_labels'], inputs['way'], context)
       return self.query_logits(task, episode_lib.to_model_input(inputs['query_images']),
                                training=training)

@@ -78,10 +78,12 @@ class FilmAdaptedLearner(base.Learner):
     del training  # the backbone is frozen: BatchNorm always in inference mode
     return precision.to_float32(self.backbone(images, film=context, training=False))
 
-  def query_logits(self, task, images, training=False):
+  def query_features(self, task, images, training=False):
     del training
-    return self.classify(task, precision.to_float32(
-        self.backbone(images, film=task['film'], training=False)))
+    return precision.to_float32(self.backbone(images, film=task['film'], training=False))
+
+  def logits_from_features(self, task, features):
+    return self.classify(task, features)
 
   def classify(self, task, features):
     raise NotImplementedError

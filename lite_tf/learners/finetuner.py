@@ -24,6 +24,9 @@ class FineTuner(keras.Model):
   def __init__(self, backbone='conv4', image_size=84, num_steps=50, learning_rate=1e-3,
                chunk_size=64, film=False, backbone_weights=None, **kwargs):
     super().__init__(**kwargs)
+    if base.clip_pooling() is not None:
+      raise ValueError('clip_pooling.context_clip_length: FineTuner adapts on frames and pools '
+                       'no clips; unbind it (ProtoNets, CNAPs and Simple CNAPs pool clips)')
     self.image_size = image_size
     self.num_steps = num_steps
     self.learning_rate = learning_rate

@@ -103,6 +103,9 @@ class Maml(keras.Model):
                inner_lr=0.01, test_num_inner_steps=None, first_order=False, window_size=1,
                literal_window=False, support_batch_size=None, batch_norm='per_task', **kwargs):
     super().__init__(**kwargs)
+    if base.clip_pooling() is not None:
+      raise ValueError('clip_pooling.context_clip_length: MAML adapts on frames and pools '
+                       'no clips; unbind it (ProtoNets, CNAPs and Simple CNAPs pool clips)')
     if batch_norm not in ('per_task', 'frozen'):
       raise ValueError(f"Maml.batch_norm must be 'per_task' or 'frozen'; got {batch_norm!r}")
     self.batch_norm = batch_norm

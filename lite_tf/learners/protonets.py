@@ -43,9 +43,11 @@ class ProtoNets(base.Learner):
   def adapt(self, contributions, labels, way, context=None):
     return class_means(contributions, labels, way)
 
-  def query_logits(self, task, images, training=False):
-    return squared_euclidean_logits(
-        precision.to_float32(self.backbone(images, training=training)), task)
+  def query_features(self, task, images, training=False):
+    return precision.to_float32(self.backbone(images, training=training))
+
+  def logits_from_features(self, task, features):
+    return squared_euclidean_logits(features, task)
 
 
 @gin.configurable('protonets')

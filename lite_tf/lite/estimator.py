@@ -448,7 +448,7 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
                                        chosen_contributions)
         contributions = _scatter_rows(
             tf.nest.map_structure(tf.stop_gradient, cache['support']), chosen, scaled)
-      task = learner.adapt(contributions, labels, way, context)
+      task = learner.adapt_support(contributions, labels, way, context)
       # After the chunks (as above) and after the previous query batch's gradients.
       with tf.control_dependencies(tf.nest.flatten(cache) + list(after)):
         query_images = to_model_input(tf.identity(episode.query_images[start:end]))
@@ -527,8 +527,8 @@ def adapt_task(learner, episode, chunk_size=64):
                                        chunking.chunked_apply)
   with learner.fixed_norm_statistics(statistics):
     contributions = chunking.chunked_apply(contributions_fn, episode.support_images, chunk_size)
-  task = learner.adapt(contributions, episode.support_labels, tf.cast(episode.way, tf.int32),
-                       context)
+  task = learner.adapt_support(contributions, episode.support_labels,
+                               tf.cast(episode.way, tf.int32), context)
   if statistics is not None:
     task = {'task': task, 'batch_norm': statistics}
   return tf.nest.map_structure(tf.stop_gradient, task)
@@ -540,6 +540,21 @@ def adapted_query_logits(learner, adapted, images):
     with learner.fixed_norm_statistics(adapted['batch_norm']):
       return learner.query_logits(adapted['task'], images, training=False)
   return learner.query_logits(adapted, images, training=False)
+
+
+def adapted_query_features(learner, adapted, images):
+  """Query features [q, d] (learner.query_features) of model-input images for a state from
+  adapt_task."""
+  if learner.uses_task_statistics():
+    with learner.fixed_norm_statistics(adapted['batch_norm']):
+      return learner.query_features(adapted['task'], images, training=False)
+  return learner.query_features(adapted, images, training=False)
+
+
+def adapted_logits_from_features(learner, adapted, features):
+  """Logits of (possibly pooled) query features for a state from adapt_task."""
+  task = adapted['task'] if learner.uses_task_statistics() else adapted
+  return learner.logits_from_features(task, features)
 
 
 def adapt_and_predict(learner, episode, chunk_size=64, query_batch_size=64):

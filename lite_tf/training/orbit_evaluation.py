@@ -2,14 +2,15 @@
 
 Per test task (the protocol's tasks, lite_tf.data.orbit_tasks) the learner personalises to the
 context frames in one pass (LITE learners; MAML and FineTuner take their steps) and predicts
-every evaluated frame of every target video. Each frame is predicted from itself alone, which
-is causal under both protocols. (The 2021 reference code also mean-pooled the features of each
-frame's 7 predecessors; that needs feature-level access to the learner and is not done here.)
-The predictions are scored with lite_tf.training.orbit_metrics in both modes: clean (CLE-VE:
-held-out clean videos) and clutter (CLU-VE). Written atomically to the output folder:
-orbit_results.json (every average of every metric, per mode), orbit_table.csv / .md (the
-Table 1 row), orbit_table.png (bars with 95% CIs), and predictions_<mode>.json in the
-challenge's layout.
+every evaluated frame of every target video. By default each frame is predicted from itself
+alone. `history_pooling=True` predicts it as the 2021 reference code did: the features of the
+frame and its clip_length - 1 predecessors (the first frame repeated before the start) are
+mean-pooled and classified (ProtoNets, CNAPs and Simple CNAPs; causal under both protocols).
+The predictions are scored with lite_tf.training.orbit_metrics, in the reading of the
+protocol's code (`user_aggregation`), in both modes: clean (CLE-VE: held-out clean videos) and
+clutter (CLU-VE). Written atomically to the output folder: orbit_results.json (every average
+of every metric, per mode), orbit_table.csv / .md (the Table 1 row), orbit_table.png (bars
+with 95% CIs), and predictions_<mode>.json in the challenge's layout.
 """
 
 import csv
@@ -27,6 +28,8 @@ from lite_tf import episode as episode_lib
 from lite_tf.data import in_memory
 from lite_tf.data import orbit_episodes
 from lite_tf.learners import base as learner_base
+from lite_tf.lite import chunking
+from lite_tf.lite import estimator
 from lite_tf.lite import model as lite_model
 from lite_tf.training import checkpoints
 from lite_tf.training import evaluate
@@ -50,19 +53,62 @@ def is_orbit_run():
   return getattr(source, 'selector', '').endswith('orbit_episodes')
 
 
-def evaluate_mode(meta_model, source, num_tasks):
+def _history_predictor(meta_model, source):
+  """predict(task, episode inputs) -> per evaluated frame, the class of its features
+  mean-pooled over its history (TargetVideo.history), as the 2021 reference code."""
+  learner = meta_model.learner
+  if not isinstance(learner, learner_base.Learner):
+    raise ValueError('run_orbit_evaluation.history_pooling needs a LITE learner (ProtoNets, '
+                     f'CNAPs, Simple CNAPs); got {type(learner).__name__}')
+
+  @tf.function(reduce_retracing=True)
+  def adapt(episode_dict):
+    return estimator.adapt_task(learner, episode_lib.Episode.from_dict(episode_dict),
+                                meta_model.chunk_size)
+
+  @tf.function(reduce_retracing=True)
+  def features(adapted, images):
+    return chunking.chunked_apply(
+        lambda x: estimator.adapted_query_features(learner, adapted,
+                                                   episode_lib.to_model_input(x)),
+        images, meta_model.query_batch_size)
+
+  @tf.function(reduce_retracing=True)
+  def classify(adapted, pooled):
+    logits = estimator.adapted_logits_from_features(learner, adapted, pooled)
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+  def predict(task, inputs):
+    adapted = adapt(inputs)
+    out = []
+    for video in task.target_videos:
+      unique, inverse = np.unique(video.history, return_inverse=True)
+      frame_features = features(adapted, tf.constant(source.decode(unique)))
+      pooled = tf.reduce_mean(tf.gather(frame_features, inverse.reshape(video.history.shape)),
+                              axis=1)
+      out.append(classify(adapted, pooled).numpy())
+    return np.concatenate(out)
+
+  return predict
+
+
+def evaluate_mode(meta_model, source, num_tasks, history_pooling=False):
   """TaskResults of `num_tasks` test tasks and the per-task seconds."""
   @tf.function(reduce_retracing=True)
-  def predict(episode_dict):
+  def predict_frames(episode_dict):
     logits = meta_model.predict_episode(episode_lib.Episode.from_dict(episode_dict))
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
+  if history_pooling:
+    predict = _history_predictor(meta_model, source)
+  else:
+    predict = lambda task, inputs: predict_frames(inputs).numpy()
   results, seconds = [], []
   for index in range(num_tasks):
     task = source.task(index)
     inputs = {k: tf.convert_to_tensor(v) for k, v in source.episode(index).items()}
     start = time.perf_counter()
-    predictions = predict(inputs).numpy()
+    predictions = predict(task, inputs)
     seconds.append(time.perf_counter() - start)
     videos, offset = [], 0
     for video in task.target_videos:
@@ -76,7 +122,8 @@ def evaluate_mode(meta_model, source, num_tasks):
 
 @gin.configurable
 def run_orbit_evaluation(learner, weights_path, model_name='model', protocol='original',
-                         modes=MODES, num_tasks=None, user_aggregation=None):
+                         modes=MODES, num_tasks=None, user_aggregation=None,
+                         history_pooling=False):
   """Evaluates on the test users in each mode; returns (row, {mode: summary}, {mode: results}).
 
   Args:
@@ -86,6 +133,8 @@ def run_orbit_evaluation(learner, weights_path, model_name='model', protocol='or
       'videos' (the 2021 code's, which the paper's protocol used) or 'frames' (the code
       since Nov 2022, the challenge's); default: the protocol's ('original': 'videos',
       'challenge': 'frames').
+    history_pooling: predict each target frame from its features mean-pooled with its
+      clip_length - 1 predecessors' (the 2021 code), instead of from the frame alone.
   """
   if user_aggregation is None:
     user_aggregation = PROTOCOL_AGGREGATION.get(protocol, 'videos')
@@ -108,7 +157,7 @@ def run_orbit_evaluation(learner, weights_path, model_name='model', protocol='or
       meta_model = lite_model.make_meta_model(learner)
       macs = evaluate.macs_for_model(meta_model, first)
     count = num_tasks or source.sampler.num_tasks()
-    results, mode_seconds = evaluate_mode(meta_model, source, count)
+    results, mode_seconds = evaluate_mode(meta_model, source, count, history_pooling)
     for r in results:
       r.macs_to_personalise = macs
     seconds += mode_seconds
