@@ -10,6 +10,7 @@ folder and imported in a subprocess (no stubs needed). Nothing of ORBIT is copie
 """
 import argparse
 import datetime
+import importlib.metadata
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import numpy as np
 PAPER_COMMIT = "dc25dae"
 PAPER_FILES = ["data/__init__.py", "data/transforms.py", "data/datasets.py",
                "utils/__init__.py", "utils/eval_metrics.py"]
+HEAD_FILES = ["data/datasets.py", "utils/eval_metrics.py", "utils/ops_counter.py", "utils/logging.py"]
 STATS = ["frame_acc", "frames_to_recognition", "video_acc"]
 SAMPLING_LENGTHS = [5, 8, 13, 63, 64, 70, 1005]
 SEEDS = [0, 1, 2]
@@ -305,11 +307,11 @@ def build_predictions(tree):
                 logits = [make_logit_row(rng, way, c) for c in cls]
                 entry = {"video": os.path.basename(v), "label": li, "plan": plan,
                          "frame_order": "sorted", "padded_rows": 0}
-                if t == 1 and j == 0:
+                pad = (-n) % 8
+                if t == 1 and j == 0 and pad:
                     # pad to a multiple of 8 with copies of the last frame (as HEAD's
                     # sample_clips_from_a_video does for clip_length 8); the extra rows
                     # predict a class different from the original last row
-                    pad = (-n) % 8 or 8
                     last_cls = cls[-1]
                     other = (last_cls + 1) % way
                     frames = frames + [frames[-1]] * pad
@@ -477,7 +479,7 @@ def run_paper(checkout, preds, head_rows, tmpdir):
         os.makedirs(os.path.join(paper_dir, os.path.dirname(f)), exist_ok=True)
         with open(os.path.join(paper_dir, f), "w") as fh:
             fh.write(git(checkout, "show", f"{PAPER_COMMIT}:{f}"))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_paper_worker", paper_dir],
+    proc = subprocess.run([sys.executable, "-B", os.path.abspath(__file__), "--_paper_worker", paper_dir],
                           input=json.dumps({"predictions": preds, "head_rows": head_rows}),
                           capture_output=True, text=True, cwd=paper_dir)
     if proc.returncode != 0:
@@ -506,6 +508,7 @@ def main():
         return paper_worker(args._paper_worker)
 
     checkout = os.path.abspath(args.orbit_checkout)
+    sys.dont_write_bytecode = True  # leave the checkout untouched
     sys.path.insert(0, checkout)
     import torch
     import utils.eval_metrics  # noqa: F401  (HEAD; imports utils.ops_counter -> timm, thop)
@@ -514,11 +517,18 @@ def main():
         "repository": "microsoft/ORBIT-Dataset",
         "commit": git(checkout, "rev-parse", "HEAD").strip(),
         "paper_commit": git(checkout, "rev-parse", PAPER_COMMIT).strip(),
-        "command": "python " + shlex.join(sys.argv),
+        "command": shlex.join([sys.executable] + sys.argv),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
+        "torchvision": importlib.metadata.version("torchvision"),
+        "pillow": importlib.metadata.version("pillow"),
+        "timm": importlib.metadata.version("timm"),
+        "thop": importlib.metadata.version("thop"),
         "date": datetime.date.today().isoformat(),
+        "head_files_match_commit": {f: open(os.path.join(checkout, f)).read() == git(checkout, "show", f"HEAD:{f}")
+                                    for f in HEAD_FILES},
+        "paper_files": [f"{PAPER_COMMIT}:{f}" for f in PAPER_FILES],
     }}
     tree = args.tree
     ref["loader"] = run_loader(tree)
