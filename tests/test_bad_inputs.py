@@ -257,6 +257,19 @@ def _spec_claims_more(ctx):
                       'EpisodeDescriptionConfig.num_query=1', 'lite.num_backprop=8')
 
 
+def _orbit_twin_slugs(ctx):
+  """The reference tree with a second object of P901 whose name differs from 't shirt' only
+  by a hyphen: the release's video and frame names could not tell them apart."""
+  root = ctx.tmp / 'orbit'
+  shutil.copytree(os.path.join(REPO_ROOT, 'tests', 'data', 'orbit_reference', 'tree'), root)
+  user = root / 'test' / 'P901'
+  shutil.copytree(user / 't shirt', user / 't-shirt')
+  return [f'--train_dir={ctx.tmp / "run"}',
+          f"--gin_config={os.path.join(GIN, 'orbit_demo_protonets.gin')}",
+          f'--gin_bindings=orbit_episodes.root="{root}"',
+          *[f'--gin_bindings={b}' for b in SHORT]]
+
+
 CASES = [
     # bin/train.py: gin bindings and files.
     Case('train_unknown_binding', 'train', lambda c: _train_dir_args(c, 'lite.num_backprob=3'),
@@ -329,6 +342,8 @@ CASES = [
          'learner.weights.h5: not a readable Keras .weights.h5 file'),
     Case('evaluate_weights_of_another_learner', 'evaluate', _other_weights('evaluate'),
          'holds the weights of a different learner'),
+    Case('train_orbit_objects_whose_names_share_a_slug', 'train', _orbit_twin_slugs,
+         "P901/t-shirt: two objects of P901 whose names differ only in spaces and hyphens"),
     # bin/personalize.py
     Case('personalize_weights_of_another_learner', 'personalize', _other_weights('personalize'),
          'holds the weights of a different learner'),

@@ -26,6 +26,7 @@ def test_support_from_video_folders_uses_clean_videos_every_kth_frame(user_dir):
   images, labels, names = personalize.read_support_folder(user_dir, 16, frames_every=4,
                                                           max_frames_per_video=2)
   assert names == sorted(os.listdir(user_dir))
+  assert any(' ' in n for n in names), names  # the release's folder names are the labels
   for label, name in enumerate(names):
     clean = os.path.join(user_dir, name, 'clean')
     expected = sum(min(2, len(personalize.frame_paths(os.path.join(clean, v))[::4]))
@@ -36,12 +37,12 @@ def test_support_from_video_folders_uses_clean_videos_every_kth_frame(user_dir):
 
 def test_video_files_and_empty_videos_are_named(user_dir, tmp_path):
   folder = tmp_path / 'objects'
-  (folder / 'mug').mkdir(parents=True)
-  (folder / 'mug' / 'clip.mp4').write_bytes(b'\0')
-  with pytest.raises(ValueError, match='clip.mp4: video files need a decoder'):
+  (folder / 'my mug').mkdir(parents=True)
+  (folder / 'my mug' / 'clip.mp4').write_bytes(b'\0')
+  with pytest.raises(ValueError, match='my mug/clip.mp4: video files need a decoder'):
     personalize.read_support_folder(str(folder), 16)
-  (folder / 'mug' / 'clip.mp4').unlink()
-  (folder / 'mug' / 'video1').mkdir()
+  (folder / 'my mug' / 'clip.mp4').unlink()
+  (folder / 'my mug' / 'video1').mkdir()
   with pytest.raises(ValueError, match='video1: a video folder with no frames'):
     personalize.read_support_folder(str(folder), 16)
 
