@@ -14,7 +14,7 @@ from lite_tf.data import orbit_synthetic
 def root(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('orbit_episodes') / 'orbit')
   orbit_synthetic.generate(path, collectors={'train': 2, 'validation': 1, 'test': 1},
-                           frame_size=40, frames_per_video=(9, 12), clutter_frames=(12, 16),
+                           frame_size=40, frames_per_video=(9, 12), clutter_frames=(50, 56),
                            clean_videos=(3, 4), objects=(3, 3), seed=2)
   return path
 

@@ -52,7 +52,8 @@ Protocols (`protocol_config`):
               predicted from itself.
   'train'     training tasks of ORBIT's current code: random way (2 to min(objects, 15)) per
               user, a random number of context and target videos (capped at 15), a random
-              number of 8-frame clips (at most 10) from each.
+              number of 8-frame clips (at most 10) from each; target videos need 50 frames,
+              as that code's loader requires of every target video.
   'train_2021' training tasks of the 2021 code: random way and shots as 'train', 4 clips per
               context and target video ('duplicate'); `shot_caps_by_way` adds its
               --with_train_shot_caps (context videos capped at 5 if way >= 6 else 10, target
@@ -166,9 +167,10 @@ PROTOCOLS = {
     'challenge': TaskConfig(num_tasks_per_user=50, clip_length=1, context_clip_method='uniform',
                             clip_cap=200, target_frames=200, min_target_frames=50,
                             target_filter=('no_object_not_present_issue',)),
-    'train': TaskConfig(num_tasks_per_user=50, shuffle_users=True, way_method='random', context_shot_method='random',
-                        target_shot_method='random', context_clip_method='random',
-                        target_clip_method='random', per_video_targets=False),
+    'train': TaskConfig(num_tasks_per_user=50, shuffle_users=True, way_method='random',
+                        context_shot_method='random', target_shot_method='random',
+                        context_clip_method='random', target_clip_method='random',
+                        per_video_targets=False, min_target_frames=50),
     'train_2021': TaskConfig(num_tasks_per_user=50, shuffle_users=True, way_method='random',
                              context_shot_method='random', target_shot_method='random',
                              context_clip_method='duplicate', target_clip_method='duplicate',
