@@ -91,14 +91,20 @@ def exits_on_error(main):
 
   A `sys.exit('message')` prints the message to stderr and exits 1; an error of the user's
   data or machine (user_error) prints one `error:` line and exits 1; any other exception
-  prints its traceback and exits 1; Ctrl-C exits 130. A normal return (or sys.exit(0)) is left
-  to absl and Python as usual.
+  prints its traceback and exits 1; SIGINT (Ctrl-C) and SIGTERM stop it as lite_tf.interrupt
+  describes, with one line naming the signal and what was kept, exit 130 or 143. A normal
+  return (or sys.exit(0)) is left to absl and Python as usual.
   """
 
   @functools.wraps(main)
   def wrapped(argv):
+    from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
+    interrupt.install()
     try:
       return main(argv)
+    except interrupt.Interrupted as e:
+      print(f'{e}', file=sys.stderr)
+      hard_exit(e.code)
     except SystemExit as e:
       if e.code is None or e.code == 0:
         raise

@@ -68,6 +68,53 @@ def parse(config_files, bindings, check_precision_device=True):
   precision.apply(check_device=check_precision_device)
 
 
+class _Literal:
+  """A configurable reference or macro in a parsed config, compared by its text."""
+
+  def __init__(self, text):
+    self.text = text
+
+  def __repr__(self):
+    return self.text
+
+  def __eq__(self, other):
+    return isinstance(other, _Literal) and other.text == self.text
+
+  def __hash__(self):
+    return hash(self.text)
+
+
+class _Delegate(gin.config_parser.ParserDelegate):
+
+  def configurable_reference(self, scoped_configurable_name, evaluate):
+    return _Literal(f'@{scoped_configurable_name}' + ('()' if evaluate else ''))
+
+  def macro(self, macro_name):
+    return _Literal(f'%{macro_name}')
+
+
+def config_bindings(text):
+  """{'scope/selector.parameter' or 'MACRO': value} of a gin config's text (an operative
+  config), references and macros kept as text."""
+  out = {}
+  for statement in gin.config_parser.ConfigParser(text, _Delegate()):
+    if isinstance(statement, gin.config_parser.BindingStatement):
+      name = '/'.join(p for p in (statement.scope, statement.selector) if p)
+      if statement.arg_name:
+        name = f'{name}.{statement.arg_name}'
+      out[name] = statement.value
+  return out
+
+
+def changed_bindings(old_text, new_text):
+  """[(binding, old value, new value)] where two configs differ; a binding one of them lacks
+  has the value '<unbound>' there."""
+  old, new = config_bindings(old_text), config_bindings(new_text)
+  missing = _Literal('<unbound>')
+  return [(name, old.get(name, missing), new.get(name, missing))
+          for name in sorted(set(old) | set(new)) if old.get(name, missing) != new.get(name, missing)]
+
+
 def bound_value(name):
   """The value gin binds to `name` ('lite.memory_budget_mb'), or None when unbound."""
   try:

@@ -109,6 +109,54 @@ def _refused_on_trained(*bindings, gin_file=DEMO):
   return args
 
 
+# The bindings of conftest's trained_demo_dir, which re-run it unchanged.
+TRAINED = ('run_training.num_steps=50', 'run_training.steps_per_log=25',
+           'run_training.valid_episodes=2', 'run_training.test_episodes=2')
+
+
+def _kept_all(ctx):
+  """Nothing of the finished run was rewritten: config, index, results, history, weights."""
+  train_dir = ctx.trained_copy()
+  for path in ('test_results.json', 'history.jsonl', 'learner.weights.h5'):
+    assert _digest(train_dir / path) == _digest(ctx.trained() / path), f'{path} was rewritten'
+  _kept(ctx)
+
+
+def _recorded_test_episodes(ctx):
+  train_dir = ctx.trained_copy()
+  changes = [json.loads(line) for line in (train_dir / 'config_changes.jsonl').read_text()
+             .splitlines()]
+  assert changes == [{'changed': [['run_training.test_episodes', '2', '3']]}]
+  assert json.loads((train_dir / 'test_results.json').read_text())['num_test_episodes'] == 3
+  for path in ('history.jsonl', 'learner.weights.h5'):  # nothing retrained
+    assert _digest(train_dir / path) == _digest(ctx.trained() / path), f'{path} was rewritten'
+
+
+def _deleted_index(ctx):
+  train_dir = ctx.trained_copy()
+  (train_dir / 'checkpoints' / 'checkpoint').unlink()
+  return _train_dir_args(ctx, *TRAINED, train_dir=train_dir)
+
+
+def _no_checkpoints(ctx):
+  train_dir = ctx.trained_copy()
+  shutil.rmtree(train_dir / 'checkpoints')
+  return _train_dir_args(ctx, *TRAINED, train_dir=train_dir)
+
+
+def _history_kept(ctx):
+  """The run resumed (or was refused) without training over it: the history is the run's."""
+  train_dir = ctx.trained_copy()
+  assert _digest(train_dir / 'history.jsonl') == _digest(ctx.trained() / 'history.jsonl')
+
+
+def _truncated_checkpoint(ctx):
+  train_dir = ctx.trained_copy()
+  data = next((train_dir / 'checkpoints').glob('ckpt-50.data-*'))
+  data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+  return _train_dir_args(ctx, *TRAINED, train_dir=train_dir)
+
+
 def _kept(ctx):
   for path, digest in ctx.state.items():
     assert _digest(ctx.trained_copy() / path) == digest, f'{path} was rewritten'
@@ -301,10 +349,32 @@ CASES = [
          lambda c: _train_dir_args(c, train_dir=_file_in_the_way(c) / 'run'), '--train_dir'),
     Case('train_other_learner_on_a_trained_dir', 'train',
          _refused_on_trained(gin_file=os.path.join(GIN, 'demo_maml.gin')),
-         'was written by a different model', check=_kept),
+         'holds a run trained with another configuration (', check=_kept),
     Case('train_other_steps_per_log_on_a_trained_dir', 'train',
          _refused_on_trained('run_training.steps_per_log=20', 'run_training.num_steps=100'),
-         'not a multiple of run_training.steps_per_log=20', check=_kept),
+         'run_training.steps_per_log = 25 in the run, 20 now', check=_kept),
+    # A finished run is never trained over or rewritten by another configuration.
+    Case('train_changed_way_on_a_finished_run', 'train',
+         _refused_on_trained(*TRAINED, 'glyph_episodes.way=3'),
+         'holds a run trained with another configuration (glyph_episodes.way = 5 in the run, 3 '
+         "now); nothing was written", check=_kept_all),
+    Case('train_changed_learning_rate_on_a_finished_run', 'train',
+         _refused_on_trained(*TRAINED, 'make_optimizer.learning_rate=0.5'),
+         'make_optimizer.learning_rate = 0.001 in the run, 0.5 now', check=_kept_all),
+    Case('train_changed_image_size_on_a_finished_run', 'train',
+         _refused_on_trained(*TRAINED, 'IMAGE_SIZE=32'), 'IMAGE_SIZE = 28 in the run, 32 now',
+         check=_kept_all),
+    Case('train_evaluation_episodes_change_is_allowed_and_recorded', 'train',
+         _refused_on_trained(*TRAINED[:-1], 'run_training.test_episodes=3'), '', code=0,
+         check=_recorded_test_episodes),
+    Case('train_deleted_checkpoint_index_resumes_the_run', 'train', _deleted_index,
+         'no checkpoint index file; resuming from the newest checkpoint present, ckpt-50',
+         code=0, check=_history_kept),
+    Case('train_without_checkpoints_is_not_trained_over', 'train', _no_checkpoints,
+         'holds a run (history.jsonl, learner.weights.h5) but no checkpoint',
+         check=_history_kept),
+    Case('train_truncated_checkpoint_is_named', 'train', _truncated_checkpoint,
+         'checkpoints/ckpt-50: unreadable checkpoint (truncated or damaged?'),
     Case('train_removes_orphans_of_killed_writes', 'train', _with_orphans, '', code=0,
          check=_orphans_gone),
     Case('train_num_steps_not_a_multiple_says_how_many', 'train',

@@ -5,6 +5,7 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from lite_tf import atomic
@@ -42,6 +43,62 @@ class EpochCheckpoint(keras.callbacks.Callback):
         os.path.dirname(self.history_path),
         weights_bytes(self.checkpoint.variables), f'checkpoint {step}')
     self.checkpoint.save(step)
+
+
+class StopRequested(Exception):
+  """Raised by StopOnSignal from model.fit after the task in progress (run_training saves a
+  checkpoint of it)."""
+
+
+class StopOnSignal(keras.callbacks.Callback):
+  """Ends model.fit at once, after the task in progress, once SIGINT or SIGTERM came
+  (lite_tf.interrupt): it raises, so neither validation nor the epoch-end callbacks run on a
+  partial epoch. Put it last."""
+
+  def on_train_batch_end(self, batch, logs=None):
+    from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
+    if interrupt.requested() is not None:
+      raise StopRequested()
+
+
+class RestoreMetrics(keras.callbacks.Callback):
+  """Puts the metric accumulators of an interrupted epoch back after fit resets them at the
+  epoch's start, so the resumed epoch's means are those of an uninterrupted run."""
+
+  def __init__(self, values):
+    super().__init__()
+    self.values = values
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self.values is not None:
+      for variable, value in zip(self.model.metrics_variables, self.values):
+        variable.assign(value)
+      self.values = None
+
+
+def metric_state_path(checkpoint_dir, step):
+  """Where an interrupted epoch's metric accumulators are kept, beside its checkpoint."""
+  return os.path.join(checkpoint_dir, f'metrics-{int(step)}.json')
+
+
+def save_metric_state(model, checkpoint_dir, step):
+  atomic.write_json(metric_state_path(checkpoint_dir, step),
+                    {'step': int(step),
+                     'values': [v.numpy().tolist() for v in model.metrics_variables]})
+
+
+def load_metric_state(model, checkpoint_dir, step):
+  """The metric accumulators saved at `step`, or None (a run restarted at an epoch's start)."""
+  path = metric_state_path(checkpoint_dir, step)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    values = json.load(f)['values']
+  variables = model.metrics_variables
+  if len(values) != len(variables):
+    raise ValueError(f'{path}: {len(values)} metric values for {len(variables)} metrics '
+                     '(written by another configuration?)')
+  return [np.asarray(v, dtype=var.dtype) for v, var in zip(values, variables)]
 
 
 def weights_bytes(variables):

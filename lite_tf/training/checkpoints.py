@@ -12,10 +12,15 @@ at any episode index (`as_dataset(start=...)`).
 
 import json
 import os
+import re
 import tempfile
+
+from absl import logging
 
 import numpy as np
 import tensorflow as tf
+
+from lite_tf import atomic
 
 
 class CheckpointError(ValueError):
@@ -33,6 +38,25 @@ def _listed_differences(ours, theirs, ours_name, theirs_name, limit):
   shown = '\n  '.join(problems[:limit])
   more = f'\n  ... and {len(problems) - limit} more' if len(problems) > limit else ''
   return f'\n  {shown}{more}'
+
+
+def checkpoint_files(directory):
+  """[(step, prefix)] of the complete checkpoints in `directory` (an index file and all its
+  data shards), oldest first: what a run can resume from even without the manager's
+  `checkpoint` index file."""
+  if not os.path.isdir(directory):
+    return []
+  out = []
+  for name in os.listdir(directory):
+    match = re.fullmatch(r'ckpt-(\d+)\.index', name)
+    if not match:
+      continue
+    prefix = os.path.join(directory, name[:-len('.index')])
+    shards = [f for f in os.listdir(directory) if f.startswith(f'{name[:-6]}.data-')]
+    total = re.fullmatch(r'.*\.data-\d+-of-(\d+)', shards[0]) if shards else None
+    if total and len(shards) == int(total.group(1)):
+      out.append((int(match.group(1)), prefix))
+  return sorted(out)
 
 
 _SIGNATURE_KEY = 'signature_utf8/.ATTRIBUTES/VARIABLE_VALUE'
@@ -99,15 +123,39 @@ class TrainingCheckpoint:
         f'{_listed_differences(ours, theirs, "model", "checkpoint", 20)}')
 
   def restore_latest(self):
-    """Restores the newest checkpoint, if any; returns its path or None."""
+    """Restores the newest checkpoint, if any; returns its path or None. Without the
+    manager's index file (`checkpoint`, deleted or lost) the newest complete checkpoint
+    present is restored and the index written anew; an unreadable checkpoint is an error
+    naming it."""
     path = (self.manager.latest_checkpoint if self.read_directory == self.directory
             else tf.train.latest_checkpoint(self.read_directory))
     if path is None:
-      return None
-    if self._check_signature(path):
-      tf.train.Checkpoint(variables=self._values).restore(path).expect_partial()
-    else:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
+      present = checkpoint_files(self.read_directory)
+      if not present:
+        return None
+      path = present[-1][1]
+      logging.warning('%s: no checkpoint index file; resuming from the newest checkpoint '
+                      'present, %s', self.read_directory, os.path.basename(path))
+      if self.read_directory == self.directory:
+        # The manager's index, as tf.train.CheckpointManager writes it (text proto).
+        lines = [f'model_checkpoint_path: "{os.path.basename(path)}"']
+        lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for _, p in present]
+        atomic.write_text(os.path.join(self.directory, 'checkpoint'), '\n'.join(lines) + '\n')
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                                  self.manager._max_to_keep)  # pylint: disable=protected-access
+    try:
+      if self._check_signature(path):
+        tf.train.Checkpoint(variables=self._values).restore(path).expect_partial()
+      else:
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+    except CheckpointError:
+      raise
+    except (tf.errors.OpError, IndexError, ValueError, AssertionError) as e:
+      message = e.message if isinstance(e, tf.errors.OpError) else f'{e}'
+      raise CheckpointError(
+          f'{path}: unreadable checkpoint (truncated or damaged? {message.splitlines()[0]}); '
+          'nothing was restored: move it (its .index and .data files) away to resume from '
+          'the one before') from None
     return path
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from lite_tf import episode as episode_lib
+from lite_tf import interrupt
 
 
 def confidence_interval_95(accuracies):
@@ -16,7 +17,8 @@ def confidence_interval_95(accuracies):
   return float(accuracies.mean()), float(1.96 * accuracies.std() / np.sqrt(accuracies.size))
 
 
-def evaluate_episodes(predict_episode, episodes, num_episodes):
+def evaluate_episodes(predict_episode, episodes, num_episodes,
+                      stop_message='evaluation stopped; run the same command to evaluate'):
   """Adapts to each episode and scores its query set.
 
   Args:
@@ -25,6 +27,7 @@ def evaluate_episodes(predict_episode, episodes, num_episodes):
       FineTuner).
     episodes: iterable of episode dicts.
     num_episodes: how many episodes to evaluate.
+    stop_message: what a SIGINT / SIGTERM between episodes reports (lite_tf.interrupt).
   Returns:
     (mean accuracy, 95% half-width, [num_episodes] per-episode accuracies,
      [num_episodes] seconds to adapt and predict each task, the first including tracing).
@@ -38,6 +41,7 @@ def evaluate_episodes(predict_episode, episodes, num_episodes):
   for i, episode_dict in enumerate(episodes):
     if i >= num_episodes:
       break
+    interrupt.check(f'{stop_message} (after {i} of {num_episodes} episodes)')
     inputs = {k: tf.convert_to_tensor(v) for k, v in episode_dict.items()}
     start = time.perf_counter()
     predictions = predict(inputs).numpy()

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
+from lite_tf import interrupt
 from lite_tf import precision
 from lite_tf.data import adapters
 from lite_tf.data import dataset_spec as spec_lib
@@ -206,6 +207,107 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
                 valid_episodes, test_episodes, max_checkpoints, callbacks, verbose)
 
 
+# Bindings that cannot change what a run trains: a re-run may change them (recorded in
+# train_dir/config_changes.jsonl); any other change is refused on a started run.
+EVALUATION_ONLY_BINDINGS = ('run_training.test_episodes', 'run_training.verbose',
+                            'run_training.max_checkpoints')
+
+
+def _check_same_run(train_dir):
+  """Refuses to go on with a run of train_dir under another configuration, and to train over
+  a run whose checkpoints are gone; nothing is written before this."""
+  from lite_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  checkpoints_dir = os.path.join(train_dir, 'checkpoints')
+  started = (tf.train.latest_checkpoint(checkpoints_dir) is not None
+             or checkpoints.checkpoint_files(checkpoints_dir))
+  history = os.path.join(train_dir, 'history.jsonl')
+  weights = os.path.join(train_dir, 'learner.weights.h5')
+  if not started:
+    # One history line without a checkpoint is a run killed while writing its first one.
+    left = [p for p in (weights,) if os.path.exists(p)]
+    if len(training_callbacks.read_history(history)) > 1:
+      left.insert(0, history)
+    if left:
+      raise ValueError(f'--train_dir={train_dir} holds a run ({", ".join(map(os.path.basename, left))}) '
+                       f'but no checkpoint in {checkpoints_dir} to resume it from; refusing to '
+                       'train over it from task 0: use a new --train_dir, or remove this one')
+    return
+  path = os.path.join(train_dir, 'operative_config.gin')
+  if not os.path.exists(path):
+    return
+  with open(path, encoding='utf-8') as f:
+    old = f.read()
+  changes = []
+  for name, before, now in config_lib.changed_bindings(old, gin.operative_config_str()):
+    if repr(now) == '<unbound>':
+      continue  # not called yet at this point of this run: compared when it is
+    if repr(before) == '<unbound>' and _is_default(name, now):
+      continue  # a setting added to lite_tf since that run, at its default
+    changes.append((name, before, now))
+  refused = [c for c in changes if c[0] not in EVALUATION_ONLY_BINDINGS]
+  if refused:
+    listed = '; '.join(f'{name} = {before!r} in the run, {now!r} now'
+                       for name, before, now in refused[:6])
+    if len(refused) > 6:
+      listed += f'; and {len(refused) - 6} more'
+    raise ValueError(f'--train_dir={train_dir} holds a run trained with another configuration '
+                     f'({listed}); nothing was written. Use a new --train_dir, or the run\'s '
+                     f'bindings ({path})')
+  if changes:
+    record = {'changed': [[name, repr(before), repr(now)] for name, before, now in changes]}
+    with open(os.path.join(train_dir, 'config_changes.jsonl'), 'a', encoding='utf-8') as f:
+      f.write(json.dumps(record) + '\n')
+    logging.info('evaluation-only bindings changed since the run started: %s', changes)
+
+
+def _is_default(name, value):
+  """Whether `value` is the default of the configurable parameter `name` (scope/sel.param)."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  selector, _, parameter = name.rpartition('.')
+  try:
+    configurable = gin.config._REGISTRY.get_match(selector.rpartition('/')[2])  # pylint: disable=protected-access
+    default = inspect.signature(configurable.wrapped).parameters[parameter].default
+  except (KeyError, ValueError, TypeError, AttributeError):
+    return False
+  return default is not inspect.Parameter.empty and default == value
+
+
+def _fit(model, strategy, train_source, step, steps_per_log, epochs, metric_state, callbacks,
+         validation, verbose):
+  """model.fit from task `step` to the last epoch. A run resumed inside an epoch (an
+  interrupted one) first finishes that epoch, with its metric accumulators put back, so its
+  history line is the one an uninterrupted run writes."""
+  num_replicas = strategy.num_replicas_in_sync
+  epoch = step // steps_per_log
+  while epoch < epochs:
+    remaining = (epoch + 1) * steps_per_log - step
+    last = epochs if remaining == steps_per_log else epoch + 1
+    model.fit(distribute.replica_episodes(strategy, train_source, step), epochs=last,
+              initial_epoch=epoch, steps_per_epoch=remaining // num_replicas, verbose=verbose,
+              shuffle=False, callbacks=[training_callbacks.RestoreMetrics(metric_state)]
+              + callbacks, **validation)
+    metric_state = None
+    epoch, step = last, last * steps_per_log
+
+
+def _save_interrupted(model, checkpoint, train_dir, write_dir, strategy):
+  """After StopOnSignal: a checkpoint of the last finished task and the epoch's metric
+  accumulators (a multi-worker run keeps its last epoch checkpoint: one worker cannot save
+  alone), then the message that ends the binary."""
+  step = int(model.tasks_seen.numpy())
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    interrupt.check(f'stopped at task {step}; the run resumes from its last epoch checkpoint '
+                    'with the same command on every worker')
+  directory = os.path.join(write_dir, 'checkpoints')
+  atomic.check_free_space(directory, training_callbacks.weights_bytes(checkpoint.variables),
+                          f'checkpoint {step}')
+  training_callbacks.save_metric_state(model, directory, step)
+  checkpoint.save(step)
+  logging.info('interrupted at task %d: checkpoint written to %s', step, directory)
+  interrupt.check(f'interrupted at step {step}; checkpoint saved in '
+                  f'{os.path.join(train_dir, "checkpoints")}: run the same command to resume')
+
+
 def _check_replicas(num_replicas, steps_per_log, valid_episodes):
   for name, value in (('steps_per_log', steps_per_log), ('valid_episodes', valid_episodes)):
     if value % num_replicas:
@@ -244,6 +346,8 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
   model = lite_model.make_meta_model(learner, exact=method != 'lite')
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
   model.optimizer.build(learner.trainable_variables)
+  if chief:
+    _check_same_run(train_dir)
   if getattr(model, 'memory_budget_mb', None) is not None:
     _fit_memory_budget(model, method, first, train_dir)
   del first  # not held through training (150 MB of uint8 images at N = 1000, S = 224)
@@ -256,10 +360,16 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
   distribute.check_same_on_workers(strategy, step, 'the task to resume from')
   if restored:
     logging.info('resuming from %s at task %d', restored, step)
+  # A checkpoint inside an epoch is an interrupted run's (SIGINT / SIGTERM): its metric
+  # accumulators were kept beside it, and the epoch is finished first.
+  metric_state = None
   if step % steps_per_log:
-    raise ValueError(f'the checkpoint in {train_dir} is at task {step}, not a multiple of '
-                     f'run_training.steps_per_log={steps_per_log}; keep the value of the run '
-                     'that wrote it')
+    metric_state = training_callbacks.load_metric_state(
+        model, os.path.join(train_dir, 'checkpoints'), step)
+    if metric_state is None:
+      raise ValueError(f'the checkpoint in {train_dir} is at task {step}, not a multiple of '
+                       f'run_training.steps_per_log={steps_per_log}; keep the value of the run '
+                       'that wrote it')
   # Only now that the checkpoints (if any) are known to belong to this configuration: a
   # refused run keeps the operative config the checkpoints were written with.
   atomic.write_text(os.path.join(write_dir, 'operative_config.gin'), gin.operative_config_str())
@@ -287,12 +397,15 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
   if chief:
     all_callbacks.insert(0, training_callbacks.BestCheckpoint(
         learner, os.path.join(train_dir, 'best')))
-  initial_epoch = step // steps_per_log
-  train_data = distribute.replica_episodes(strategy, train_source, step)
-  if initial_epoch < epochs:
-    model.fit(train_data, epochs=epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=steps_per_log // num_replicas, verbose=verbose, shuffle=False,
-              callbacks=all_callbacks, **validation)
+  all_callbacks.append(training_callbacks.StopOnSignal())
+  interrupt.check(f'stopped before training (at task {step}); run the same command to '
+                  'start it')
+  with interrupt.deferred():
+    try:
+      _fit(model, strategy, train_source, step, steps_per_log, epochs, metric_state,
+           all_callbacks, validation, verbose)
+    except training_callbacks.StopRequested:
+      _save_interrupted(model, checkpoint, train_dir, write_dir, strategy)
   if not chief:
     logging.info('%s: training done; the chief writes the weights and evaluates',
                  distribute.worker_name(strategy))
@@ -303,9 +416,11 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
                           suffix='.weights.h5') as tmp:
     learner.save_weights(tmp)
 
-  mean, half_width, _, seconds = evaluate.evaluate_episodes(
-      model.predict_episode, adapters.make_episode_source(episode_source, 'test').episodes(),
-      test_episodes)
+  with interrupt.deferred():
+    mean, half_width, _, seconds = evaluate.evaluate_episodes(
+        model.predict_episode, adapters.make_episode_source(episode_source, 'test').episodes(),
+        test_episodes, stop_message='evaluation stopped; training is finished and its '
+        'weights are saved: run the same command to evaluate')
   logging.info('test accuracy %.4f +/- %.4f over %d episodes', mean, half_width, test_episodes)
   cost = evaluate.test_time_cost(learner)
   cost['seconds_per_task'] = evaluate.median_seconds(seconds)
