@@ -171,6 +171,10 @@ def build(learner, support_images, support_labels):
   if not isinstance(learner, learner_base.Learner):
     raise ValueError(f'{type(learner).__name__} does not adapt in a forward pass; '
                      'personalization needs a LITE learner (protonets, cnaps, simple_cnaps)')
+  if learner.context_clip_length:
+    raise ValueError(f'clip_pooling.context_clip_length={learner.context_clip_length}: '
+                     'personalize.py adapts to single support frames, not clips; add '
+                     '--gin_bindings=clip_pooling.context_clip_length=None')
   _, first = np.unique(support_labels, return_index=True)
   episode = _support_episode(support_images[first], support_labels[first])
   learner.call(episode.to_dict())  # Keras' __call__ would cast the integer labels to float

@@ -83,6 +83,12 @@ def main():
   print('difference_unsharded', max(float(np.abs(a - b).max())
                                     for a, b in zip(single, unsharded)))
   print('shards', sorted(sharded_source.shards))
+  with mirrored_strategy.scope():  # accumulation on top of replicas is refused up front
+    try:
+      lite_model.make_optimizer(tasks_per_step=3)
+      print('tasks_per_step accepted')
+    except ValueError as e:
+      print('tasks_per_step', str(e))
 
 
 if __name__ == '__main__':

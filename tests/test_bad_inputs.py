@@ -412,6 +412,9 @@ CASES = [
          'learner.weights.h5: not a readable Keras .weights.h5 file'),
     Case('evaluate_weights_of_another_learner', 'evaluate', _other_weights('evaluate'),
          'holds the weights of a different learner'),
+    Case('train_multi_worker_without_tf_config', 'train',
+         lambda c: _train_dir_args(c, *SHORT) + ['--distribution=multi_worker'],
+         '--distribution=multi_worker needs TF_CONFIG, naming the cluster and this worker'),
     Case('train_orbit_objects_whose_names_share_a_slug', 'train', _orbit_twin_slugs,
          "P901/t-shirt: two objects of P901 whose names differ only in spaces and hyphens"),
     # bin/personalize.py

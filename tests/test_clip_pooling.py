@@ -28,9 +28,9 @@ def _clip_episode(num_support=8, way=3):
                                       episode.query_labels.numpy(), way)
 
 
-def _pooled(make):
+def _pooled(make, length=2):
   gin.clear_config()
-  gin.bind_parameter('clip_pooling.context_clip_length', 2)
+  gin.bind_parameter('clip_pooling.context_clip_length', length)
   try:
     keras.utils.set_random_seed(1)
     learner = make()
@@ -89,5 +89,28 @@ def test_bad_values_and_learners_are_refused():
     from lite_tf.learners.maml import Maml  # pylint: disable=g-import-not-at-top
     with pytest.raises(ValueError, match='clip_pooling.context_clip_length: MAML'):
       Maml(backbone='conv4', image_size=16)
+  finally:
+    gin.clear_config()
+
+
+def test_building_on_a_small_task_and_protocols_whose_clips_differ():
+  """The binaries build a learner on a 2-image task (building_episode): pooling is off for it.
+  A protocol whose clips are not context_clip_length frames long is refused by name."""
+  from lite_tf import episode as episode_lib  # pylint: disable=g-import-not-at-top
+  from lite_tf.data import orbit_episodes  # pylint: disable=g-import-not-at-top
+  learner = _pooled(lambda: ProtoNets(backbone='conv4', image_size=16), length=8)
+  small = episode_lib.building_episode(_clip_episode())  # 2 support images
+  with pytest.raises(tf.errors.InvalidArgumentError, match='not whole clips'):
+    learner(small.to_dict())
+  with learner.unpooled():
+    learner(small.to_dict())
+  assert learner.context_clip_length == 8
+  gin.clear_config()
+  gin.bind_parameter('clip_pooling.context_clip_length', 8)
+  try:
+    with pytest.raises(ValueError, match="context_clip_length=8 but the 'challenge' protocol's "
+                       'clips are of 1 frames'):
+      orbit_episodes.orbit_episodes('test', root='tests/data/orbit_reference/tree',
+                                    test_protocol='challenge')
   finally:
     gin.clear_config()

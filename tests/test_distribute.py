@@ -19,3 +19,6 @@ def test_two_replicas_equal_two_accumulated_tasks_on_one_device():
   assert float(lines['difference']) < 1e-6
   assert float(lines['difference_unsharded']) < 1e-6
   assert lines['shards'] == '[(2, 0), (2, 1)]'  # each replica decodes only its share
+  assert lines['tasks_per_step'].startswith(
+      'make_optimizer.tasks_per_step=3 accumulates tasks on one device; with --distribution '
+      'the 2 replicas are the accumulation'), lines['tasks_per_step']

@@ -126,6 +126,10 @@ def test_duplicate_clips_of_long_and_short_videos(dataset):
     clips = sampler._clips(frames, 'duplicate', rng)  # pylint: disable=protected-access
     flat = [p for clip in clips for p in clip]
     assert len(clips) == 3 and flat == sorted(flat) and set(flat) == set(frames)
+  frames = [f'f{i:05d}' for i in range(8)]  # 8 frames for 12: 4 duplicates, none twice
+  for _ in range(20):
+    flat = [p for c in sampler._clips(frames, 'duplicate', rng) for p in c]  # pylint: disable=protected-access
+    assert set(flat) == set(frames) and max(flat.count(f) for f in frames) == 2
   frames = [f'f{i:05d}' for i in range(14)]  # 14 frames: 3 of the 3 aligned clips, 2 unused
   seen = set()
   for _ in range(20):
@@ -146,8 +150,8 @@ def test_duplicate_clips_of_long_and_short_videos(dataset):
 def test_train_2021_caps_shots_by_way(tmp_path):
   root = str(tmp_path / 'orbit')
   orbit_synthetic.generate(root, collectors={'train': 1}, frame_size=16,
-                           frames_per_video=(5, 6), clutter_frames=(9, 10), clean_videos=(6, 6),
-                           clutter_videos=5, objects=(7, 7), seed=2)
+                           frames_per_video=(5, 6), clutter_frames=(9, 10), clean_videos=(11, 11),
+                           clutter_videos=9, objects=(7, 7), seed=2)
   dataset = orbit.OrbitDataset(root, splits=('train',))
   config = dataclasses.replace(orbit_tasks.PROTOCOLS['train_2021'], shot_caps_by_way=True,
                                context_shot_method='max', target_shot_method='max')
@@ -155,7 +159,7 @@ def test_train_2021_caps_shots_by_way(tmp_path):
   ways = set()
   for task in sampler.tasks(0, 12):
     ways.add(task.way >= 6)
-    context, target = (5, 4) if task.way >= 6 else (6, 5)  # caps 10 and 8 do not bite
+    context, target = (5, 4) if task.way >= 6 else (10, 8)  # of 11 clean, 9 clutter videos
     for label in range(task.way):
       mine = list(np.asarray(task.context_videos)[task.context_labels == label])
       assert len(set(mine)) == context
@@ -331,5 +335,13 @@ def test_annotations_on_the_task_as_orbit_loads_them(dataset):
   for before, after in zip(task.target_videos, scaled.target_videos):
     np.testing.assert_array_equal(after.annotations['object_bounding_box'],
                                   orbit.scale_boxes(before.annotations['object_bounding_box'], 84))
+  # Training-style target clips: aligned clip by clip, frame by frame.
+  train = dataclasses.replace(orbit_tasks.PROTOCOLS['train'], annotations_to_load=names,
+                              min_target_frames=0)
+  task = orbit_tasks.TaskSampler(dataset, 'test', train, seed=0).task(1)
+  absent = task.target_annotations['object_not_present_issue']
+  assert absent.shape == task.target_clips.shape + (1,)
+  for clip, flags in zip(task.target_clips, absent[..., 0]):
+    assert [float(notes_of(p)['object_not_present_issue']) for p in clip] == list(flags)
   with pytest.raises(ValueError, match="annotations_to_load: unknown annotation 'box'"):
     dataclasses.replace(config, annotations_to_load=('box',))

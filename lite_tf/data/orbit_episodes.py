@@ -109,7 +109,7 @@ class OrbitEpisodes:
 def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='train',
                    test_protocol='original', target_video_type='clutter', seed=0,
                    overrides=None, video_types=('clean', 'clutter'), layout='benchmark',
-                   split_users=None):
+                   split_users=None, train_overrides=None):
   """The ORBIT episode source of a split ('train', 'valid'/'validation', 'test').
 
   Args:
@@ -117,6 +117,9 @@ def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='trai
     train_protocol / test_protocol: orbit_tasks protocols for the train split / the others.
     target_video_type: 'clutter' (CLU-VE) or 'clean' (CLE-VE).
     overrides: dict of TaskConfig fields applied to every split's protocol.
+    train_overrides: dict of TaskConfig fields applied to the train split's only, after
+      `overrides` (e.g. the 2021 code's 84x84 training caps: {'object_cap': 10,
+      'shot_caps_by_way': True}).
     video_types, layout, split_users: as lite_tf.data.orbit.OrbitDataset (the unfiltered
       release: layout='unfiltered', and 'clutter-pan' in video_types to read those videos).
   """
@@ -129,8 +132,17 @@ def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='trai
   dataset = orbit.OrbitDataset(root, splits=(orbit_split,), video_types=video_types,
                                layout=layout, split_users=split_users)
   protocol = train_protocol if orbit_split == 'train' else test_protocol
+  changes = dict(overrides or {})
+  if orbit_split == 'train':
+    changes.update(train_overrides or {})
   config = orbit_tasks.protocol_config(protocol, target_video_type=target_video_type,
-                                       **dict(overrides or {}))
+                                       **changes)
+  from lite_tf.learners import base as learner_base  # pylint: disable=g-import-not-at-top
+  pooled = learner_base.clip_pooling()
+  if pooled and pooled != config.clip_length:
+    raise ValueError(f'clip_pooling.context_clip_length={pooled} but the {protocol!r} '
+                     f'protocol\'s clips are of {config.clip_length} frames: bind them equal '
+                     '(the 2021 code pooled its 8-frame clips: PROTOCOL = \'original\')')
   split_seed = {'train': seed, 'validation': seed + 1, 'test': seed + 2}[orbit_split]
   sampler = orbit_tasks.TaskSampler(dataset, orbit_split, config, seed=split_seed)
   logging.info('ORBIT %s (%s protocol, %s targets): %s', orbit_split, protocol,

@@ -95,6 +95,16 @@ class Learner(keras.Model):
     super().__init__(**kwargs)
     self.context_clip_length = clip_pooling()
 
+  @contextlib.contextmanager
+  def unpooled(self):
+    """Clip pooling off for a while: building the layers on a small task whose support set is
+    not clips (lite_tf.episode.building_episode)."""
+    length, self.context_clip_length = self.context_clip_length, None
+    try:
+      yield
+    finally:
+      self.context_clip_length = length
+
   def adapt_support(self, contributions, labels, way, context=None):
     """`adapt` on the support set's contributions, clips pooled first when
     clip_pooling.context_clip_length is set (every caller of a learner uses this)."""

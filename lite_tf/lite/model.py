@@ -35,6 +35,16 @@ def make_optimizer(learning_rate=1e-3, tasks_per_step=1, algorithm='adam', fused
   if not isinstance(tasks_per_step, int) or tasks_per_step < 1:
     raise ValueError(f'make_optimizer.tasks_per_step must be an integer >= 1; got '
                      f'{tasks_per_step!r}')
+  if (isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
+      or not learning_rate > 0):
+    raise ValueError(f'make_optimizer.learning_rate must be a number > 0; got '
+                     f'{learning_rate!r}')
+  if tasks_per_step > 1 and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+    raise ValueError(
+        f'make_optimizer.tasks_per_step={tasks_per_step} accumulates tasks on one device; '
+        f'with --distribution the {tf.distribute.get_strategy().num_replicas_in_sync} '
+        'replicas are the accumulation (a step takes one task per replica, gradients '
+        'averaged): set make_optimizer.tasks_per_step = 1')
   if not isinstance(fused, bool):
     raise ValueError(f'make_optimizer.fused must be True or False; got {fused!r}')
   optimizers = {'adam': fused_adam.FusedAdam if fused else keras.optimizers.Adam,

@@ -8,10 +8,16 @@ runs lite_tf's train_step on its own episode (see EpisodicModel.train_step).
 """
 
 import inspect
+import json
+import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 
 from absl import logging
+import gin
 import tensorflow as tf
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
@@ -24,8 +30,89 @@ def make_strategy(kind='default', devices=None):
   if kind == 'mirrored':
     return tf.distribute.MirroredStrategy(devices=devices)
   if kind == 'multi_worker':
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    cluster, task_type, index = read_tf_config()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    wait_for_peers(cluster, task_type, index)
+    return strategy
   raise ValueError(f'--distribution={kind!r}; expected one of {STRATEGIES}')
+
+
+def read_tf_config(environ=None):
+  """(cluster, task type, task index) of TF_CONFIG for --distribution=multi_worker, or an error
+  naming TF_CONFIG and what is wrong with it (unset, not JSON, a task outside its cluster).
+  A cluster of one task runs alone, and says so."""
+  environ = os.environ if environ is None else environ
+  text = environ.get('TF_CONFIG', '').strip()
+  example = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
+             '"task": {"type": "worker", "index": 0}}\' on the first host, index 1 on the second')
+  if not text:
+    raise ValueError('--distribution=multi_worker needs TF_CONFIG, naming the cluster and this '
+                     f'worker ({example}); without it every host would train alone on the same '
+                     '--train_dir')
+  try:
+    config = json.loads(text)
+  except ValueError as e:
+    raise ValueError(f'TF_CONFIG is not valid JSON ({e}): {text[:200]!r}; {example}') from None
+  cluster = config.get('cluster') if isinstance(config, dict) else None
+  task = config.get('task') if isinstance(config, dict) else None
+  if not isinstance(cluster, dict) or not cluster or not all(
+      isinstance(v, list) and v for v in cluster.values()):
+    raise ValueError(f'TF_CONFIG["cluster"] must map job names to lists of "host:port"; got '
+                     f'{cluster!r:.200}; {example}')
+  if not isinstance(task, dict) or task.get('type') not in cluster:
+    raise ValueError(f'TF_CONFIG["task"]["type"] must be one of the cluster\'s jobs '
+                     f'{sorted(cluster)}; got {task!r:.200}')
+  index = task.get('index', 0)
+  jobs = cluster[task['type']]
+  if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(jobs):
+    raise ValueError(f'TF_CONFIG["task"]["index"] = {index!r} is outside the cluster\'s '
+                     f'{len(jobs)} {task["type"]} task(s) (0 to {len(jobs) - 1})')
+  if sum(len(v) for v in cluster.values()) == 1:
+    logging.warning('TF_CONFIG names one task: this multi-worker run trains alone')
+  return cluster, task['type'], index
+
+
+@gin.configurable('multi_worker')
+def peer_timeout(peer_timeout_s=600):
+  """gin: `multi_worker.peer_timeout_s`: how long a worker waits for its peers to start."""
+  if (isinstance(peer_timeout_s, bool) or not isinstance(peer_timeout_s, (int, float))
+      or peer_timeout_s <= 0):
+    raise ValueError(f'multi_worker.peer_timeout_s must be a number > 0; got '
+                     f'{peer_timeout_s!r}')
+  return peer_timeout_s
+
+
+def wait_for_peers(cluster, task_type, index, timeout=None, poll=0.5):
+  """Waits until every other task of the cluster listens on its address, logging whom it
+  waits for; an error naming them after `timeout` seconds (multi_worker.peer_timeout_s)."""
+  timeout = peer_timeout() if timeout is None else timeout
+  peers = [(job, i, address) for job, addresses in sorted(cluster.items())
+           for i, address in enumerate(addresses) if (job, i) != (task_type, index)]
+  start = time.monotonic()
+  last_log = None
+  while peers:
+    waiting = []
+    for job, i, address in peers:
+      host, _, port = address.rpartition(':')
+      try:
+        with socket.create_connection((host or 'localhost', int(port)), timeout=poll):
+          pass
+      except (OSError, ValueError):
+        waiting.append((job, i, address))
+    peers = waiting
+    if not peers:
+      break
+    elapsed = time.monotonic() - start
+    names = ', '.join(f'{job} {i} ({address})' for job, i, address in peers)
+    if elapsed > timeout:
+      raise ValueError(f'{task_type} {index}: gave up after {timeout:g} s waiting for {names} '
+                       'to start (TF_CONFIG); start every worker with the same command, or '
+                       'raise multi_worker.peer_timeout_s')
+    if last_log is None or time.monotonic() - last_log > 10:
+      logging.info('%s %d: waiting for %s to start', task_type, index, names)
+      print(f'{task_type} {index}: waiting for {names} to start', file=sys.stderr, flush=True)
+      last_log = time.monotonic()
+    time.sleep(poll)
 
 
 def is_chief(strategy):

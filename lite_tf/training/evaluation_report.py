@@ -66,7 +66,8 @@ def run_evaluation(learner, weights_path, datasets=None, num_episodes=600, split
     episode_lib.validate_episode(first, image_size=getattr(learner, 'image_size', None))
     if not loaded:
       if isinstance(learner, learner_base.Learner):
-        learner(episode_lib.building_episode(first).to_dict())
+        with learner.unpooled():
+          learner(episode_lib.building_episode(first).to_dict())
       checkpoints.load_learner_weights(learner, weights_path)
       meta_model = lite_model.make_meta_model(learner)
       loaded = True

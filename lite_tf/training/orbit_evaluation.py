@@ -152,7 +152,8 @@ def run_orbit_evaluation(learner, weights_path, model_name='model', protocol='or
     first = in_memory.episode_from_dict(source.episode(0))
     if meta_model is None:
       if isinstance(learner, learner_base.Learner):
-        learner(episode_lib.building_episode(first).to_dict())
+        with learner.unpooled():
+          learner(episode_lib.building_episode(first).to_dict())
       checkpoints.load_learner_weights(learner, weights_path)
       meta_model = lite_model.make_meta_model(learner)
       macs = evaluate.macs_for_model(meta_model, first)

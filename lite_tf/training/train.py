@@ -341,7 +341,8 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
                      "runs its own inner loop in float32 only (precision.policy = 'float32')")
   if isinstance(learner, learner_base.Learner):
     # Builds every layer, so that weights exist before training and saving.
-    learner(episode_lib.building_episode(first).to_dict())
+    with learner.unpooled():
+      learner(episode_lib.building_episode(first).to_dict())
 
   model = lite_model.make_meta_model(learner, exact=method != 'lite')
   model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)

@@ -74,7 +74,8 @@ class _Model:
   def ready(self, first_episode):
     if self.meta_model is None:
       if isinstance(self.learner, learner_base.Learner):
-        self.learner(episode_lib.building_episode(first_episode).to_dict())
+        with self.learner.unpooled():
+          self.learner(episode_lib.building_episode(first_episode).to_dict())
       checkpoints.load_learner_weights(self.learner, self.weights_path)
       self.meta_model = lite_model.make_meta_model(self.learner)
     return self.meta_model
