@@ -57,6 +57,16 @@ class EpisodeDescriptionConfig:
   # class is still reachable.
   max_spanning_leaves_eligible: int = 392
 
+  def __post_init__(self):
+    # One class makes every query right: an accuracy of 1.0 +/- 0.0 that means nothing.
+    if self.num_ways is not None and (isinstance(self.num_ways, bool)
+                                      or not isinstance(self.num_ways, int) or self.num_ways < 2):
+      raise ValueError(f'EpisodeDescriptionConfig.num_ways must be None (sampled) or an integer '
+                       f'>= 2; got {self.num_ways!r}')
+    if isinstance(self.min_ways, bool) or not isinstance(self.min_ways, int) or self.min_ways < 2:
+      raise ValueError(f'EpisodeDescriptionConfig.min_ways must be an integer >= 2; got '
+                       f'{self.min_ways!r}')
+
 
 def sample_num_ways(num_classes, min_ways, max_ways, rng):
   """Ways uniform in [min_ways, min(max_ways, num_classes)]."""

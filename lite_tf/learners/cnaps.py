@@ -16,6 +16,7 @@ from keras import layers
 import tensorflow as tf
 
 from lite_tf import backbones
+from lite_tf import checks
 from lite_tf import precision
 from lite_tf.backbones import weights as weights_lib
 from lite_tf.learners import base
@@ -48,6 +49,8 @@ class FilmAdaptedLearner(base.Learner):
   def __init__(self, backbone='efficientnet_b0', image_size=224, backbone_weights=None,
                set_encoder_size=None, regularization_weight=1e-3, set_encoder_norm='batch',
                film_architecture='reference', **kwargs):
+    checks.require_int('cnaps / simple_cnaps.image_size (IMAGE_SIZE in the gin files)',
+                       image_size, 1)
     super().__init__(**kwargs)
     self.image_size = image_size
     self.backbone_name = backbone

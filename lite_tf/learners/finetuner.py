@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from lite_tf import backbones
+from lite_tf import checks
 from lite_tf import episode as episode_lib
 from lite_tf.backbones import weights as weights_lib
 from lite_tf.learners import base
@@ -23,6 +24,7 @@ class FineTuner(keras.Model):
 
   def __init__(self, backbone='conv4', image_size=84, num_steps=50, learning_rate=1e-3,
                chunk_size=64, film=False, backbone_weights=None, **kwargs):
+    checks.require_int('finetuner.image_size (IMAGE_SIZE in the gin files)', image_size, 1)
     super().__init__(**kwargs)
     if base.clip_pooling() is not None:
       raise ValueError('clip_pooling.context_clip_length: FineTuner adapts on frames and pools '

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from lite_tf import backbones
+from lite_tf import checks
 from lite_tf import episode as episode_lib
 from lite_tf.learners import base
 
@@ -102,6 +103,7 @@ class Maml(keras.Model):
   def __init__(self, backbone='conv4', image_size=84, max_way=50, num_inner_steps=5,
                inner_lr=0.01, test_num_inner_steps=None, first_order=False, window_size=1,
                literal_window=False, support_batch_size=None, batch_norm='per_task', **kwargs):
+    checks.require_int('maml.image_size (IMAGE_SIZE in the gin files)', image_size, 1)
     super().__init__(**kwargs)
     if base.clip_pooling() is not None:
       raise ValueError('clip_pooling.context_clip_length: MAML adapts on frames and pools '

@@ -8,6 +8,7 @@ import gin
 import tensorflow as tf
 
 from lite_tf import backbones
+from lite_tf import checks
 from lite_tf import precision
 from lite_tf.learners import base
 
@@ -31,6 +32,7 @@ class ProtoNets(base.Learner):
   """ProtoNets over a backbone chosen by name (see lite_tf.backbones)."""
 
   def __init__(self, backbone='conv4', image_size=84, **kwargs):
+    checks.require_int('protonets.image_size (IMAGE_SIZE in the gin files)', image_size, 1)
     super().__init__(**kwargs)
     self.image_size = image_size
     self.backbone_name = backbone

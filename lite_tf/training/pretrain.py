@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from lite_tf import backbones
+from lite_tf import checks
 from lite_tf.backbones import weights as weights_lib
 from lite_tf.data import glyphs
 
@@ -39,6 +40,8 @@ def check_output(output):
 @gin.configurable
 def glyph_batches(image_size=28, batch_size=64, seed=0, cache_dir=None):
   """Labelled batches of the glyph demo data's train classes: (dataset, num_classes)."""
+  checks.require_int('glyph_batches.image_size', image_size, 1)
+  checks.require_int('glyph_batches.batch_size', batch_size, 1)
   dataset = glyphs.load(size=image_size, cache_dir=cache_dir)
   classes = dataset.split_classes('train')
   keep = np.isin(dataset.labels, classes)
@@ -78,6 +81,9 @@ def run_pretraining(output, backbone='conv4', image_size=84, batch_source=gin.RE
     dict with the final 'loss' and 'accuracy' (on training batches) and 'output'.
   """
   check_output(output)
+  checks.require_int('run_pretraining.num_steps', num_steps, 1)
+  checks.require_int('run_pretraining.steps_per_log', steps_per_log, 1)
+  checks.require_int('run_pretraining.image_size', image_size, 1)
   directory = os.path.dirname(os.path.abspath(output))
   try:
     os.makedirs(directory, exist_ok=True)
@@ -86,6 +92,11 @@ def run_pretraining(output, backbone='conv4', image_size=84, batch_source=gin.RE
   if not os.access(directory, os.W_OK):
     raise ValueError(f'--output={output!r}: directory {directory!r} is not writable')
   dataset, num_classes = batch_source()
+  shape = dataset.element_spec[0].shape
+  if shape.rank == 4 and shape[1] is not None and shape[1:3] != (image_size, image_size):
+    raise ValueError(f'run_pretraining.batch_source gives {shape[1]}x{shape[2]} images but '
+                     f'run_pretraining.image_size={image_size}: bind them equal (e.g. '
+                     'glyph_batches.image_size = %IMAGE_SIZE)')
   net = backbones.create(backbone)
   net.build((None, image_size, image_size, 3))
   model = _Classifier(net, num_classes, name='pretraining_classifier')

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from lite_tf import atomic
+from lite_tf import checks
 from lite_tf import episode as episode_lib
 from lite_tf import interrupt
 from lite_tf import precision
@@ -31,6 +32,11 @@ from lite_tf.training import evaluate
 @gin.configurable
 def glyph_episodes(split, image_size=28, way=5, shot=5, query_shot=10, seed=0, cache_dir=None):
   """Episodes of the built-in glyph demo data (lite_tf.data.glyphs) for one split."""
+  checks.require_int('glyph_episodes.image_size (IMAGE_SIZE in the demo gin files)',
+                     image_size, 1)
+  checks.require_int('glyph_episodes.way', way, 2)  # one class: accuracy 1.0, meaningless
+  checks.require_int('glyph_episodes.shot', shot, 1)
+  checks.require_int('glyph_episodes.query_shot', query_shot, 1)
   split = spec_lib.split_name(split).lower()
   dataset = glyphs.load(size=image_size, cache_dir=cache_dir)
   split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[split]
@@ -44,6 +50,10 @@ def glyph_variable_episodes(split, image_size=28, max_support_set_size=100,
   """Meta-Dataset-style variable episodes (5 to max_ways_upper_bound classes, support sets of
   up to max_support_set_size images, Meta-Dataset's shot sampling) of the glyph demo data."""
   from lite_tf.data import sampling  # pylint: disable=g-import-not-at-top
+  checks.require_int('glyph_variable_episodes.image_size', image_size, 1)
+  checks.require_int('glyph_variable_episodes.max_support_set_size', max_support_set_size, 1)
+  checks.require_int('glyph_variable_episodes.max_ways_upper_bound', max_ways_upper_bound, 5)
+  checks.require_int('glyph_variable_episodes.max_num_query', max_num_query, 1)
   split = spec_lib.split_name(split).lower()
   dataset = glyphs.load(size=image_size, cache_dir=cache_dir)
   split_seed = {'train': seed, 'valid': seed + 1, 'test': seed + 2}[split]
