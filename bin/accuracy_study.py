@@ -27,6 +27,7 @@ flags.DEFINE_string('gin_config', os.path.join(REPO, 'gin', 'accuracy_study.gin'
 flags.DEFINE_multi_string('gin_bindings', [], 'Extra bindings for every run.')
 flags.DEFINE_list('learners', ['protonets', 'simple_cnaps'], 'Learners.')
 flags.DEFINE_list('image_sizes', ['28', '42'], 'Image sides.')
+binary.require_int_list('image_sizes')
 flags.DEFINE_list('protonets_subsets', ['0', '10', '40', 'all'], '|H| values for ProtoNets.')
 flags.DEFINE_list('simple_cnaps_subsets', ['1', '10', '40', 'all'],
                   '|H| values for Simple CNAPs (and CNAPs).')

@@ -28,6 +28,7 @@ flags.DEFINE_enum('learner', 'protonets', ['protonets', 'cnaps', 'simple_cnaps']
 flags.DEFINE_string('backbone', 'resnet18', 'Backbone name (lite_tf.backbones).')
 flags.DEFINE_integer('image_size', 224, 'Image side S.')
 flags.DEFINE_list('support_sizes', ['100', '250', '500', '1000'], 'Support set sizes N.')
+binary.require_int_list('support_sizes')
 flags.DEFINE_integer('num_backprop', 40, '|H|, support images back-propagated.')
 flags.DEFINE_integer('chunk_size', 40, 'Chunk size of the gradient-free forward pass.')
 flags.DEFINE_integer('query_batch_size', 40, 'Query batch size.')

@@ -24,10 +24,11 @@ from lite_tf import binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('root', None, 'ORBIT folder (default: generated demo data).')
+binary.require_existing_dir('root')
 flags.DEFINE_string('split', 'train', 'Split whose tasks are read.')
 flags.DEFINE_integer('image_size', 224, 'Decoded frame side.')
 flags.DEFINE_integer('frame_size', 224, 'Generated data: side of the JPEG frames on disk.')
-flags.DEFINE_integer('tasks', 10, 'Tasks to time (after one warm-up task).')
+flags.DEFINE_integer('tasks', 10, lower_bound=1, help='Tasks to time (after one warm-up task).')
 flags.DEFINE_integer('parallel', 16, 'Frames decoded in parallel.')
 flags.DEFINE_string('output', None, 'Write the result as JSON here.')
 

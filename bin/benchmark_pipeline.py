@@ -23,9 +23,10 @@ from lite_tf import binary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('records_dir', None, 'Meta-Dataset records folder (default: synthetic).')
+binary.require_existing_dir('records_dir')
 flags.DEFINE_string('split', 'train', 'Split to sample.')
 flags.DEFINE_integer('image_size', 224, 'Decoded image side.')
-flags.DEFINE_integer('episodes', 20, 'Episodes to time (after one warm-up episode).')
+flags.DEFINE_integer('episodes', 20, lower_bound=1, help='Episodes to time (after one warm-up episode).')
 flags.DEFINE_integer('classes', 60, 'Synthetic dataset: classes.')
 flags.DEFINE_integer('images_per_class', 120, 'Synthetic dataset: images per class.')
 flags.DEFINE_enum('image_dtype', 'float32', ['float32', 'uint8'], 'Episode image dtype.')

@@ -26,17 +26,19 @@ FLAGS = flags.FLAGS
 flags.DEFINE_multi_string('gin_config', [], 'gin config files of the training run.')
 flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings (repeatable).')
 flags.DEFINE_list('budgets_mb', None, 'Budgets in MB (default: lite.memory_budget_mb).')
-flags.DEFINE_integer('support_size', None, 'Largest support set to plan for (default: '
+flags.DEFINE_integer('support_size', None, lower_bound=1, help='Largest support set to plan for (default: '
                      'lite.memory_plan_support_size).')
-flags.DEFINE_integer('query_size', None, 'Largest query set to plan for (default: '
+flags.DEFINE_integer('query_size', None, lower_bound=1, help='Largest query set to plan for (default: '
                      'lite.memory_plan_query_size).')
 flags.DEFINE_enum('image_dtype', 'float32', ['float32', 'uint8'],
                   'How the tasks hold their images (uint8 sources: ORBIT, VTAB).')
-flags.DEFINE_integer('tasks_held', 1, 'Tasks whose images the allocator holds at once (bin/'
+flags.DEFINE_integer('tasks_held', 1, lower_bound=1, help='Tasks whose images the allocator holds at once (bin/'
                      'train.py plans for 3: the step\'s and two prefetched).')
 flags.DEFINE_bool('verify', False, 'Measure real steps under each plan (see above).')
 flags.DEFINE_list('verify_support_sizes', ['100', '500', '1000'], 'Support sizes --verify '
                   'measures.')
+binary.require_int_list('verify_support_sizes')
+binary.require_int_list('budgets_mb')
 flags.DEFINE_string('output', None, 'Write the plans (and measurements) here as JSON.')
 
 

@@ -19,6 +19,27 @@ import traceback
 from absl import logging
 
 
+def require_int_list(name, low=1):
+  """Registers an absl validator: flag --name is a comma-separated list of integers >= low
+  (absl then refuses it by name before main runs)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  def valid(values):
+    try:
+      return values is None or all(int(v) >= low for v in values)
+    except (TypeError, ValueError):
+      return False
+  flags.register_validator(name, valid,
+                           message=f'--{name} must be comma-separated integers >= {low}')
+
+
+def require_existing_dir(name):
+  """Registers an absl validator: flag --name, when given, is an existing folder."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.register_validator(name, lambda v: v is None or os.path.isdir(v),
+                           message=f'--{name} must be an existing folder')
+
+
 def hard_exit(code):
   """Flushes stdout, stderr and absl's log, then ends the process at once with `code`."""
   for stream in (sys.stdout, sys.stderr):

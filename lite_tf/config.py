@@ -1,6 +1,7 @@
 """gin parsing shared by the binaries, with errors that name the file or binding at fault."""
 
 import os
+import tokenize
 
 import gin
 import tensorflow as tf
@@ -57,7 +58,7 @@ def parse(config_files, bindings, check_precision_device=True):
     gin.add_config_file_search_path(os.path.dirname(os.path.dirname(os.path.abspath(path))))
   try:
     gin.parse_config_files_and_bindings(config_files, bindings, finalize_config=False)
-  except (ValueError, KeyError, SyntaxError, ImportError, OSError) as e:
+  except (ValueError, KeyError, SyntaxError, ImportError, OSError, tokenize.TokenError) as e:
     raise ConfigError(f'gin config {list(config_files)} / bindings {list(bindings)}: {e}') from e
   if bound_value('lite.memory_budget_mb') is not None:
     # The memory planner reads TF's allocator statistics; on CPU only the BFC allocator

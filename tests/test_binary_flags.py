@@ -1,0 +1,41 @@
+"""Flags of the study, planner and benchmark binaries refused by name before any work, and a
+gin binding that does not parse: one line on stderr, exit 1, within seconds."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import first_line
+from conftest import REPO_ROOT
+
+CASES = [
+    (['plan_memory.py', '--support_size=0'], 'flag --support_size=0: 0 is not a positive integer'),
+    (['plan_memory.py', '--tasks_held=0'], 'flag --tasks_held=0: 0 is not a positive integer'),
+    (['plan_memory.py', '--query_size=-1'], 'flag --query_size=-1: -1 is not a positive integer'),
+    (['plan_memory.py', '--verify_support_sizes=abc'],
+     '--verify_support_sizes must be comma-separated integers >= 1'),
+    (['benchmark_memory.py', '--support_sizes=abc'],
+     '--support_sizes must be comma-separated integers >= 1'),
+    (['benchmark_pipeline.py', '--records_dir=/no/such/records'],
+     '--records_dir must be an existing folder'),
+    (['benchmark_pipeline.py', '--episodes=0'], 'flag --episodes=0: 0 is not a positive integer'),
+    (['benchmark_orbit_reader.py', '--root=/no/such/orbit'], '--root must be an existing folder'),
+    (['accuracy_study.py', '--output_dir=/tmp/unused', '--image_sizes=0'],
+     '--image_sizes must be comma-separated integers >= 1'),
+    (['train.py', '--train_dir=/tmp/unused', f"--gin_config={REPO_ROOT}/gin/demo_protonets.gin",
+      '--gin_bindings=lite.num_backprop = ('], "bindings ['lite.num_backprop = (']"),
+]
+
+
+@pytest.mark.parametrize('args,message', CASES, ids=[' '.join(a[:2]) for a, _ in CASES])
+def test_refused_by_name(args, message):
+  start = time.monotonic()
+  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', args[0]), *args[1:]],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert message in first_line(result.stderr), result.stderr[-3000:]
+  assert time.monotonic() - start < 60
