@@ -102,6 +102,10 @@ def main(argv):
     return
   if FLAGS.num_backprop <= 0:
     sys.exit(f'error: --num_backprop must be positive; got {FLAGS.num_backprop}')
+  from lite_tf import backbones  # pylint: disable=g-import-not-at-top
+  if FLAGS.backbone not in backbones.names():
+    sys.exit(f'error: --backbone={FLAGS.backbone!r} is not a lite_tf backbone; expected one of '
+             f'{backbones.names()}')
   if FLAGS.set_encoder_size is not None and (FLAGS.learner == 'protonets'
                                              or FLAGS.set_encoder_size <= 0):
     sys.exit(f'error: --set_encoder_size must be a positive size, for --learner=cnaps or '

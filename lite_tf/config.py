@@ -113,7 +113,8 @@ def changed_bindings(old_text, new_text):
   old, new = config_bindings(old_text), config_bindings(new_text)
   missing = _Literal('<unbound>')
   return [(name, old.get(name, missing), new.get(name, missing))
-          for name in sorted(set(old) | set(new)) if old.get(name, missing) != new.get(name, missing)]
+          for name in sorted(set(old) | set(new))
+          if old.get(name, missing) != new.get(name, missing)]
 
 
 def bound_value(name):

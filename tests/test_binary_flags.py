@@ -11,6 +11,8 @@ import pytest
 from conftest import first_line
 from conftest import REPO_ROOT
 
+STUDY = ['gradient_study.py', '--output_dir=/tmp/unused',
+         f'--gin_config={REPO_ROOT}/gin/gradient_study.gin']
 CASES = [
     (['plan_memory.py', '--support_size=0'], 'flag --support_size=0: 0 is not a positive integer'),
     (['plan_memory.py', '--tasks_held=0'], 'flag --tasks_held=0: 0 is not a positive integer'),
@@ -19,12 +21,20 @@ CASES = [
      '--verify_support_sizes must be comma-separated integers >= 1'),
     (['benchmark_memory.py', '--support_sizes=abc'],
      '--support_sizes must be comma-separated integers >= 1'),
+    (['benchmark_memory.py', '--backbone=resnet99'],
+     "error: --backbone='resnet99' is not a lite_tf backbone; expected one of"),
     (['benchmark_pipeline.py', '--records_dir=/no/such/records'],
      '--records_dir must be an existing folder'),
     (['benchmark_pipeline.py', '--episodes=0'], 'flag --episodes=0: 0 is not a positive integer'),
     (['benchmark_orbit_reader.py', '--root=/no/such/orbit'], '--root must be an existing folder'),
     (['accuracy_study.py', '--output_dir=/tmp/unused', '--image_sizes=0'],
      '--image_sizes must be comma-separated integers >= 1'),
+    (STUDY + ['--gin_bindings=gradient_study.context_subset = "foo"'],
+     "gradient_study.context_subset must be one of ['independent', 'shared']; got 'foo'"),
+    (STUDY + ['--gin_bindings=gradient_study.bootstrap = 0'],
+     'gradient_study.bootstrap must be an integer >= 1; got 0'),
+    (STUDY + ['--gin_bindings=gradient_study.subset_sizes = [0, 5]'],
+     'gradient_study.subset_sizes entries must be an integer >= 1; got 0'),
     (['train.py', '--train_dir=/tmp/unused', f"--gin_config={REPO_ROOT}/gin/demo_protonets.gin",
       '--gin_bindings=lite.num_backprop = ('], "bindings ['lite.num_backprop = (']"),
 ]

@@ -131,3 +131,18 @@ def test_dump_episodes_binary(fixture_dir, tmp_path):
   assert bad.returncode == 1
   assert first_line(bad.stderr).startswith(f"error: --records_dir='{tmp_path}': no "
                                            'dataset_spec.json')
+
+
+def test_fewer_episodes_than_asked_for_are_refused():
+  """A saved-episodes file of 3 episodes evaluated with --num_episodes=50 must not report a
+  mean over 50 with its CI."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from conftest import small_episode  # pylint: disable=g-import-not-at-top
+  from lite_tf.training import evaluate  # pylint: disable=g-import-not-at-top
+  episodes = [small_episode(seed=s).to_dict() for s in range(3)]
+  predict = lambda e: tf.one_hot(e.query_labels, 3)
+  mean, _, accuracies, _ = evaluate.evaluate_episodes(predict, iter(episodes), 3)
+  assert mean == 1.0 and len(accuracies) == 3
+  with pytest.raises(ValueError, match='the episode source ended after 3 episodes, fewer than '
+                     'the 50 asked for'):
+    evaluate.evaluate_episodes(predict, iter(episodes), 50)

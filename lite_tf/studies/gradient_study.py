@@ -12,8 +12,10 @@ import gin
 import numpy as np
 
 from lite_tf import atomic
+from lite_tf import checks
 from lite_tf.data import adapters
 from lite_tf.learners import base as learner_base
+from lite_tf.lite import estimator
 from lite_tf.studies import gradient_error
 from lite_tf.training import checkpoints
 from lite_tf.training import train
@@ -59,8 +61,26 @@ def run_gradient_study(output_dir, learner=gin.REQUIRED, episode_source=train.gl
                      f'CNAPs); got {type(learner).__name__}')
   if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
     raise ValueError(f'gradient_study.draws must be an integer >= 2; got {draws!r}')
+  checks.require_int('gradient_study.episode_index', episode_index, 0)
+  checks.require_int('gradient_study.chunk_size', chunk_size, 1)
+  checks.require_int('gradient_study.bootstrap', bootstrap, 1)
+  if query_batch_size is not None:
+    checks.require_int('gradient_study.query_batch_size', query_batch_size, 1)
+  if context_subset not in estimator.CONTEXT_SUBSETS:
+    raise ValueError(f'gradient_study.context_subset must be one of '
+                     f'{list(estimator.CONTEXT_SUBSETS)}; got {context_subset!r}')
+  for h in subset_sizes:
+    checks.require_int('gradient_study.subset_sizes entries', h, 1)
   train.check_writable_dir(output_dir, '--output_dir')
   episode = _episode(episode_source, split, episode_index)
+  n = len(episode['support_labels'])
+  above = sorted(int(h) for h in subset_sizes if int(h) > n)
+  if above and tuple(subset_sizes) != tuple(gradient_error.PAPER_SUBSET_SIZES):
+    raise ValueError(f'gradient_study.subset_sizes {above} exceed the task\'s N = {n} support '
+                     'images (|H| = N is exact; larger sizes would not be studied)')
+  if above:
+    logging.info('gradient study: the paper\'s |H| values %s exceed N = %d and are left out',
+                 above, n)
   first = gradient_error.sub_sampled_task(episode,
                                           np.arange(min(2, len(episode['support_labels']))))
   learner(_episode_dict(first))  # builds every layer

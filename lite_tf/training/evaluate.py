@@ -47,6 +47,10 @@ def evaluate_episodes(predict_episode, episodes, num_episodes,
     predictions = predict(inputs).numpy()
     seconds.append(time.perf_counter() - start)
     accuracies.append(np.mean(predictions == np.asarray(episode_dict['query_labels'])))
+  if len(accuracies) < num_episodes:
+    raise ValueError(f'the episode source ended after {len(accuracies)} episodes, fewer than the '
+                     f'{num_episodes} asked for (--num_episodes, run_evaluation.num_episodes or '
+                     'run_training.test_episodes): ask for at most that many')
   mean, half_width = confidence_interval_95(accuracies)
   return mean, half_width, np.asarray(accuracies), np.asarray(seconds)
 

@@ -238,7 +238,8 @@ def _check_same_run(train_dir):
     if len(training_callbacks.read_history(history)) > 1:
       left.insert(0, history)
     if left:
-      raise ValueError(f'--train_dir={train_dir} holds a run ({", ".join(map(os.path.basename, left))}) '
+      names = ', '.join(map(os.path.basename, left))
+      raise ValueError(f'--train_dir={train_dir} holds a run ({names}) '
                        f'but no checkpoint in {checkpoints_dir} to resume it from; refusing to '
                        'train over it from task 0: use a new --train_dir, or remove this one')
     return
