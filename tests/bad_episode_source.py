@@ -8,7 +8,23 @@ import gin
 import numpy as np
 
 
+class _EpisodeOnly:
+  """Has episode(i) only: not an episode source."""
+
+  def episode(self, index):
+    return _MissingClassSampler().episode(index)
+
+
 class _MissingClassSampler:
+
+  def episodes(self, start=0):
+    index = start
+    while True:
+      yield self.episode(index)
+      index += 1
+
+  def as_dataset(self, start=0, num_episodes=None, shard=None):
+    raise NotImplementedError  # never reached: the first episode is refused
 
   def episode(self, index):
     rng = np.random.RandomState(index)
@@ -25,3 +41,9 @@ class _MissingClassSampler:
 def missing_class_episodes(split):
   del split
   return _MissingClassSampler()
+
+
+@gin.configurable
+def episode_only_episodes(split):
+  del split
+  return _EpisodeOnly()

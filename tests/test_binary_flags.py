@@ -36,6 +36,9 @@ CASES = [
     (STUDY + ['--gin_bindings=gradient_study.subset_sizes = [0, 5]'],
      'gradient_study.subset_sizes entries must be an integer >= 1; got 0'),
     (['train.py', '--train_dir=/tmp/unused', f"--gin_config={REPO_ROOT}/gin/demo_protonets.gin",
+      '--gin_bindings=lite.memory_plan_support_size = 0'],
+     'lite.memory_plan_support_size must be an integer >= 1; got 0'),
+    (['train.py', '--train_dir=/tmp/unused', f"--gin_config={REPO_ROOT}/gin/demo_protonets.gin",
       '--gin_bindings=lite.num_backprop = ('], "bindings ['lite.num_backprop = (']"),
 ]
 
@@ -49,3 +52,10 @@ def test_refused_by_name(args, message):
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
   assert message in first_line(result.stderr), result.stderr[-3000:]
   assert time.monotonic() - start < 60
+
+
+def test_md_episodes_dir_pointing_nowhere_is_refused():
+  from lite_tf.training import vtab_md_evaluation  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="run_vtab_md_evaluation.md_episodes_dir='/no/such' is "
+                     'not a folder'):
+    vtab_md_evaluation.run_vtab_md_evaluation(None, None, md_episodes_dir='/no/such')

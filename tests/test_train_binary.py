@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import first_line
 from conftest import REPO_ROOT
 
 DEMO_GIN = os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')
@@ -45,6 +46,18 @@ def test_query_label_absent_from_support(tmp_path, glyph_cache):
                   env={'PYTHONPATH': os.path.dirname(__file__)})
   assert result.returncode != 0
   assert 'query labels [2] do not occur in the support set' in result.stderr, result.stderr[-3000:]
+
+
+def test_a_source_without_the_interface_is_named(tmp_path):
+  gin_file = tmp_path / 'source.gin'
+  gin_file.write_text(f"include '{DEMO_GIN}'\nimport bad_episode_source\n"
+                      'run_training.episode_source = @episode_only_episodes\n')
+  result = _train(tmp_path / 'run', gin_configs=(str(gin_file),),
+                  env={'PYTHONPATH': os.path.dirname(__file__)})
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert ("run_training.episode_source=episode_only_episodes('train') returned a _EpisodeOnly, "
+          'which lacks episodes and as_dataset: an episode source needs') in first_line(
+              result.stderr), result.stderr[-3000:]
 
 
 @pytest.mark.slow  # tests/test_binary_exit.py trains on the same records by default

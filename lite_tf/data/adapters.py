@@ -86,9 +86,17 @@ def make_episode_source(episode_source, split):
   returned by a user's factory (`run_training.episode_source = @my_pipeline`) is wrapped in
   PipelineEpisodes; lite_tf's own sources pass through."""
   source = episode_source(split)
+  name = getattr(episode_source, '__name__', type(episode_source).__name__)
   if isinstance(source, tf.data.Dataset):
-    name = getattr(episode_source, '__name__', type(episode_source).__name__)
     return PipelineEpisodes(source, name=f'run_training.episode_source={name}({split!r})')
+  missing = [m for m in ('episodes', 'as_dataset') if not callable(getattr(source, m, None))]
+  if missing:
+    raise ValueError(
+        f'run_training.episode_source={name}({split!r}) returned a {type(source).__name__}, '
+        f'which lacks {" and ".join(missing)}: an episode source needs episodes(start=0) '
+        '(an iterator of episode dicts) and as_dataset(start=0, num_episodes=None, shard=None) '
+        '(a tf.data.Dataset of them), as lite_tf.data.in_memory.EpisodeSampler has; or return '
+        'a tf.data.Dataset of Meta-Dataset episodes')
   return source
 
 

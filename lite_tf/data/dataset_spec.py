@@ -274,21 +274,42 @@ def _check_splits(counts, field, path):
     raise DatasetSpecError(f'{path}: {field} must have keys {list(SPLITS)}; got {sorted(counts)}')
 
 
+def _check_counts(counts, field, path):
+  """Every value of `field` a non-negative integer (a dict of pools: each of its values)."""
+  for key, value in counts.items():
+    for v in (value.values() if isinstance(value, dict) else [value]):
+      if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise DatasetSpecError(f'{path}: {field}[{key!r}] must be a non-negative integer; got '
+                               f'{v!r}')
+
+
+def _check_total(counts, field, expected, what, path):
+  total = sum(counts.values())
+  if total != expected:
+    raise DatasetSpecError(f'{path}: {field} adds up to {total} ({dict(counts)}) but the spec '
+                           f'has {expected} {what}')
+
+
 def from_dict(d, directory, path='dataset_spec'):
   """Builds a spec from a Meta-Dataset `to_dict()` dict; records live in `directory`."""
   kind = d.get('__class__')
   if kind == 'DatasetSpecification':
     _require(d, ('name', 'classes_per_split', 'images_per_class', 'class_names'), path)
     _check_splits(d['classes_per_split'], 'classes_per_split', path)
+    _check_counts(d['classes_per_split'], 'classes_per_split', path)
     spec = DatasetSpec(
         name=d['name'], classes_per_split=dict(d['classes_per_split']),
         images_per_class=_int_keys(d['images_per_class'], 'images_per_class', path),
         class_names=_int_keys(d['class_names'], 'class_names', path), path=directory,
         file_pattern=d.get('file_pattern', '{}.tfrecords'))
+    _check_counts(spec.images_per_class, 'images_per_class', path)
+    _check_total(spec.classes_per_split, 'classes_per_split', len(spec.class_names),
+                 'classes (class_names)', path)
   elif kind == 'BiLevelDatasetSpecification':
     _require(d, ('name', 'superclasses_per_split', 'classes_per_superclass',
                  'images_per_class', 'superclass_names', 'class_names'), path)
     _check_splits(d['superclasses_per_split'], 'superclasses_per_split', path)
+    _check_counts(d['superclasses_per_split'], 'superclasses_per_split', path)
     spec = BiLevelDatasetSpec(
         name=d['name'], superclasses_per_split=dict(d['superclasses_per_split']),
         classes_per_superclass=_int_keys(d['classes_per_superclass'], 'classes_per_superclass',
@@ -297,6 +318,12 @@ def from_dict(d, directory, path='dataset_spec'):
         superclass_names=_int_keys(d['superclass_names'], 'superclass_names', path),
         class_names=_int_keys(d['class_names'], 'class_names', path), path=directory,
         file_pattern=d.get('file_pattern', '{}.tfrecords'))
+    _check_counts(spec.images_per_class, 'images_per_class', path)
+    _check_counts(spec.classes_per_superclass, 'classes_per_superclass', path)
+    _check_total(spec.superclasses_per_split, 'superclasses_per_split',
+                 len(spec.superclass_names), 'superclasses (superclass_names)', path)
+    _check_total(spec.classes_per_superclass, 'classes_per_superclass', len(spec.class_names),
+                 'classes (class_names)', path)
   elif kind == 'HierarchicalDatasetSpecification':
     spec = _hierarchical_from_dict(d, directory, path)
   else:

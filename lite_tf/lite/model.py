@@ -227,6 +227,10 @@ class LiteModel(EpisodicModel):
                        f'{backprop_clip_length!r}')
     self.backprop_clip_length = backprop_clip_length
     self.memory_budget_mb = memory_budget_mb
+    for name, value in (('memory_plan_support_size', memory_plan_support_size),
+                        ('memory_plan_query_size', memory_plan_query_size)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'lite.{name} must be an integer >= 1; got {value!r}')
     self.memory_plan_support_size = memory_plan_support_size
     self.memory_plan_query_size = memory_plan_query_size
     if not (isinstance(memory_plan_margin, (int, float)) and 0 <= memory_plan_margin < 1):

@@ -217,8 +217,9 @@ def run_training(train_dir, learner=gin.REQUIRED, episode_source=glyph_episodes,
                 valid_episodes, test_episodes, max_checkpoints, callbacks, verbose)
 
 
-# Bindings that cannot change what a run trains: a re-run may change them (recorded in
-# train_dir/config_changes.jsonl); any other change is refused on a started run.
+# Bindings that cannot change what a run trains: a re-run may change them, and raise
+# run_training.num_steps to train on (each change recorded in train_dir/config_changes.jsonl);
+# any other change is refused on a started run.
 EVALUATION_ONLY_BINDINGS = ('run_training.test_episodes', 'run_training.verbose',
                             'run_training.max_checkpoints')
 
@@ -255,7 +256,11 @@ def _check_same_run(train_dir):
     if repr(before) == '<unbound>' and _is_default(name, now):
       continue  # a setting added to lite_tf since that run, at its default
     changes.append((name, before, now))
-  refused = [c for c in changes if c[0] not in EVALUATION_ONLY_BINDINGS]
+  # More tasks continue the run (its trained part is the same); fewer would leave weights
+  # trained beyond what the config says.
+  refused = [c for c in changes if c[0] not in EVALUATION_ONLY_BINDINGS
+             and not (c[0] == 'run_training.num_steps' and isinstance(c[1], int)
+                      and isinstance(c[2], int) and c[2] > c[1])]
   if refused:
     listed = '; '.join(f'{name} = {before!r} in the run, {now!r} now'
                        for name, before, now in refused[:6])
