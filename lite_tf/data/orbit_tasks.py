@@ -50,10 +50,11 @@ Protocols (`protocol_config`):
               where the object is present (`no_object_not_present_issue`), videos with fewer
               than 50 such frames dropped, 200 of them at random (all if 50-200), each frame
               predicted from itself.
-  'train'     training tasks of ORBIT's current code: random way (2 to min(objects, 15)) per
-              user, a random number of context and target videos (capped at 15), a random
-              number of 8-frame clips (at most 10) from each; target videos need 50 frames,
-              as that code's loader requires of every target video.
+  'train'     training tasks of ORBIT's 2022 code (commit 5a2b4e8): random way (2 to
+              min(objects, 15)) per user, a random number of context and target videos
+              (capped at 15), a random number of 8-frame clips (at most 10) from each; target
+              videos need 50 frames, as the current code's loader requires of every target
+              video (that code trains on single frames by default: see the README).
   'train_2021' training tasks of the 2021 code: random way and shots as 'train', 4 clips per
               context and target video ('duplicate'); `shot_caps_by_way` adds its
               --with_train_shot_caps (context videos capped at 5 if way >= 6 else 10, target
