@@ -32,3 +32,15 @@ def test_a_valid_spec_reads():
 def test_bad_values_are_named(changes, message):
   with pytest.raises(dataset_spec.DatasetSpecError, match=message):
     dataset_spec.from_dict(_flat(**changes), '/x', 'spec.json')
+
+
+def test_more_ways_than_classes_is_refused_by_name():
+  from lite_tf.data import sampling  # pylint: disable=g-import-not-at-top
+  spec = dataset_spec.from_dict(_flat(classes_per_split={'TRAIN': 2, 'VALID': 1, 'TEST': 1}),
+                                '/x', 'spec.json')
+  config = sampling.EpisodeDescriptionConfig(num_ways=30, min_ways=2)
+  with pytest.raises(ValueError, match="EpisodeDescriptionConfig.num_ways=30 but split 'train' "
+                     "of dataset 'toy' has only 2 classes"):
+    sampling.EpisodeDescriptionSampler(spec, 'train', config)
+  with pytest.raises(ValueError, match='EpisodeDescriptionConfig.num_ways must be None'):
+    sampling.EpisodeDescriptionConfig(num_ways=1)

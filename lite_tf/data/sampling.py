@@ -172,6 +172,10 @@ class EpisodeDescriptionSampler:
       raise ValueError(f'min_ways={c.min_ways} but split {split!r} of dataset {spec.name!r} has '
                        f'only {len(self.eligible)} classes with at least '
                        f'{c.min_examples_in_class} images')
+    if c.num_ways is not None and c.num_ways > len(self.eligible):
+      raise ValueError(f'EpisodeDescriptionConfig.num_ways={c.num_ways} but split {split!r} of '
+                       f'dataset {spec.name!r} has only {len(self.eligible)} classes with at '
+                       f'least {c.min_examples_in_class} images')
     if self.bilevel:
       if c.num_ways is not None:
         raise ValueError('EpisodeDescriptionConfig.num_ways cannot be fixed with bi-level '
