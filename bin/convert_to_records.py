@@ -80,8 +80,11 @@ def main(argv):
     print(warning, file=sys.stderr)
   if report.excluded:
     print(f'left out {report.excluded} images named in --exclude_lists')
+  if report.skipped:
+    print(f'warning: left out {len(report.skipped)} unreadable image(s) of --input_dir '
+          f'(the dataset holds the {report.num_images} others):', file=sys.stderr)
   for path, reason in report.skipped:
-    print(f'skipped {path}: {reason}')
+    print(f'  skipped {path}: {reason}', file=sys.stderr)
 
 
 if __name__ == '__main__':

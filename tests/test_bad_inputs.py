@@ -224,6 +224,12 @@ def _non_empty_output(ctx):
   return _convert_args(ctx)
 
 
+def _corrupt_image(ctx):
+  root = ctx.images()
+  (root / 'class1' / 'broken.png').write_bytes(b'\x89PNG not really')
+  return [f'--input_dir={root}', f'--output_dir={ctx.tmp / "out"}']
+
+
 def _old_output_kept(ctx):
   assert (ctx.tmp / 'out' / 'dataset_spec.json').read_text() == '{"the": "old dataset"}'
   assert (ctx.tmp / 'out' / '0.tfrecords').read_bytes() == b'old records'
@@ -464,6 +470,9 @@ CASES = [
     Case('convert_refuses_an_input_inside_the_output', 'convert',
          lambda c: [f'--input_dir={c.images()}', f'--output_dir={c.tmp}', '--overwrite'],
          'overlap; write the records to a separate folder'),
+    Case('convert_names_and_counts_a_corrupt_image', 'convert', _corrupt_image,
+         'warning: left out 1 unreadable image(s) of --input_dir (the dataset holds the 12 '
+         'others):', code=0),
     Case('convert_single_class_warns', 'convert', lambda c: _convert_args(c, classes=1),
          'warning: the valid split has no classes', code=0),
     # bin/pretrain.py
