@@ -59,6 +59,10 @@ def main(argv):
   del argv
   try:
     _check()
+    from lite_tf import config  # pylint: disable=g-import-not-at-top
+    # The bindings every run gets, checked here once: a typo is named in seconds, not after
+    # the first run's start.
+    config.parse([FLAGS.gin_config], FLAGS.gin_bindings)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
@@ -66,10 +70,14 @@ def main(argv):
   grid = {'protonets': FLAGS.protonets_subsets, 'simple_cnaps': FLAGS.simple_cnaps_subsets,
           'cnaps': FLAGS.simple_cnaps_subsets}
   os.makedirs(FLAGS.output_dir, exist_ok=True)
-  rows = accuracy_study.run_grid(
-      FLAGS.output_dir, FLAGS.gin_config, FLAGS.learners,
-      [int(s) for s in FLAGS.image_sizes], grid, [int(s) for s in FLAGS.seeds],
-      FLAGS.gin_bindings, report=lambda m: print(m, flush=True))
+  try:
+    rows = accuracy_study.run_grid(
+        FLAGS.output_dir, FLAGS.gin_config, FLAGS.learners,
+        [int(s) for s in FLAGS.image_sizes], grid, [int(s) for s in FLAGS.seeds],
+        FLAGS.gin_bindings, report=lambda m: print(m, flush=True))
+  except accuracy_study.RunFailed as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
   table = accuracy_study.aggregate(rows)
   setting = {'gin_config': FLAGS.gin_config, 'gin_bindings': FLAGS.gin_bindings,
              'learners': FLAGS.learners, 'image_sizes': FLAGS.image_sizes, 'grid': grid,

@@ -35,6 +35,8 @@ CASES = [
      'gradient_study.bootstrap must be an integer >= 1; got 0'),
     (STUDY + ['--gin_bindings=gradient_study.subset_sizes = [0, 5]'],
      'gradient_study.subset_sizes entries must be an integer >= 1; got 0'),
+    (['accuracy_study.py', '--output_dir=/tmp/unused', '--gin_bindings=lite.num_backprob=3'],
+     "Configurable 'lite' doesn't have a parameter named 'num_backprob'"),
     (['train.py', '--train_dir=/tmp/unused', f"--gin_config={REPO_ROOT}/gin/demo_protonets.gin",
       '--gin_bindings=lite.memory_plan_support_size = 0'],
      'lite.memory_plan_support_size must be an integer >= 1; got 0'),

@@ -32,14 +32,19 @@ def run_name(learner, image_size, subset, seed):
   return f'{learner}_s{image_size}_h{subset}_seed{seed}'
 
 
+class RunFailed(Exception):
+  """One run of the grid failed; the message names it, its error line and its log."""
+
+
 def _run(cmd, log_path):
   with open(log_path, 'w', encoding='utf-8') as log:
     proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
   if proc.returncode:
     with open(log_path, encoding='utf-8') as f:
-      tail = f.read()[-2000:]
-    raise RuntimeError(f'{" ".join(cmd)} failed (exit {proc.returncode}); log {log_path}:\n'
-                       f'{tail}')
+      lines = f.read().splitlines()
+    reason = next((l for l in lines if l.startswith('error:')), lines[-1] if lines else '')
+    raise RunFailed(f'{os.path.basename(os.path.dirname(log_path)) or log_path} failed (exit '
+                    f'{proc.returncode}): {reason} (log: {log_path}; command: {" ".join(cmd)})')
 
 
 def _bin(name):
