@@ -61,3 +61,10 @@ def test_md_episodes_dir_pointing_nowhere_is_refused():
   with pytest.raises(ValueError, match="run_vtab_md_evaluation.md_episodes_dir='/no/such' is "
                      'not a folder'):
     vtab_md_evaluation.run_vtab_md_evaluation(None, None, md_episodes_dir='/no/such')
+
+
+def test_vtab_support_is_refused_by_its_own_binding():
+  from lite_tf.training import vtab_md_evaluation  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="run_vtab_md_evaluation.vtab_support must be "
+                     "'train800val200' .* got 'all'"):
+    vtab_md_evaluation.run_vtab_md_evaluation(None, None, vtab_support='all')

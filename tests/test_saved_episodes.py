@@ -146,3 +146,18 @@ def test_fewer_episodes_than_asked_for_are_refused():
   with pytest.raises(ValueError, match='the episode source ended after 3 episodes, fewer than '
                      'the 50 asked for'):
     evaluate.evaluate_episodes(predict, iter(episodes), 50)
+
+
+def test_an_episode_with_a_class_of_another_split_is_refused(fixture_dir, tmp_path):
+  path = tmp_path / 'episodes.json'
+  saved_episodes.dump_episodes(reader.RecordsEpisodeSource(fixture_dir, 'test', image_size=8),
+                               2, str(path))
+  saved = json.loads(path.read_text())
+  train_class = reader.RecordsEpisodeSource(fixture_dir, 'train', image_size=8).spec.class_ids(
+      'train')[0]
+  saved['episodes'][1][0][0] = int(train_class)
+  path.write_text(json.dumps(saved))
+  with pytest.raises(saved_episodes.SavedEpisodesError,
+                     match=rf'episode 1 holds classes \[{train_class}\], which are not in the '
+                     'TEST split'):
+    saved_episodes.SavedEpisodesSource(str(path), fixture_dir)

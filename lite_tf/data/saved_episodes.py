@@ -100,6 +100,12 @@ class SavedEpisodesSource:
     self.image_size = image_size
     self.split = saved['split']
     self.num_episodes = len(saved['episodes'])
+    allowed = set(self.records.spec.class_ids(saved['split'].lower()))
+    for index, classes in enumerate(saved['episodes']):
+      foreign = sorted({int(c) for c, _, _, _ in classes} - allowed)
+      if foreign:
+        raise SavedEpisodesError(f'{path}: episode {index} holds classes {foreign}, which are not '
+                                 f'in the {saved["split"]} split of {records_dir}')
 
   def episode(self, index):
     classes = self.saved['episodes'][index]

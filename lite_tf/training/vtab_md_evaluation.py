@@ -152,6 +152,9 @@ def run_vtab_md_evaluation(learner, weights_path, md_records_root=None, md_datas
   if isinstance(md_episodes, bool) or not isinstance(md_episodes, int) or md_episodes < 1:
     raise ValueError(f'run_vtab_md_evaluation.md_episodes must be an integer >= 1; got '
                      f'{md_episodes!r}')
+  if vtab_support not in ('train800val200', 'first1000'):
+    raise ValueError("run_vtab_md_evaluation.vtab_support must be 'train800val200' (VTAB's) or "
+                     f"'first1000' (the LITE reference code's); got {vtab_support!r}")
   if md_episodes_dir is not None and not os.path.isdir(md_episodes_dir):
     raise ValueError(f'run_vtab_md_evaluation.md_episodes_dir={md_episodes_dir!r} is not a '
                      'folder (of bin/dump_episodes.py files, <dir>/<dataset>.json); unbind it to '
