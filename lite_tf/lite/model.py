@@ -9,6 +9,7 @@ import gin
 import keras
 import tensorflow as tf
 
+from lite_tf import checks
 from lite_tf import episode as episode_lib
 from lite_tf import precision
 from lite_tf.learners import base as learner_base
@@ -227,10 +228,8 @@ class LiteModel(EpisodicModel):
                        f'{backprop_clip_length!r}')
     self.backprop_clip_length = backprop_clip_length
     self.memory_budget_mb = memory_budget_mb
-    for name, value in (('memory_plan_support_size', memory_plan_support_size),
-                        ('memory_plan_query_size', memory_plan_query_size)):
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'lite.{name} must be an integer >= 1; got {value!r}')
+    checks.require_int('lite.memory_plan_support_size', memory_plan_support_size, 1)
+    checks.require_int('lite.memory_plan_query_size', memory_plan_query_size, 1)
     self.memory_plan_support_size = memory_plan_support_size
     self.memory_plan_query_size = memory_plan_query_size
     if not (isinstance(memory_plan_margin, (int, float)) and 0 <= memory_plan_margin < 1):

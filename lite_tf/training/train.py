@@ -100,8 +100,7 @@ def _check_steps(num_steps, steps_per_log, valid_episodes, test_episodes):
   for name, value, low in (('num_steps', num_steps, 1), ('steps_per_log', steps_per_log, 1),
                            ('valid_episodes', valid_episodes, 0),
                            ('test_episodes', test_episodes, 1)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-      raise ValueError(f'run_training.{name} must be an integer >= {low}; got {value!r}')
+    checks.require_int(f'run_training.{name}', value, low)
 
 
 def _warn_partial_steps(num_steps, steps_per_log):
