@@ -12,11 +12,30 @@ import keras
 @gin.configurable
 class SignalAt(keras.callbacks.Callback):
 
-  def __init__(self, task=3, signum=int(signal.SIGINT)):
+  """Sends `signum` once `task` tasks are trained: after that task (phase 'train') or after
+  the first validation episode that follows it (phase 'validation'). With `once_file`, only
+  if that file does not exist yet (it is created): a resumed run that passes the same point
+  again is not stopped again."""
+
+  def __init__(self, task=3, signum=int(signal.SIGINT), phase='train', once_file=None):
     super().__init__()
     self.task = task
     self.signum = signum
+    self.phase = phase
+    self.once_file = once_file
+
+  def _fire(self, phase):
+    if phase != self.phase or int(self.model.tasks_seen.numpy()) != self.task:
+      return
+    if self.once_file:
+      if os.path.exists(self.once_file):
+        return
+      open(self.once_file, 'w').close()
+    os.kill(os.getpid(), self.signum)
 
   def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.tasks_seen.numpy()) == self.task:
-      os.kill(os.getpid(), self.signum)
+    self._fire('train')
+
+  def on_test_batch_end(self, batch, logs=None):
+    if batch == 0:
+      self._fire('validation')

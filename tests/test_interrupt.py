@@ -85,6 +85,30 @@ def test_signal_inside_an_epoch_checkpoints_and_resumes_exactly(tmp_path, uninte
   _assert_same_run(run_dir, uninterrupted)
 
 
+def test_signal_during_validation_stops_there_and_resumes_exactly(tmp_path, uninterrupted):
+  """Validation runs after an epoch's last task, when Keras has already reset the epoch's
+  training metrics: the stop comes after the validation episode in progress, keeps the last
+  checkpoint, and the resumed run (which trains that epoch again) equals an uninterrupted one."""
+  gin_file = tmp_path / 'signal.gin'
+  gin_file.write_text('import signal_at\nrun_training.callbacks = [@SignalAt()]\n'
+                      "SignalAt.task = 20\nSignalAt.phase = 'validation'\n"
+                      f"SignalAt.once_file = '{tmp_path / 'fired'}'\n")
+  run_dir = tmp_path / 'run'
+  command = _command(run_dir, gin_files=[gin_file])
+  stopped = _run(command)
+  assert stopped.returncode == 130, stopped.stderr[-3000:]
+  assert 'Traceback' not in stopped.stderr
+  last = stopped.stderr.strip().splitlines()[-1]
+  assert last == ('SIGINT: stopped while validating after task 20; run the same command to '
+                  'resume from its last checkpoint (task 10)'), last
+  assert not (run_dir / 'checkpoints' / 'ckpt-20.index').exists()
+  assert len((run_dir / 'history.jsonl').read_text().splitlines()) == 1
+  resumed = _run(command)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'ckpt-10' in resumed.stderr
+  _assert_same_run(run_dir, uninterrupted)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('moment', ['tracing', 'mid_epoch', 'checkpoint_write'])
 def test_signal_from_outside_at_any_moment_stops_within_seconds(tmp_path, uninterrupted, moment):

@@ -47,18 +47,28 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 class StopRequested(Exception):
   """Raised by StopOnSignal from model.fit after the task in progress (run_training saves a
-  checkpoint of it)."""
+  checkpoint of it), or after the validation episode in progress (`during_validation`: the
+  epoch's training metrics are gone by then, so the run resumes from its last checkpoint)."""
+
+  def __init__(self, during_validation=False):
+    super().__init__()
+    self.during_validation = during_validation
 
 
 class StopOnSignal(keras.callbacks.Callback):
-  """Ends model.fit at once, after the task in progress, once SIGINT or SIGTERM came
-  (lite_tf.interrupt): it raises, so neither validation nor the epoch-end callbacks run on a
-  partial epoch. Put it last."""
+  """Ends model.fit at once, after the task or validation episode in progress, once SIGINT
+  or SIGTERM came (lite_tf.interrupt): it raises, so neither validation nor the epoch-end
+  callbacks run on a partial epoch. Put it last."""
 
   def on_train_batch_end(self, batch, logs=None):
     from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
     if interrupt.requested() is not None:
       raise StopRequested()
+
+  def on_test_batch_end(self, batch, logs=None):
+    from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
+    if interrupt.requested() is not None:
+      raise StopRequested(during_validation=True)
 
 
 class RestoreMetrics(keras.callbacks.Callback):

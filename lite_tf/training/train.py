@@ -305,11 +305,19 @@ def _fit(model, strategy, train_source, step, steps_per_log, epochs, metric_stat
     epoch, step = last, last * steps_per_log
 
 
-def _save_interrupted(model, checkpoint, train_dir, write_dir, strategy):
+def _save_interrupted(model, checkpoint, train_dir, write_dir, strategy,
+                      during_validation=False):
   """After StopOnSignal: a checkpoint of the last finished task and the epoch's metric
-  accumulators (a multi-worker run keeps its last epoch checkpoint: one worker cannot save
-  alone), then the message that ends the binary."""
+  accumulators, then the message that ends the binary. Two cases keep the last checkpoint
+  instead: a stop during an epoch's validation (Keras has reset the epoch's training metrics
+  for it, so no checkpoint could resume its history line exactly) and a multi-worker run (one
+  worker cannot save alone)."""
   step = int(model.tasks_seen.numpy())
+  if during_validation:
+    present = checkpoints.checkpoint_files(os.path.join(train_dir, 'checkpoints'))
+    start = f'task {present[-1][0]}' if present else 'the start'
+    interrupt.check(f'stopped while validating after task {step}; run the same command to '
+                    f'resume from its last checkpoint ({start})')
   if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     interrupt.check(f'stopped at task {step}; the run resumes from its last epoch checkpoint '
                     'with the same command on every worker')
@@ -420,8 +428,9 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
     try:
       _fit(model, strategy, train_source, step, steps_per_log, epochs, metric_state,
            all_callbacks, validation, verbose)
-    except training_callbacks.StopRequested:
-      _save_interrupted(model, checkpoint, train_dir, write_dir, strategy)
+    except training_callbacks.StopRequested as stop:
+      _save_interrupted(model, checkpoint, train_dir, write_dir, strategy,
+                        stop.during_validation)
   if not chief:
     logging.info('%s: training done; the chief writes the weights and evaluates',
                  distribute.worker_name(strategy))
