@@ -5,6 +5,9 @@
       --gin_bindings="labelled_batches.records_dir = '/data/records/ilsvrc_2012'"
 
 Then: --gin_bindings="BACKBONE_WEIGHTS = '/tmp/conv4_glyphs.h5'" for bin/train.py.
+
+Checkpoints go to <output>.checkpoints/: after Ctrl-C (or SIGTERM) the same command resumes,
+and on a finished run it does nothing.
 """
 
 import os
@@ -23,6 +26,7 @@ flags.DEFINE_multi_string('gin_config', [], 'gin config files (repeatable).')
 flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings (repeatable).')
 flags.DEFINE_string('output', None, 'Backbone weights to write (.h5, .weights.h5 or a TF '
                     'checkpoint prefix).')
+flags.DEFINE_integer('seed', 0, 'Seeds weight initialisation (keras.utils.set_random_seed).')
 flags.mark_flag_as_required('output')
 
 
@@ -33,13 +37,18 @@ def main(argv):
       raise config.ConfigError('--gin_config: give at least one gin file, e.g. '
                                '--gin_config=gin/pretrain_demo.gin')
     config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
+    import keras  # pylint: disable=g-import-not-at-top
     from lite_tf.training import pretrain  # pylint: disable=g-import-not-at-top
+    keras.utils.set_random_seed(FLAGS.seed)
     result = pretrain.run_pretraining(FLAGS.output)
   except config.USER_ERRORS as e:
     print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
-  print(f"pretrained backbone saved to {result['output']} ({result['num_classes']} classes, "
-        f"final training accuracy {100 * result['accuracy']:.1f}%)")
+  done = ('already pretrained: nothing to do; backbone' if result['resumed'] == 'finished'
+          else 'pretrained backbone saved to')
+  accuracy = ('' if result['accuracy'] is None
+              else f", final training accuracy {100 * result['accuracy']:.1f}%")
+  print(f"{done} {result['output']} ({result['num_classes']} classes{accuracy})")
 
 
 if __name__ == '__main__':

@@ -25,7 +25,9 @@ class SignalAt(keras.callbacks.Callback):
     self.once_file = once_file
 
   def _fire(self, phase):
-    if phase != self.phase or int(self.model.tasks_seen.numpy()) != self.task:
+    done = getattr(self.model, 'tasks_seen', None)  # a pre-training counts optimizer steps
+    done = self.model.optimizer.iterations if done is None else done
+    if phase != self.phase or int(done.numpy()) != self.task:
       return
     if self.once_file:
       if os.path.exists(self.once_file):

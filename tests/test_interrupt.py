@@ -164,3 +164,58 @@ def test_the_first_signal_waits_for_a_safe_point_outside_it_stops_at_once():
     interrupt.reset()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _pretrain_command(output):
+  return [sys.executable, os.path.join(REPO_ROOT, 'bin', 'pretrain.py'), f'--output={output}',
+          f"--gin_config={os.path.join(REPO_ROOT, 'gin', 'pretrain_demo.gin')}",
+          '--gin_bindings=run_pretraining.num_steps=60',
+          '--gin_bindings=run_pretraining.steps_per_log=20']
+
+
+@pytest.mark.parametrize('signum,code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_pretraining_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, glyph_cache, signum,
+                                                                 code):
+  reference = tmp_path / 'reference' / 'w.weights.h5'
+  result = _run(_pretrain_command(reference))
+  assert result.returncode == 0, result.stderr[-3000:]
+  output = tmp_path / 'run' / 'w.weights.h5'
+  checkpoints_dir = tmp_path / 'run' / 'w.weights.h5.checkpoints'
+  process = subprocess.Popen(_pretrain_command(output), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO_ROOT)
+  deadline = time.monotonic() + 300
+  while not (checkpoints_dir / 'ckpt-20.index').exists():
+    assert time.monotonic() < deadline and process.poll() is None
+    time.sleep(0.02)
+  time.sleep(0.3)  # inside the second epoch
+  process.send_signal(signum)
+  sent = time.monotonic()
+  _, err = process.communicate(timeout=60)
+  assert time.monotonic() - sent < 10, err[-3000:]
+  assert process.returncode == code, err[-3000:]
+  assert 'Traceback' not in err
+  last = err.strip().splitlines()[-1]
+  assert last.startswith(f'{signal.Signals(signum).name}: interrupted at step '), last
+  assert last.endswith(f'checkpoint saved in {checkpoints_dir}: run the same command to resume')
+  assert not output.exists()
+  resumed = _run(_pretrain_command(output))
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'resuming pre-training from' in resumed.stderr
+  assert resumed.stdout.splitlines()[-1] == result.stdout.splitlines()[-1].replace(
+      str(reference), str(output))
+  ours, theirs = _weights(output), _weights(reference)
+  assert ours.keys() == theirs.keys()
+  assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
+  again = _run(_pretrain_command(output))  # finished: nothing rewritten
+  assert again.returncode == 0 and again.stdout.startswith('already pretrained'), again.stderr
+  assert _weights(output).keys() == ours.keys()
+
+
+def test_pretraining_never_overwrites_an_output_it_did_not_write(tmp_path, glyph_cache):
+  output = tmp_path / 'w.h5'
+  output.write_bytes(b'someone else\'s weights')
+  result = _run(_pretrain_command(output))
+  assert result.returncode == 1
+  assert first_line(result.stderr).startswith(f"error: --output='{output}' exists and "), (
+      result.stderr[-2000:])
+  assert output.read_bytes() == b'someone else\'s weights'

@@ -81,6 +81,10 @@ class RestoreMetrics(keras.callbacks.Callback):
 
   def on_epoch_begin(self, epoch, logs=None):
     if self.values is not None:
+      if len(self.values) != len(self.model.metrics_variables):
+        raise ValueError(f'{len(self.values)} saved metric values for the '
+                         f'{len(self.model.metrics_variables)} metric variables of the model '
+                         '(its compiled metrics not built yet?)')
       for variable, value in zip(self.model.metrics_variables, self.values):
         variable.assign(value)
       self.values = None
