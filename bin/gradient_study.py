@@ -11,7 +11,8 @@ Writes gradient_study.json, gradient_study.csv and gradient_study.png to --outpu
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from lite_tf import quiet  # pylint: disable=g-import-not-at-top
+quiet.start()  # before TensorFlow loads: its native log stays out of the terminal
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags

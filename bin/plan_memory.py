@@ -12,7 +12,8 @@ largest that fits, writing everything to --output (JSON).
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from lite_tf import quiet  # pylint: disable=g-import-not-at-top
+quiet.start()  # before TensorFlow loads: its native log stays out of the terminal
 # The planner reads TF's allocator statistics; on CPU only the BFC allocator keeps them.
 os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
 

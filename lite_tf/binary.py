@@ -51,6 +51,8 @@ def hard_exit(code):
     logging.flush()
   except Exception:  # pylint: disable=broad-except
     pass
+  from lite_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.finish(code)
   os._exit(code)  # pylint: disable=protected-access
 
 
@@ -120,7 +122,9 @@ def exits_on_error(main):
   @functools.wraps(main)
   def wrapped(argv):
     from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
+    from lite_tf import quiet  # pylint: disable=g-import-not-at-top
     interrupt.install()
+    quiet.quiet_python_logs()
     try:
       return main(argv)
     except interrupt.Interrupted as e:

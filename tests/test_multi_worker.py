@@ -8,6 +8,7 @@ removes. Killing a worker stops the job with a clear error; re-running both resu
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -169,6 +170,13 @@ def test_a_killed_worker_stops_the_job_and_both_resume_exactly(tmp_path, cluster
   assert message.startswith('error: the multi-worker job lost a peer (worker 1'), message
   assert 'resume from the last checkpoint' in message
   assert len(_history(train_dir)) < 4  # interrupted before the end
+  # TensorFlow's gRPC detail is kept in the native log, named after the error, not printed.
+  chief = c.output(0)
+  assert 'GRPC' not in chief and not re.search(r'^[IWEF]\d{4} .*\.cc:\d+\] ', chief, re.M), chief
+  native = re.search(r"^\(TensorFlow's own log of this run: (.+)\)$", chief, re.M)
+  assert native, chief[-2000:]
+  with open(native.group(1), encoding='utf-8') as f:
+    assert re.search(r'^E\d{4} .*UNAVAILABLE', f.read(), re.M)
 
   resumed = cluster(train_dir, '--gin_bindings=run_training.num_steps=16')
   assert resumed.wait() == [0, 0], resumed.output(0)[-3000:] + resumed.output(1)[-3000:]
