@@ -1,4 +1,4 @@
-"""The LITE gradient estimator (Bronskill et al., 2021, Eq. 5-6).
+"""The LITE gradient estimator (Bronskill et al., 2021, Eq. 5-6): lite_task_gradients.
 
 For a task with N support images and a learner whose task adaptation aggregates per-example
 support contributions e_i = e(x_i), the meta-training loss of a query batch is
@@ -23,9 +23,26 @@ their activations are freed at once.
 Query sets are processed in batches; every batch draws a fresh subset H, its loss is weighted
 by its share of the query set, and gradients are summed over batches, so that with |H| >= N the
 result is exactly the gradient of the mean query loss.
+
+The steps, in the order one query batch (_query_batch) takes them:
+  1. Draw the subsets: H and its complement (_backprop_subset: sample_backprop_indices, or
+     sample_backprop_clips for whole clips), and H_c (_context_subset).
+  2. Cache the gradient-free rows (first batch only, chunked, outside the tape): the task
+     context's first-stage rows and per-task BatchNorm statistics of all N images
+     (_cache_task_constants), and the N-|H| contributions outside H (_gradient_free_rows).
+  3. Back-propagate H, under the tape: the (N/|H_c|) term of the task context
+     (_task_context) and the (N/|H|) * sum_{i in H} term of the equation above
+     (_support_contributions, with scale_gradient; optionally recomputed in micro-batches,
+     recomputed_rows), beside the cached rows without gradient.
+  4. The query batch's loss, weighted by its share of the query set, plus the regularization
+     loss (_query_objective); the tape's gradient of it is the estimate above, its query path
+     term included.
+_accumulate_query_batches sums the batches' losses and gradients over the query batches.
 """
 
 import contextlib
+import dataclasses
+from typing import Any
 
 import tensorflow as tf
 from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
@@ -96,15 +113,64 @@ def _scatter_rows(base, indices, rows):
       lambda b, r: tf.tensor_scatter_nd_update(b, indices[:, None], r), base, rows)
 
 
+def _accumulator_dtype(t):
+  """Sums of reduced-precision gradients are kept in float32."""
+  return tf.float32 if t.dtype in (tf.float16, tf.bfloat16) else t.dtype
+
+
+def _looped_forward(call, x, flat_extra, spec, rows, num_batches):
+  """The forward loop of _looped_recomputed_rows: call's outputs on x's micro-batches
+  (rows(i): micro-batch i's [start, end)), concatenated [n, ...]; no activations are kept."""
+
+  def forward(i, array):
+    start, end = rows(i)
+    return i + 1, array.write(i, tf.stop_gradient(call(x[start:end], flat_extra)))
+
+  array = tf.TensorArray(spec.dtype, size=num_batches, infer_shape=False,
+                         element_shape=tf.TensorShape([None]).concatenate(spec.shape[1:]))
+  # Not recorded by an outer tape (in eager mode it would keep every micro-batch's
+  # activations): the gradient is _looped_backward's.
+  with record.stop_recording():
+    _, array = tf.while_loop(lambda i, _: i < num_batches, forward, (tf.constant(0), array),
+                             parallel_iterations=1)
+    return tf.ensure_shape(array.concat(), tf.TensorShape([None]).concatenate(spec.shape[1:]))
+
+
+def _looped_backward(call, x, flat_extra, upstream, targets, rows, num_batches):
+  """The backward loop of _looped_recomputed_rows: for each of `targets`, the sum over the
+  micro-batches of the vector-Jacobian product of call's rows with upstream's, in the target's
+  dtype (summed in float32 for reduced-precision ones)."""
+
+  def backward(i, sums):
+    start, end = rows(i)
+    # The recomputation waits for the upstream gradient: otherwise nothing orders it after
+    # the rest of the forward pass, and its activations could be alive beside those.
+    with tf.control_dependencies([upstream]):
+      images_i = tf.identity(x[start:end])
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(targets)
+      y = call(images_i, flat_extra)
+    grads = tape.gradient(y, targets, output_gradients=upstream[start:end])
+    return i + 1, [total if g is None else total + tf.cast(tf.convert_to_tensor(g),
+                                                           total.dtype)
+                   for total, g in zip(sums, grads)]
+
+  _, sums = tf.while_loop(
+      lambda i, _: i < num_batches, backward,
+      (tf.constant(0), [tf.zeros(tf.shape(t), _accumulator_dtype(t)) for t in targets]),
+      parallel_iterations=1)
+  return [tf.cast(g, t.dtype) for g, t in zip(sums, targets)]
+
+
 def _looped_recomputed_rows(fn, images, extra, batch_size, wrt=None):
   """recomputed_rows' 'loop' mode. Both passes are sequential tf.while_loops over the
-  micro-batches (parallel_iterations=1): the forward loop keeps only fn's outputs; the
-  backward loop recomputes one micro-batch
-  under a tape, takes its vector-Jacobian product with that micro-batch's rows of the
-  upstream gradient and adds it to the gradients of `extra` and of the variables fn reads.
-  A traced step so holds one copy of fn's forward pass and one of its forward and backward
-  passes, whatever the number of micro-batches (unrolling them, as tf.recompute_grad over a
-  Python loop would, traces and optimises a copy per micro-batch). No micro-batch is empty.
+  micro-batches (parallel_iterations=1): the forward loop (_looped_forward) keeps only fn's
+  outputs; the backward loop (_looped_backward) recomputes one micro-batch under a tape, takes
+  its vector-Jacobian product with that micro-batch's rows of the upstream gradient and adds it
+  to the gradients of `extra` and of the variables fn reads. A traced step so holds one copy of
+  fn's forward pass and one of its forward and backward passes, whatever the number of
+  micro-batches (unrolling them, as tf.recompute_grad over a Python loop would, traces and
+  optimises a copy per micro-batch). No micro-batch is empty.
 
   Args:
     fn: (images [m, ...], extra) -> tensor [m, ...] whose row i depends on image i (and
@@ -133,51 +199,17 @@ def _looped_recomputed_rows(fn, images, extra, batch_size, wrt=None):
     start = i * batch_size
     return start, tf.minimum(start + batch_size, n)
 
-  def accumulator_dtype(t):  # sums of reduced-precision gradients in float32
-    return tf.float32 if t.dtype in (tf.float16, tf.bfloat16) else t.dtype
-
   @tf.custom_gradient
   def run(x, *flat_extra):
-    def forward(i, array):
-      start, end = rows(i)
-      return i + 1, array.write(i, tf.stop_gradient(call(x[start:end], flat_extra)))
-
-    array = tf.TensorArray(spec.dtype, size=num_batches, infer_shape=False,
-                           element_shape=tf.TensorShape([None]).concatenate(spec.shape[1:]))
-    # Not recorded by an outer tape (in eager mode it would keep every micro-batch's
-    # activations): the gradient is grad()'s.
-    with record.stop_recording():
-      _, array = tf.while_loop(lambda i, _: i < num_batches, forward, (tf.constant(0), array),
-                               parallel_iterations=1)
-      out = tf.ensure_shape(array.concat(),
-                            tf.TensorShape([None]).concatenate(spec.shape[1:]))
+    out = _looped_forward(call, x, flat_extra, spec, rows, num_batches)
 
     def grad(upstream, variables=None):
       variables = list(variables or [])
       variables_wanted = (variables if wanted_ids is None else
                           [v for v in variables if id(v) in wanted_ids])
       wanted = [t for t in flat_extra if t.dtype.is_floating]
-      targets = wanted + variables_wanted
-
-      def backward(i, sums):
-        start, end = rows(i)
-        # The recomputation waits for the upstream gradient: otherwise nothing orders it after
-        # the rest of the forward pass, and its activations could be alive beside those.
-        with tf.control_dependencies([upstream]):
-          images_i = tf.identity(x[start:end])
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-          tape.watch(targets)
-          y = call(images_i, flat_extra)
-        grads = tape.gradient(y, targets, output_gradients=upstream[start:end])
-        return i + 1, [total if g is None else total + tf.cast(tf.convert_to_tensor(g),
-                                                               total.dtype)
-                       for total, g in zip(sums, grads)]
-
-      _, sums = tf.while_loop(
-          lambda i, _: i < num_batches, backward,
-          (tf.constant(0), [tf.zeros(tf.shape(t), accumulator_dtype(t)) for t in targets]),
-          parallel_iterations=1)
-      sums = [tf.cast(g, t.dtype) for g, t in zip(sums, targets)]
+      sums = _looped_backward(call, x, flat_extra, upstream, wanted + variables_wanted, rows,
+                              num_batches)
       by_id = {id(t): g for t, g in zip(wanted, sums)}
       variable_grads = dict(zip([id(v) for v in variables_wanted], sums[len(wanted):]))
       return ([None] + [by_id.get(id(t)) for t in flat_extra],
@@ -255,6 +287,302 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='unrolled', wr
 CONTEXT_SUBSETS = ('independent', 'shared')
 
 
+@dataclasses.dataclass(frozen=True)
+class _LiteTask:
+  """One lite_task_gradients call: its arguments (see there) and the task's tensors.
+
+  images: [n, ...] support images; labels: [n] int32; way: int32 scalar; n: the support set
+  size; num_query: the query set size; num_batches: the number of query batches; seed: [2]
+  int64. no_support_path: |H| = 0, every support row comes from the gradient-free chunks.
+  """
+  learner: Any
+  episode: Any
+  variables: list
+  num_backprop: Any
+  chunk_size: int
+  query_batch_size: int
+  seed: tf.Tensor
+  backprop_indices: Any
+  recompute_batch: Any
+  recompute_mode: str
+  context_subset: str
+  context_indices: Any
+  regularizer_scale: Any
+  regularizer_every_batch: bool
+  backprop_clip_length: Any
+  loss_scale: Any
+  no_support_path: bool
+  images: tf.Tensor
+  labels: tf.Tensor
+  way: tf.Tensor
+  n: tf.Tensor
+  num_query: tf.Tensor
+  num_batches: tf.Tensor
+
+
+def _check_arguments(learner, num_backprop, query_batch_size, backprop_indices, context_subset,
+                     backprop_clip_length):
+  """Refuses lite_task_gradients' arguments outside their values; returns no_support_path."""
+  if context_subset not in CONTEXT_SUBSETS:
+    raise ValueError(f'lite.context_subset must be one of {list(CONTEXT_SUBSETS)}; got '
+                     f'{context_subset!r}')
+  if isinstance(num_backprop, int) and num_backprop < 0:
+    raise ValueError(f'num_backprop (|H|) must be >= 0; got {num_backprop}')
+  # |H| = 0: no support image is back-propagated; the gradient is the query path's alone.
+  # Learners whose every parameter is on the query path (ProtoNets) still learn; with a task
+  # context the first stage would get no gradient at all.
+  no_support_path = (isinstance(num_backprop, int) and num_backprop == 0
+                     and backprop_indices is None)
+  if no_support_path and learner.has_context:
+    raise ValueError(f'lite.num_backprop = 0 leaves {type(learner).__name__}\'s task context '
+                     '(set encoder) without gradient; use lite.num_backprop >= 1')
+  if query_batch_size <= 0:
+    raise ValueError(f'query_batch_size must be positive; got {query_batch_size}')
+  if backprop_clip_length is not None and (isinstance(backprop_clip_length, bool) or
+                                           not isinstance(backprop_clip_length, int) or
+                                           backprop_clip_length < 1):
+    raise ValueError(f'lite.backprop_clip_length must be None or an integer >= 1; got '
+                     f'{backprop_clip_length!r}')
+  return no_support_path
+
+
+def _draw_subset(task, draw_seed):
+  """A random H (whole clips with backprop_clip_length) and its complement."""
+  if task.backprop_clip_length:
+    return sample_backprop_clips(draw_seed, task.n, task.num_backprop, task.backprop_clip_length)
+  return sample_backprop_indices(draw_seed, task.n, task.num_backprop)
+
+
+def _backprop_subset(task, b):
+  """H of query batch b and its complement (the rows computed without gradient): the given
+  backprop_indices[b], or a draw seeded fold_in(seed, b); [0] rows with |H| = 0."""
+  if task.no_support_path:
+    return tf.zeros([0], tf.int32), tf.range(task.n)
+  if task.backprop_indices is not None:
+    chosen = tf.cast(task.backprop_indices[b], tf.int32)
+    return chosen, _complement(chosen, task.n)
+  return _draw_subset(task, tf.random.experimental.stateless_fold_in(task.seed,
+                                                                     tf.cast(b, tf.int64)))
+
+
+def _context_subset(task, b, chosen):
+  """H_c of query batch b: H itself ('shared'), the given context_indices[b], or an
+  independent draw of the same size seeded fold_in(fold_in(seed, b), 1)."""
+  if task.context_subset == 'shared':
+    return chosen
+  if task.context_indices is not None:
+    return tf.cast(task.context_indices[b], tf.int32)
+  if task.backprop_indices is not None:
+    raise ValueError("context_subset='independent' with backprop_indices needs "
+                     'context_indices too')
+  batch_seed = tf.random.experimental.stateless_fold_in(task.seed, tf.cast(b, tf.int64))
+  return _draw_subset(task, tf.random.experimental.stateless_fold_in(
+      batch_seed, tf.constant(1, tf.int64)))[0]
+
+
+def _context_fn(task, x):
+  return task.learner.context_contributions(to_model_input(x))
+
+
+def _contributions_fn(task, x, context):
+  return task.learner.support_contributions(to_model_input(x), context, training=False)
+
+
+def _cache_task_constants(task):
+  """The first query batch's gradient-free passes over all N support images, chunked, before
+  the norm scope is entered: the context's first-stage rows (cache['context'], learners with a
+  task context) and the per-task BatchNorm statistics (cache['norm'], with
+  batch_norm.statistics='task'), both fixed for every forward pass of the task.
+
+  Returns:
+    (cache dict, the task context without gradient or None).
+  """
+  cache = {}
+  context_value = None
+  if task.learner.has_context:
+    # Every contribution depends on the task context, whose value needs the first stage
+    # of all N support images: computed without gradient, chunked.
+    cache['context'] = chunking.chunked_apply(lambda x: _context_fn(task, x), task.images,
+                                              task.chunk_size)
+    context_value = tf.nest.map_structure(tf.stop_gradient,
+                                          task.learner.task_context(cache['context']))
+  statistics = task.learner.norm_statistics(
+      lambda x: _contributions_fn(task, x, context_value), task.images, task.chunk_size,
+      chunking.chunked_apply)
+  if statistics is not None:
+    cache['norm'] = statistics
+  return cache, context_value
+
+
+def _gradient_free_rows(task, context_value, rest):
+  """The first query batch's cache['support']: [n, ...] contributions whose rows `rest` (the
+  N - |H| outside H) are computed without gradient, chunked, outside the tape (their
+  activations freed at once); H's rows are zeros until _support_contributions fills them."""
+  rest_contributions = chunking.chunked_map(
+      lambda x: _contributions_fn(task, x, context_value), task.images, rest, task.chunk_size)
+  return _scatter_rows(
+      tf.nest.map_structure(
+          lambda c: tf.zeros(tf.concat([[task.n], tf.shape(c)[1:]], 0), c.dtype),
+          rest_contributions),
+      rest, rest_contributions)
+
+
+def _task_context(task, b, chosen, chosen_images, cache, after, first):
+  """Nested LITE, under the tape (learners with a task context): the task context from all N
+  first-stage rows, those of H_c (_context_subset) computed with gradient weighted by N/|H_c|
+  (scale_gradient), the others cache['context'] without gradient."""
+  context_chosen = _context_subset(task, b, chosen)
+  if task.context_subset == 'shared':
+    context_images = chosen_images
+  else:  # ordered like chosen_images: after the chunks and the previous batch
+    with tf.control_dependencies(list(after) + (tf.nest.flatten(cache) if first else [])):
+      context_images = tf.gather(task.images, context_chosen)
+  context_scale = (tf.cast(task.n, tf.float32)
+                   / tf.cast(tf.shape(context_chosen)[0], tf.float32))
+  context_rows = _scatter_rows(
+      tf.nest.map_structure(tf.stop_gradient, cache['context']), context_chosen,
+      tf.nest.map_structure(lambda c: scale_gradient(c, context_scale),
+                            _context_fn(task, context_images)))
+  return task.learner.task_context(context_rows)
+
+
+def _support_contributions(task, chosen, chosen_images, context, cache, scale, first):
+  """Eq. 5-6's support path, under the tape: the N contributions [n, ...], H's computed with
+  gradient weighted by `scale` = N/|H| (scale_gradient; recomputed in micro-batches with
+  recompute_batch), the others cache['support']'s. The first batch fills H's rows of
+  cache['support'] (in place) with their values."""
+  if task.no_support_path:  # every row came from the gradient-free chunks
+    return tf.nest.map_structure(tf.stop_gradient, cache['support'])
+  if task.recompute_batch:
+    max_rows = (int(task.backprop_indices.shape[1]) if task.backprop_indices is not None
+                else task.num_backprop * (task.backprop_clip_length or 1))
+    chosen_contributions = recomputed_rows(
+        lambda x, c: _contributions_fn(task, x, c), chosen_images, context,
+        task.recompute_batch, max_rows, task.recompute_mode, task.variables)
+  else:
+    chosen_contributions = _contributions_fn(task, chosen_images, context)
+  if first:
+    cache['support'] = _scatter_rows(
+        cache['support'], chosen, tf.nest.map_structure(tf.stop_gradient, chosen_contributions))
+  scaled = tf.nest.map_structure(lambda c: scale_gradient(c, scale), chosen_contributions)
+  return _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache['support']), chosen,
+                       scaled)
+
+
+def _query_rows(task, b):
+  """[start, end) of query batch b."""
+  start = b * task.query_batch_size
+  return start, tf.minimum(start + task.query_batch_size, task.num_query)
+
+
+def _query_objective(task, start, end, adapted, cache, after, first):
+  """The query batch [start, end), under the tape: its mean cross-entropy weighted by its share
+  of the query set, plus the regularization loss times regularizer_scale (every batch with
+  regularizer_every_batch, else the first), times loss_scale.
+
+  Returns:
+    (loss: the batch's share of the reported loss, whose first batch holds the penalty once,
+     unscaled; objective: what is differentiated; logits [end - start, way]).
+  """
+  learner = task.learner
+  # After the chunks and after the previous query batch's gradients.
+  with tf.control_dependencies(tf.nest.flatten(cache) + list(after)):
+    query_images = to_model_input(tf.identity(task.episode.query_images[start:end]))
+  if task.recompute_batch:
+    logits = recomputed_rows(
+        lambda x, t: learner.query_logits(t, x, training=False), query_images, adapted,
+        task.recompute_batch, task.query_batch_size, task.recompute_mode, task.variables)
+  else:
+    logits = learner.query_logits(adapted, query_images, training=False)
+  share = tf.cast(end - start, tf.float32) / tf.cast(task.num_query, tf.float32)
+  loss = mean_cross_entropy(logits, task.episode.query_labels[start:end]) * share
+  objective = loss
+  if task.regularizer_every_batch or first:
+    penalty = learner.regularization_loss()
+    objective = loss + task.regularizer_scale * penalty
+    if first:  # the reported loss counts the penalty once per task, whatever the scale
+      loss += penalty
+  if task.loss_scale is not None:  # float16: LossScaleOptimizer unscales the gradients
+    objective = objective * task.loss_scale
+  return loss, objective, logits
+
+
+def _query_batch(task, b, cache, after=()):
+  """Loss share, gradients, predictions and the cache for query batch b; cache None: the first
+  batch, which fills the cache that the others read.
+
+  `after`: tensors (the previous batches' gradients) that must exist before this batch's
+  forward pass starts. In graph mode nothing else orders two query batches, and both
+  batches' activations would be alive at once.
+  """
+  with contextlib.ExitStack() as norm_scope:  # per-task BatchNorm statistics, if any
+    return _query_batch_in(task, b, cache, after, norm_scope)
+
+
+def _query_batch_in(task, b, cache, after, norm_scope):
+  """_query_batch with `norm_scope` open until the gradients are taken (recomputed
+  micro-batches normalise with the task's statistics too)."""
+  chosen, rest = _backprop_subset(task, b)
+  scale = tf.cast(task.n, tf.float32) / tf.cast(tf.maximum(tf.shape(chosen)[0], 1), tf.float32)
+  start, end = _query_rows(task, b)
+  first = cache is None
+  with tf.control_dependencies(list(after)):
+    chosen_images = tf.gather(task.images, chosen)
+  if first:
+    # The gradient-free chunks run first, with nothing else alive but the task's images,
+    # so their transient activations never add to those kept for the backward pass.
+    cache, context_value = _cache_task_constants(task)
+  norm_scope.enter_context(task.learner.fixed_norm_statistics(cache.get('norm')))
+  if first:
+    cache['support'] = _gradient_free_rows(task, context_value, rest)
+    with tf.control_dependencies(tf.nest.flatten(cache)):
+      chosen_images = tf.identity(chosen_images)
+  with tf.GradientTape() as tape:
+    context = None
+    if task.learner.has_context:
+      context = _task_context(task, b, chosen, chosen_images, cache, after, first)
+    contributions = _support_contributions(task, chosen, chosen_images, context, cache, scale,
+                                           first)
+    adapted = task.learner.adapt_support(contributions, task.labels, task.way, context)
+    loss, objective, logits = _query_objective(task, start, end, adapted, cache, after, first)
+  grads = dense_gradients(tape.gradient(objective, task.variables), task.variables)
+  predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+  return loss, grads, predictions, cache
+
+
+def _accumulate_query_batches(task, loss, grads, predictions, cache):
+  """Adds query batches 1, ..., num_batches - 1 (each after the previous batches' gradients)
+  to the first batch's loss, gradients and predictions: a Python loop when the number of
+  batches is static (fixed-shape episodes), else a tf.while_loop.
+
+  Returns:
+    (loss, grads, predictions [num_query] int32).
+  """
+  static_batches = tf.get_static_value(task.num_batches)
+  if static_batches is not None:
+    all_predictions = [predictions]
+    for b in range(1, int(static_batches)):
+      batch_loss, batch_grads, batch_predictions, _ = _query_batch(task, tf.constant(b), cache,
+                                                                   after=grads)
+      loss += batch_loss
+      grads = [g + bg for g, bg in zip(grads, batch_grads)]
+      all_predictions.append(batch_predictions)
+    return loss, grads, tf.concat(all_predictions, 0)
+
+  predictions_array = tf.TensorArray(tf.int32, size=task.num_batches, infer_shape=False,
+                                     element_shape=[None]).write(0, predictions)
+
+  def body(b, loss, grads, predictions_array):
+    batch_loss, batch_grads, batch_predictions, _ = _query_batch(task, b, cache, after=grads)
+    return (b + 1, loss + batch_loss, [g + bg for g, bg in zip(grads, batch_grads)],
+            predictions_array.write(b, batch_predictions))
+
+  _, loss, grads, predictions_array = tf.while_loop(
+      lambda b, *_: b < task.num_batches, body,
+      (tf.constant(1), loss, grads, predictions_array), parallel_iterations=1)
+  return loss, grads, predictions_array.concat()
+
+
 def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, query_batch_size,
                         seed=(0, 0), backprop_indices=None, recompute_batch=None,
                         context_subset='independent', context_indices=None,
@@ -302,201 +630,25 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
     predictions: [num_query] int32 argmax of the query logits.
   """
   disable_grappler_add_rewrite()
-  if context_subset not in CONTEXT_SUBSETS:
-    raise ValueError(f'lite.context_subset must be one of {list(CONTEXT_SUBSETS)}; got '
-                     f'{context_subset!r}')
-  if isinstance(num_backprop, int) and num_backprop < 0:
-    raise ValueError(f'num_backprop (|H|) must be >= 0; got {num_backprop}')
-  # |H| = 0: no support image is back-propagated; the gradient is the query path's alone.
-  # Learners whose every parameter is on the query path (ProtoNets) still learn; with a task
-  # context the first stage would get no gradient at all.
-  no_support_path = (isinstance(num_backprop, int) and num_backprop == 0
-                     and backprop_indices is None)
-  if no_support_path and learner.has_context:
-    raise ValueError(f'lite.num_backprop = 0 leaves {type(learner).__name__}\'s task context '
-                     '(set encoder) without gradient; use lite.num_backprop >= 1')
-  if query_batch_size <= 0:
-    raise ValueError(f'query_batch_size must be positive; got {query_batch_size}')
+  no_support_path = _check_arguments(learner, num_backprop, query_batch_size, backprop_indices,
+                                     context_subset, backprop_clip_length)
   images = episode.support_images
-  labels = episode.support_labels
   way = tf.cast(episode.way, tf.int32)
   n = tf.shape(images)[0]
   num_query = tf.shape(episode.query_images)[0]
-  num_batches = (num_query + query_batch_size - 1) // query_batch_size
-  seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
-
-  if backprop_clip_length is not None and (isinstance(backprop_clip_length, bool) or
-                                           not isinstance(backprop_clip_length, int) or
-                                           backprop_clip_length < 1):
-    raise ValueError(f'lite.backprop_clip_length must be None or an integer >= 1; got '
-                     f'{backprop_clip_length!r}')
-
-  def draw(draw_seed):
-    if backprop_clip_length:
-      return sample_backprop_clips(draw_seed, n, num_backprop, backprop_clip_length)
-    return sample_backprop_indices(draw_seed, n, num_backprop)
-
-  def subset(b):
-    if no_support_path:
-      return tf.zeros([0], tf.int32), tf.range(n)
-    if backprop_indices is not None:
-      chosen = tf.cast(backprop_indices[b], tf.int32)
-      return chosen, _complement(chosen, n)
-    return draw(tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64)))
-
-  has_context = learner.has_context
-
-  def context_subset_of(b, chosen):
-    """H_c of query batch b: H itself ('shared') or an independent draw of the same size."""
-    if context_subset == 'shared':
-      return chosen
-    if context_indices is not None:
-      return tf.cast(context_indices[b], tf.int32)
-    if backprop_indices is not None:
-      raise ValueError("context_subset='independent' with backprop_indices needs "
-                       'context_indices too')
-    batch_seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(b, tf.int64))
-    return draw(tf.random.experimental.stateless_fold_in(batch_seed,
-                                                         tf.constant(1, tf.int64)))[0]
-
-  def context_fn(x):
-    return learner.context_contributions(to_model_input(x))
-
-  def contributions_fn(x, context):
-    return learner.support_contributions(to_model_input(x), context, training=False)
-
-  def query_batch(b, cache, after=()):
-    """Loss share, gradients, predictions and the filled cache for query batch b.
-
-    `after`: tensors (the previous batches' gradients) that must exist before this batch's
-    forward pass starts. In graph mode nothing else orders two query batches, and both
-    batches' activations would be alive at once.
-    """
-    with contextlib.ExitStack() as norm_scope:  # per-task BatchNorm statistics, if any
-      return query_batch_with(b, cache, after, norm_scope)
-
-  def query_batch_with(b, cache, after, norm_scope):
-    chosen, rest = subset(b)
-    scale = tf.cast(n, tf.float32) / tf.cast(tf.maximum(tf.shape(chosen)[0], 1), tf.float32)
-    start = b * query_batch_size
-    end = tf.minimum(start + query_batch_size, num_query)
-    first = cache is None
-    with tf.control_dependencies(list(after)):
-      chosen_images = tf.gather(images, chosen)
-    if first:
-      # The gradient-free chunks run first, with nothing else alive but the task's images,
-      # so their transient activations never add to those kept for the backward pass.
-      cache = {}
-      context_value = None
-      if has_context:
-        # Every contribution depends on the task context, whose value needs the first stage
-        # of all N support images: computed without gradient, chunked.
-        cache['context'] = chunking.chunked_apply(context_fn, images, chunk_size)
-        context_value = tf.nest.map_structure(tf.stop_gradient,
-                                              learner.task_context(cache['context']))
-      # Per-task BatchNorm statistics (batch_norm.statistics='task'): gradient-free, from all
-      # N images, then fixed for every forward pass of the task.
-      statistics = learner.norm_statistics(lambda x: contributions_fn(x, context_value),
-                                           images, chunk_size, chunking.chunked_apply)
-      if statistics is not None:
-        cache['norm'] = statistics
-    norm_scope.enter_context(learner.fixed_norm_statistics(cache.get('norm')))
-    if first:
-      rest_contributions = chunking.chunked_map(
-          lambda x: contributions_fn(x, context_value), images, rest, chunk_size)
-      cache['support'] = _scatter_rows(
-          tf.nest.map_structure(
-              lambda c: tf.zeros(tf.concat([[n], tf.shape(c)[1:]], 0), c.dtype),
-              rest_contributions),
-          rest, rest_contributions)
-      with tf.control_dependencies(tf.nest.flatten(cache)):
-        chosen_images = tf.identity(chosen_images)
-    with tf.GradientTape() as tape:
-      context = None
-      if has_context:
-        # Nested LITE: the H subset's first-stage rows carry gradient (N/H weighted) into the
-        # context, which every contribution and query feature then depends on.
-        context_chosen = context_subset_of(b, chosen)
-        if context_subset == 'shared':
-          context_images = chosen_images
-        else:  # ordered like chosen_images: after the chunks and the previous batch
-          with tf.control_dependencies(list(after) + (tf.nest.flatten(cache) if first else [])):
-            context_images = tf.gather(images, context_chosen)
-        context_scale = (tf.cast(n, tf.float32)
-                         / tf.cast(tf.shape(context_chosen)[0], tf.float32))
-        context_rows = _scatter_rows(
-            tf.nest.map_structure(tf.stop_gradient, cache['context']), context_chosen,
-            tf.nest.map_structure(lambda c: scale_gradient(c, context_scale),
-                                  context_fn(context_images)))
-        context = learner.task_context(context_rows)
-      if no_support_path:  # every row came from the gradient-free chunks
-        contributions = tf.nest.map_structure(tf.stop_gradient, cache['support'])
-      else:
-        if recompute_batch:
-          max_rows = (int(backprop_indices.shape[1]) if backprop_indices is not None
-                      else num_backprop * (backprop_clip_length or 1))
-          chosen_contributions = recomputed_rows(contributions_fn, chosen_images, context,
-                                                 recompute_batch, max_rows, recompute_mode,
-                                                 variables)
-        else:
-          chosen_contributions = contributions_fn(chosen_images, context)
-        if first:
-          cache['support'] = _scatter_rows(
-              cache['support'], chosen, tf.nest.map_structure(tf.stop_gradient,
-                                                              chosen_contributions))
-        scaled = tf.nest.map_structure(lambda c: scale_gradient(c, scale),
-                                       chosen_contributions)
-        contributions = _scatter_rows(
-            tf.nest.map_structure(tf.stop_gradient, cache['support']), chosen, scaled)
-      task = learner.adapt_support(contributions, labels, way, context)
-      # After the chunks (as above) and after the previous query batch's gradients.
-      with tf.control_dependencies(tf.nest.flatten(cache) + list(after)):
-        query_images = to_model_input(tf.identity(episode.query_images[start:end]))
-      if recompute_batch:
-        logits = recomputed_rows(
-            lambda x, t: learner.query_logits(t, x, training=False), query_images, task,
-            recompute_batch, query_batch_size, recompute_mode, variables)
-      else:
-        logits = learner.query_logits(task, query_images, training=False)
-      share = tf.cast(end - start, tf.float32) / tf.cast(num_query, tf.float32)
-      loss = mean_cross_entropy(logits, episode.query_labels[start:end]) * share
-      objective = loss
-      if regularizer_every_batch or first:
-        penalty = learner.regularization_loss()
-        objective = loss + regularizer_scale * penalty
-        if first:  # the reported loss counts the penalty once per task, whatever the scale
-          loss += penalty
-      if loss_scale is not None:  # float16: LossScaleOptimizer unscales the gradients
-        objective = objective * loss_scale
-    grads = dense_gradients(tape.gradient(objective, variables), variables)
-    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return loss, grads, predictions, cache
-
-  loss, grads, predictions, cache = query_batch(tf.constant(0), None)
-  static_batches = tf.get_static_value(num_batches)
-  if static_batches is not None:
-    # Known number of query batches (fixed-shape episodes): a plain Python loop.
-    all_predictions = [predictions]
-    for b in range(1, int(static_batches)):
-      batch_loss, batch_grads, batch_predictions, _ = query_batch(tf.constant(b), cache,
-                                                                  after=grads)
-      loss += batch_loss
-      grads = [g + bg for g, bg in zip(grads, batch_grads)]
-      all_predictions.append(batch_predictions)
-    return loss, grads, tf.concat(all_predictions, 0)
-
-  predictions_array = tf.TensorArray(tf.int32, size=num_batches, infer_shape=False,
-                                     element_shape=[None]).write(0, predictions)
-
-  def body(b, loss, grads, predictions_array):
-    batch_loss, batch_grads, batch_predictions, _ = query_batch(b, cache, after=grads)
-    return (b + 1, loss + batch_loss, [g + bg for g, bg in zip(grads, batch_grads)],
-            predictions_array.write(b, batch_predictions))
-
-  _, loss, grads, predictions_array = tf.while_loop(
-      lambda b, *_: b < num_batches, body, (tf.constant(1), loss, grads, predictions_array),
-      parallel_iterations=1)
-  return loss, grads, predictions_array.concat()
+  task = _LiteTask(
+      learner=learner, episode=episode, variables=variables, num_backprop=num_backprop,
+      chunk_size=chunk_size, query_batch_size=query_batch_size,
+      backprop_indices=backprop_indices, recompute_batch=recompute_batch,
+      recompute_mode=recompute_mode, context_subset=context_subset,
+      context_indices=context_indices, regularizer_scale=regularizer_scale,
+      regularizer_every_batch=regularizer_every_batch,
+      backprop_clip_length=backprop_clip_length, loss_scale=loss_scale,
+      no_support_path=no_support_path, images=images, labels=episode.support_labels, way=way,
+      n=n, num_query=num_query, num_batches=(num_query + query_batch_size - 1) // query_batch_size,
+      seed=tf.cast(tf.convert_to_tensor(seed), tf.int64))
+  loss, grads, predictions, cache = _query_batch(task, tf.constant(0), None)
+  return _accumulate_query_batches(task, loss, grads, predictions, cache)
 
 
 def full_task_gradients(learner, episode, variables, loss_scale=None):
