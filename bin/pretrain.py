@@ -19,8 +19,8 @@ from lite_tf import binary
 from lite_tf import config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string('gin_config', [], 'gin config files (repeatable).')
-flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings (repeatable).')
+binary.define_gin_flags()
+flags.adopt_module_key_flags(binary)
 flags.DEFINE_string('output', None, 'Backbone weights to write (.h5, .weights.h5 or a TF '
                     'checkpoint prefix).')
 flags.mark_flag_as_required('output')
