@@ -15,14 +15,16 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from lite_tf import binary
+from lite_tf.benchmarks import step_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('image_sizes', ['84', '224'], 'Image sides.')
 flags.DEFINE_integer('num_inner_steps', 10, 'K.')
 flags.DEFINE_list('windows', ['1', '2', '5', '10'], 'Window sizes m.')
 flags.DEFINE_integer('steps', 2, 'Timed meta-steps after one warm-up.')
-flags.DEFINE_float('memory_limit_gb', 18.0, 'Kill a run whose RSS passes this.')
-flags.DEFINE_enum('malloc', 'default', ['default', 'no_mmap'], 'glibc malloc mode.')
+step_flags.define_child_flags(None, {'malloc': 'glibc malloc mode.',
+                                     'memory_limit_gb': 'Kill a run whose RSS passes this.'})
+flags.adopt_module_key_flags(step_flags)
 flags.DEFINE_string('output', None, 'JSON results path.')
 flags.DEFINE_bool('literal', True, 'Also run the literal variant (the anchor gradient value '
                   'reused inside a window) for every m > 1.')

@@ -22,38 +22,19 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from lite_tf import binary
+from lite_tf.benchmarks import step_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('learner', 'protonets', ['protonets', 'cnaps', 'simple_cnaps'],
-                  'Learner trained with LITE.')
-flags.DEFINE_string('backbone', 'resnet18', 'Backbone name (lite_tf.backbones).')
-flags.DEFINE_integer('image_size', 224, 'Image side S.')
+step_flags.define_sizing_flags('protonets', 'resnet18', 224)
+step_flags.define_step_flags('float32')
+step_flags.define_child_flags(True)
+flags.adopt_module_key_flags(step_flags)
 flags.DEFINE_list('support_sizes', ['100', '250', '500', '1000'], 'Support set sizes N.')
 binary.require_int_list('support_sizes')
-flags.DEFINE_integer('num_backprop', 40, '|H|, support images back-propagated.')
-flags.DEFINE_integer('chunk_size', 40, 'Chunk size of the gradient-free forward pass.')
-flags.DEFINE_integer('query_batch_size', 40, 'Query batch size.')
 flags.DEFINE_integer('num_query', None, 'Query set size (default: one query batch).')
-flags.DEFINE_integer('recompute_batch', None, 'Recompute the activations of back-propagated '
-                     'images in the backward pass, in micro-batches of this size.')
-flags.DEFINE_enum('recompute_mode', 'unrolled', ['unrolled', 'loop'],
-                  'With --recompute_batch: lite.recompute_mode (estimator.recomputed_rows).')
-flags.DEFINE_integer('set_encoder_size', None, 'CNAPs / Simple CNAPs: the set encoder\'s '
-                     'resolution (*cnaps.set_encoder_size; default the backbone\'s).')
 flags.DEFINE_bool('time_parts', True, 'In lite mode, also time the step\'s parts separately.')
-flags.DEFINE_integer('way', 10, 'Classes per task.')
 flags.DEFINE_integer('steps', 2, 'Timed steps after one warm-up step.')
 flags.DEFINE_list('modes', ['floor', 'lite', 'full'], 'Which of floor, lite, full to run.')
-flags.DEFINE_enum('malloc', 'default', ['default', 'no_mmap'],
-                  'glibc malloc: default, or no_mmap (MALLOC_MMAP_MAX_=0, high trim threshold).')
-flags.DEFINE_enum('image_dtype', 'float32', ['float32', 'uint8'],
-                  'How the task holds its images: float32 in [-1, 1], or uint8 pixels.')
-flags.DEFINE_bool('bfc', True, 'Run children with TF\'s BFC allocator on CPU (needed for the TF '
-                  'allocator peak); --nobfc keeps TF\'s default CPU allocator, what users run, '
-                  'and reports RSS only.')
-flags.DEFINE_float('memory_limit_gb', 18.0, 'Kill a run whose RSS passes this; reported as OOM.')
-flags.DEFINE_enum('precision', 'float32', ['float32', 'mixed_bfloat16', 'mixed_float16'],
-                  'Keras dtype policy of the learner (lite_tf.precision).')
 flags.DEFINE_bool('grappler', True, 'Let TF\'s graph optimiser (Grappler) run on the traced '
                   'step (--nograppler: measure what it costs the first step).')
 flags.DEFINE_string('output', None, 'Write the results as JSON here (atomically).')

@@ -19,17 +19,15 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from lite_tf import binary
+from lite_tf.benchmarks import step_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('learner', 'simple_cnaps', ['protonets', 'cnaps', 'simple_cnaps'],
-                  'Learner trained with LITE.')
-flags.DEFINE_string('backbone', 'efficientnet_b0', 'Backbone name (lite_tf.backbones).')
-flags.DEFINE_integer('image_size', 84, 'Image side S.')
+step_flags.define_sizing_flags('simple_cnaps', 'efficientnet_b0', 84, {
+    'num_backprop': '|H|.',
+    'chunk_size': 'Chunk size of the gradient-free pass.',
+    'query_batch_size': 'Query batch size (one query batch).'})
+flags.adopt_module_key_flags(step_flags)
 flags.DEFINE_integer('support_size', 100, 'Support set size N.')
-flags.DEFINE_integer('num_backprop', 40, '|H|.')
-flags.DEFINE_integer('chunk_size', 40, 'Chunk size of the gradient-free pass.')
-flags.DEFINE_integer('query_batch_size', 40, 'Query batch size (one query batch).')
-flags.DEFINE_integer('way', 10, 'Classes per task.')
 flags.DEFINE_integer('runs', 2, 'Profiled steps after the warm-up.')
 flags.DEFINE_list('precisions', ['float32', 'mixed_bfloat16'], 'lite_tf.precision policies.')
 flags.DEFINE_integer('top', 15, 'Op types printed per comparison.')

@@ -24,35 +24,37 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from lite_tf import binary
+from lite_tf.benchmarks import step_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string('gin_config', ['gin/records_simple_cnaps.gin'],
-                          'gin config(s) of the run, over Meta-Dataset records '
-                          '(run_training.episode_source = @records_episodes).')
-flags.DEFINE_multi_string('gin_bindings', [], 'Further bindings, after the benchmark\'s own.')
+binary.define_gin_flags(
+    config_default=['gin/records_simple_cnaps.gin'],
+    config_help='gin config(s) of the run, over Meta-Dataset records '
+                '(run_training.episode_source = @records_episodes).',
+    bindings_help='Further bindings, after the benchmark\'s own.')
+flags.adopt_module_key_flags(binary)
 flags.DEFINE_integer('image_size', 224, 'Image side S (IMAGE_SIZE and the records).')
 flags.DEFINE_integer('way', 10, 'Classes per task (EpisodeDescriptionConfig.num_ways).')
 flags.DEFINE_integer('shot', 100, 'Support images per class: N = way * shot.')
 flags.DEFINE_integer('query_shot', 4, 'Query images per class.')
 flags.DEFINE_integer('num_steps', 4, 'Training tasks (run_training.num_steps).')
 flags.DEFINE_integer('test_episodes', 1, 'Test tasks evaluated at the end.')
-flags.DEFINE_enum('precision', 'float32', ['float32', 'mixed_bfloat16', 'mixed_float16'],
-                  'precision.policy (lite_tf.precision).')
-flags.DEFINE_integer('recompute_batch', None, 'lite.recompute_batch (none by default).')
-flags.DEFINE_enum('recompute_mode', 'unrolled', ['unrolled', 'loop'],
-                  'lite.recompute_mode, with --recompute_batch.')
-flags.DEFINE_integer('set_encoder_size', None, '*cnaps.set_encoder_size (default: the '
-                     'config\'s).')
-flags.DEFINE_enum('image_dtype', 'uint8', ['float32', 'uint8'],
-                  'records_episodes.image_dtype: how the pipeline holds the tasks.')
+step_flags.define_step_flags('uint8', {
+    'precision': 'precision.policy (lite_tf.precision).',
+    'recompute_batch': 'lite.recompute_batch (none by default).',
+    'recompute_mode': 'lite.recompute_mode, with --recompute_batch.',
+    'set_encoder_size': '*cnaps.set_encoder_size (default: the config\'s).',
+    'image_dtype': 'records_episodes.image_dtype: how the pipeline holds the tasks.'})
+step_flags.define_child_flags(False, {
+    'malloc': 'glibc malloc of the child.',
+    'memory_limit_gb': 'Kill the run when its RSS passes this.',
+    'bfc': 'Run the child with TF\'s BFC allocator on CPU (default: TF\'s default CPU '
+           'allocator, what users run).'})
+flags.adopt_module_key_flags(step_flags)
 flags.DEFINE_integer('jitters_per_font', None, 'Images per class per font of the records '
                      '(16 fonts; default: enough for shot + query_shot).')
 flags.DEFINE_string('work_dir', '/tmp/lite_tf_train_memory', 'Where the records (kept, '
                     'reused) and the training run go.')
-flags.DEFINE_bool('bfc', False, 'Run the child with TF\'s BFC allocator on CPU (default: TF\'s '
-                  'default CPU allocator, what users run).')
-flags.DEFINE_enum('malloc', 'default', ['default', 'no_mmap'], 'glibc malloc of the child.')
-flags.DEFINE_float('memory_limit_gb', 18.0, 'Kill the run when its RSS passes this.')
 flags.DEFINE_integer('timeout_s', 3600, 'Kill the run after this many seconds.')
 flags.DEFINE_string('output', None, 'Write the result as JSON here (atomically).')
 

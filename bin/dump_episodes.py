@@ -26,9 +26,10 @@ flags.DEFINE_string('records_dir', None, 'Meta-Dataset records folder (dataset_s
 flags.DEFINE_enum('split', 'test', ['train', 'valid', 'test'], 'Split to draw episodes from.')
 flags.DEFINE_integer('num_episodes', 600, 'Episodes to write.')
 flags.DEFINE_integer('seed', 0, 'Sampler seed.')
-flags.DEFINE_multi_string('gin_config', [], 'gin files (e.g. an EpisodeDescriptionConfig).')
-flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings, e.g. '
-                          '"EpisodeDescriptionConfig.num_ways = 5".')
+binary.define_gin_flags(
+    config_help='gin files (e.g. an EpisodeDescriptionConfig).',
+    bindings_help='gin bindings, e.g. "EpisodeDescriptionConfig.num_ways = 5".')
+flags.adopt_module_key_flags(binary)
 flags.DEFINE_string('output', None, 'The JSON file to write (atomically).')
 flags.mark_flags_as_required(['records_dir', 'output'])
 

@@ -29,8 +29,9 @@ from lite_tf import config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('train_dir', None, 'Training directory (operative_config.gin, weights).')
-flags.DEFINE_multi_string('gin_config', [], 'Extra gin config files (repeatable).')
-flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings (repeatable).')
+binary.define_gin_flags(config_help='Extra gin config files (repeatable).',
+                        bindings_help='Extra gin bindings (repeatable).')
+flags.adopt_module_key_flags(binary)
 flags.DEFINE_string('output_dir', None, 'Where the tables go (default: <train_dir>/eval).')
 flags.DEFINE_integer('num_episodes', None, 'Episodes per dataset (default 600, or the '
                      'run_evaluation.num_episodes binding).')

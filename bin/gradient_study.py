@@ -21,8 +21,8 @@ from lite_tf import binary
 from lite_tf import config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string('gin_config', [], 'gin config files (repeatable).')
-flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings, e.g. "gradient_study.draws=20".')
+binary.define_gin_flags(bindings_help='gin bindings, e.g. "gradient_study.draws=20".')
+flags.adopt_module_key_flags(binary)
 flags.DEFINE_string('output_dir', None, 'Where the JSON, CSV and PNG go.')
 flags.DEFINE_integer('seed', 0, 'Seeds weight initialisation (keras.utils.set_random_seed).')
 flags.DEFINE_bool('from_grams', False, 'Recompute the statistics of the study already in '

@@ -24,8 +24,8 @@ from lite_tf import binary
 from lite_tf import config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string('gin_config', [], 'gin config files of the training run.')
-flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings (repeatable).')
+binary.define_gin_flags(config_help='gin config files of the training run.')
+flags.adopt_module_key_flags(binary)
 flags.DEFINE_list('budgets_mb', None, 'Budgets in MB (default: lite.memory_budget_mb).')
 flags.DEFINE_integer('support_size', None, lower_bound=1, help='Largest support set to plan for (default: '
                      'lite.memory_plan_support_size).')

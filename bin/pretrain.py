@@ -23,8 +23,8 @@ from lite_tf import binary
 from lite_tf import config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string('gin_config', [], 'gin config files (repeatable).')
-flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings (repeatable).')
+binary.define_gin_flags()
+flags.adopt_module_key_flags(binary)
 flags.DEFINE_string('output', None, 'Backbone weights to write (.h5, .weights.h5 or a TF '
                     'checkpoint prefix).')
 flags.DEFINE_integer('seed', 0, 'Seeds weight initialisation (keras.utils.set_random_seed).')

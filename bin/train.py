@@ -18,8 +18,8 @@ from lite_tf import binary
 from lite_tf import config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string('gin_config', [], 'gin config files (repeatable).')
-flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings, e.g. "lite.num_backprop=10".')
+binary.define_gin_flags(bindings_help='gin bindings, e.g. "lite.num_backprop=10".')
+flags.adopt_module_key_flags(binary)
 flags.DEFINE_string('train_dir', None, 'Directory for the operative config and weights.')
 flags.DEFINE_integer('seed', 0, 'Seeds weight initialisation (keras.utils.set_random_seed).')
 flags.DEFINE_enum('distribution', 'default', ['default', 'mirrored', 'multi_worker'],

@@ -19,6 +19,16 @@ import traceback
 from absl import logging
 
 
+def define_gin_flags(config_help='gin config files (repeatable).',
+                     bindings_help='gin bindings (repeatable).', config_default=()):
+  """Defines --gin_config and --gin_bindings, the repeatable gin files and bindings a
+  gin-configured binary passes to lite_tf.config.parse. The binary then makes them its own, so
+  that its --help lists them: flags.adopt_module_key_flags(binary)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_multi_string('gin_config', list(config_default), config_help)
+  flags.DEFINE_multi_string('gin_bindings', [], bindings_help)
+
+
 def require_int_list(name, low=1):
   """Registers an absl validator: flag --name is a comma-separated list of integers >= low
   (absl then refuses it by name before main runs)."""

@@ -68,3 +68,68 @@ def test_vtab_support_is_refused_by_its_own_binding():
   with pytest.raises(ValueError, match="run_vtab_md_evaluation.vtab_support must be "
                      "'train800val200' .* got 'all'"):
     vtab_md_evaluation.run_vtab_md_evaluation(None, None, vtab_support='all')
+
+
+SIZING = ['learner', 'backbone', 'image_size', 'num_backprop', 'chunk_size', 'query_batch_size',
+          'way']
+STEP = ['precision', 'recompute_batch', 'recompute_mode', 'set_encoder_size', 'image_dtype']
+CHILD = ['malloc', 'memory_limit_gb']
+GIN = ['gin_config', 'gin_bindings']
+# Each benchmark binary and the flags it defines through lite_tf.benchmarks.step_flags or
+# binary.define_gin_flags.
+SHARED_FLAGS = {
+    'benchmark_memory.py': SIZING + STEP + CHILD + ['bfc'],
+    'benchmark_op_profile.py': SIZING,
+    'benchmark_train_memory.py': STEP + CHILD + ['bfc'] + GIN,
+    'benchmark_maml.py': CHILD,
+}
+DEFINE_FLAGS = '''
+import runpy, sys
+from absl import flags
+runpy.run_path(sys.argv[1], run_name='binary_under_test')
+loaded = [m for m in ('tensorflow', 'keras') if m in sys.modules]
+assert not loaded, f'{sys.argv[1]} imports {loaded} when it defines its flags'
+print(' '.join(f.name for f in flags.FLAGS.get_key_flags_for_module('binary_under_test')))
+'''
+
+
+@pytest.mark.parametrize('name', sorted(SHARED_FLAGS))
+def test_benchmark_flags_load_no_tensorflow_and_show_in_help(name):
+  """The shared flag definitions import no TF (--help and flag errors come at once), and the
+  binary adopts them as its own: its --help (the key flags of the binary) lists them."""
+  result = subprocess.run(
+      [sys.executable, '-c', DEFINE_FLAGS, os.path.join(REPO_ROOT, 'bin', name)],
+      capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  key_flags = set(result.stdout.split())
+  assert set(SHARED_FLAGS[name]) <= key_flags, set(SHARED_FLAGS[name]) - key_flags
+
+
+def test_gin_binary_help_lists_the_gin_flags():
+  """binary.define_gin_flags' flags are the binary's own: --helpshort (which exits 1) lists them."""
+  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bin', 'pretrain.py'),
+                           '--helpshort'], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT)
+  assert '--gin_config: gin config files (repeatable).' in result.stdout, result.stdout
+  assert '--gin_bindings: gin bindings (repeatable).' in result.stdout, result.stdout
+
+
+def test_shared_flag_modules_import_no_tensorflow():
+  result = subprocess.run(
+      [sys.executable, '-c', 'import sys; from lite_tf import binary; '
+       'from lite_tf.benchmarks import step_flags; '
+       'print("tensorflow" in sys.modules, "keras" in sys.modules)'],
+      capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.split() == ['False', 'False']
+
+
+def test_step_flag_values_match_the_library():
+  """step_flags keeps its value lists as literals (importing their sources imports TF)."""
+  from lite_tf import precision  # pylint: disable=g-import-not-at-top
+  from lite_tf.benchmarks import memory  # pylint: disable=g-import-not-at-top
+  from lite_tf.benchmarks import step_flags  # pylint: disable=g-import-not-at-top
+  from lite_tf.lite import estimator  # pylint: disable=g-import-not-at-top
+  assert step_flags.POLICIES == list(precision.POLICIES)
+  assert step_flags.LEARNERS == list(memory.LEARNERS)
+  assert step_flags.RECOMPUTE_MODES == list(estimator.RECOMPUTE_MODES)
