@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import first_line
+from conftest import glyph_folders
 from conftest import run_binary
 from lite_tf import export_tflite
 from lite_tf import personalize
@@ -20,12 +21,17 @@ from lite_tf.learners import protonets
 from lite_tf.learners import simple_cnaps
 
 SIZE = 16
+# The untrained Conv-4's features are ~0.2: with Simple CNAPs' beta = 1, Q_k would be nearly
+# beta I and its Mahalanobis factors would hardly count in the logits. beta = 1e-3 lets the
+# covariances dominate, so the test sees a wrong inverse (servable_task).
+BETA = 1e-3
 LEARNERS = {
     'protonets': lambda: protonets.ProtoNets(backbone='conv4', image_size=SIZE),
     'cnaps': lambda: cnaps.make_cnaps(backbone='conv4', image_size=SIZE),
-    'simple_cnaps': lambda: simple_cnaps.make_simple_cnaps(backbone='conv4', image_size=SIZE),
+    'simple_cnaps': lambda: simple_cnaps.make_simple_cnaps(backbone='conv4', image_size=SIZE,
+                                                           beta=BETA),
     'simple_cnaps_direct': lambda: simple_cnaps.make_simple_cnaps(
-        backbone='conv4', image_size=SIZE, solver='direct'),
+        backbone='conv4', image_size=SIZE, beta=BETA, solver='direct'),
 }
 
 
@@ -106,8 +112,7 @@ def test_paths_refused_by_name(tmp_path):
 
 def test_binary_exports_a_flatbuffer_that_labels_like_the_binary(trained_demo_dir, tmp_path,
                                                                  glyph_cache):
-  from test_personalize import _folders  # pylint: disable=g-import-not-at-top
-  support, query, _ = _folders(tmp_path, glyph_cache)
+  support, query, _ = glyph_folders(tmp_path, glyph_cache)
   model, predictions_path = tmp_path / 'objects.tflite', tmp_path / 'predictions.json'
   result = run_binary('personalize.py', f'--train_dir={trained_demo_dir}',
                       f'--support_dir={support}', f'--query={query}',
