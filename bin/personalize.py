@@ -12,7 +12,12 @@ frames) classified frame by frame, causally, printing the running prediction:
       --query_video=P177/keys/clutter/P177--keys--clutter--abc/
 Prints each query's predicted class and probability, writes them as JSON with --output, and
 with --export_dir saves the adapted classifier as a SavedModel that serves images without
-lite_tf installed (see lite_tf/personalize.py).
+lite_tf installed (see lite_tf/personalize.py). --export_tflite writes it as a TFLite
+flatbuffer for a phone, float32 or (--tflite_quantize=int8) int8 calibrated on the support
+frames (see lite_tf/export_tflite.py):
+
+  python bin/personalize.py --train_dir=runs/orbit --support_dir=P177/ \
+      --export_tflite=P177.tflite --tflite_quantize=int8
 """
 
 import os
@@ -39,6 +44,10 @@ flags.DEFINE_integer('frames_every', 30, 'Support videos: use every k-th frame.'
 flags.DEFINE_integer('max_frames_per_video', 200, 'Support videos: at most this many frames '
                      'each.')
 flags.DEFINE_string('export_dir', None, 'Save the adapted classifier here as a SavedModel.')
+flags.DEFINE_string('export_tflite', None, 'Save the adapted classifier here as a TFLite '
+                    'flatbuffer (a new .tflite file).')
+flags.DEFINE_enum('tflite_quantize', 'none', ['none', 'int8'], '--export_tflite: float32 '
+                  '(none) or int8 weights and activations calibrated on the support frames.')
 flags.DEFINE_string('output', None, 'Write the predictions as JSON here.')
 flags.mark_flags_as_required(['train_dir', 'support_dir'])
 
@@ -46,6 +55,11 @@ flags.mark_flags_as_required(['train_dir', 'support_dir'])
 def main(argv):
   del argv
   try:
+    if FLAGS.export_tflite:
+      from lite_tf import export_tflite  # pylint: disable=g-import-not-at-top
+      export_tflite.check_path(FLAGS.export_tflite)
+    elif FLAGS.tflite_quantize != 'none':
+      raise ValueError(f'--tflite_quantize={FLAGS.tflite_quantize} needs --export_tflite')
     operative = os.path.join(FLAGS.train_dir, 'operative_config.gin')
     if not os.path.exists(operative):
       raise FileNotFoundError(f'--train_dir={FLAGS.train_dir!r}: no operative_config.gin')
@@ -87,6 +101,9 @@ def main(argv):
                                        'video': stream})
     if FLAGS.export_dir:
       personalize.export(classifier, FLAGS.export_dir)
+    if FLAGS.export_tflite:
+      tflite_bytes = export_tflite.export(classifier, FLAGS.export_tflite,
+                                          FLAGS.tflite_quantize, images)
   except config.USER_ERRORS as e:
     print(f'error: {binary.describe(e)}', file=sys.stderr)
     sys.exit(1)
@@ -96,6 +113,10 @@ def main(argv):
     print(f"{p['file']}: {p['class']} ({100 * p['probability']:.1f}%)")
   if FLAGS.export_dir:
     print(f'exported SavedModel to {FLAGS.export_dir}')
+  if FLAGS.export_tflite:
+    kind = 'int8' if FLAGS.tflite_quantize == 'int8' else 'float32'
+    print(f'exported TFLite flatbuffer ({kind}, {tflite_bytes / 2**20:.2f} MiB, '
+          f'{size}x{size} uint8 images) to {FLAGS.export_tflite}')
 
 
 if __name__ == '__main__':

@@ -145,15 +145,28 @@ class AdaptedClassifier(tf.Module):
     self._learner = learner
     self.class_names = tf.Variable(class_names, trainable=False, dtype=tf.string)
     self.image_size = image_size
+    self.learner_name = type(learner).__name__
+
+  def adapted_state(self):
+    """The task state adapt_task gave (read from the classifier's variables)."""
+    return tf.nest.pack_sequence_as(self._task_structure,
+                                    [v.read_value() for v in self._task_variables])
+
+  def logits(self, images, state=None):
+    """Float images [n, S, S, 3] with values in [0, 255] -> logits [n, way], with the task
+    state `state` (default: adapted_state(); lite_tf.export_tflite passes constants)."""
+    state = self.adapted_state() if state is None else state
+    return estimator.adapted_query_logits(self._learner, state, images / 127.5 - 1.0)
+
+  def servable_state(self):
+    """adapted_state() in the form TFLite's builtin ops compute (estimator.servable_state)."""
+    return estimator.servable_state(self._learner, self.adapted_state())
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
   def serve(self, images):
     """uint8 images [n, h, w, 3] (any size; resized) -> probabilities, class index and name."""
-    x = tf.image.resize(tf.cast(images, tf.float32), [self.image_size, self.image_size],
-                        antialias=True) / 127.5 - 1.0
-    task = tf.nest.pack_sequence_as(self._task_structure,
-                                    [v.read_value() for v in self._task_variables])
-    logits = estimator.adapted_query_logits(self._learner, task, x)
+    logits = self.logits(tf.image.resize(tf.cast(images, tf.float32),
+                                         [self.image_size, self.image_size], antialias=True))
     index = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return {'probabilities': tf.nn.softmax(logits), 'class_index': index,
             'class_name': tf.gather(self.class_names, index)}

@@ -94,6 +94,31 @@ def trained_demo_dir(tmp_path_factory, glyph_cache):
   return train_dir
 
 
+def glyph_folders(tmp_path, glyph_cache):
+  """bin/personalize.py's inputs from the demo data: support/<class>/ of 5 images (40x40) for
+  3 test classes, query/ of 3 more per class (28x28); returns (support, query, {query file:
+  class})."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from lite_tf.data import glyphs  # pylint: disable=g-import-not-at-top
+  data = glyphs.load(size=28, cache_dir=glyph_cache)
+  by_class = data.images_by_class('test')
+  classes = sorted(by_class)[:3]
+  support, query, truth = tmp_path / 'support', tmp_path / 'query', {}
+  for c in classes:
+    os.makedirs(support / data.class_names[c].encode('unicode_escape').decode())
+  for c in classes:
+    name = data.class_names[c].encode('unicode_escape').decode()
+    images = by_class[c]
+    for i, image in enumerate(images[:5]):
+      Image.fromarray(image).resize((40, 40)).save(support / name / f'{i}.png')
+    os.makedirs(query, exist_ok=True)
+    for i, image in enumerate(images[5:8]):
+      path = query / f'{c}_{i}.png'
+      Image.fromarray(image).save(path)
+      truth[str(path)] = name
+  return support, query, truth
+
+
 # TensorFlow's C++ runtime writes these at import, before any Python code of the binary can
 # say anything (TF_CPP_MIN_LOG_LEVEL does not reach them): they are not the binary's output.
 _TF_STARTUP = re.compile(r'^([IWEF]\d{4} [\d:.]+ +\d+ \S+\] |WARNING: All log messages before '

@@ -27,6 +27,7 @@ CASES = [
      '--records_dir must be an existing folder'),
     (['benchmark_pipeline.py', '--episodes=0'], 'flag --episodes=0: 0 is not a positive integer'),
     (['benchmark_orbit_reader.py', '--root=/no/such/orbit'], '--root must be an existing folder'),
+    (['benchmark_tflite.py', '--train_dir=/no/such/run'], '--train_dir must be an existing folder'),
     (['accuracy_study.py', '--output_dir=/tmp/unused', '--image_sizes=0'],
      '--image_sizes must be comma-separated integers >= 1'),
     (STUDY + ['--gin_bindings=gradient_study.context_subset = "foo"'],

@@ -7,34 +7,13 @@ import subprocess
 import sys
 
 import numpy as np
-from PIL import Image
 
+from conftest import glyph_folders
 from conftest import run_binary
-from lite_tf.data import glyphs
-
-
-def _folders(tmp_path, glyph_cache):
-  data = glyphs.load(size=28, cache_dir=glyph_cache)
-  by_class = data.images_by_class('test')
-  classes = sorted(by_class)[:3]
-  support, query, truth = tmp_path / 'support', tmp_path / 'query', {}
-  for c in classes:
-    os.makedirs(support / data.class_names[c].encode('unicode_escape').decode())
-  for c in classes:
-    name = data.class_names[c].encode('unicode_escape').decode()
-    images = by_class[c]
-    for i, image in enumerate(images[:5]):
-      Image.fromarray(image).resize((40, 40)).save(support / name / f'{i}.png')
-    os.makedirs(query, exist_ok=True)
-    for i, image in enumerate(images[5:8]):
-      path = query / f'{c}_{i}.png'
-      Image.fromarray(image).save(path)
-      truth[str(path)] = name
-  return support, query, truth
 
 
 def test_personalize_export_and_serve_without_lite_tf(trained_demo_dir, tmp_path, glyph_cache):
-  support, query, truth = _folders(tmp_path, glyph_cache)
+  support, query, truth = glyph_folders(tmp_path, glyph_cache)
   export_dir = tmp_path / 'exported'
   predictions_path = tmp_path / 'predictions.json'
   result = run_binary('personalize.py', f'--train_dir={trained_demo_dir}', f'--support_dir={support}',

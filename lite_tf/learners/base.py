@@ -139,6 +139,13 @@ class Learner(keras.Model):
     """Task state from the contributions of the whole support set and its labels [n]."""
     raise NotImplementedError
 
+  def servable_task(self, task):
+    """The task state of a classifier exported with its state fixed (a TFLite flatbuffer):
+    the same logits through ops that TFLite has as builtins. By default the state itself;
+    a learner whose classifier solves a linear system against a fixed matrix stores the
+    matrix's inverse instead (Simple CNAPs)."""
+    return task
+
   def regularization_loss(self):
     """A scalar added once per task to the meta-training loss (default 0)."""
     return tf.constant(0.0)

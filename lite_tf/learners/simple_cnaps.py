@@ -114,7 +114,10 @@ def woodbury_logits(features, state):
   class_part = tf.matmul(state['class_rows'], diff, transpose_b=True)  # [way, m, q]
   task_part = tf.einsum('nd,kqd->knq', state['task_rows'], diff)   # [way, N, q]
   projected = tf.concat([class_scale * class_part, task_scale * task_part], 1)  # A_k v
-  z = tf.linalg.cholesky_solve(state['cholesky'], projected)       # [way, m + N, q]
+  if 'gram_inverse' in state:  # servable_woodbury: a matmul instead of two triangular solves
+    z = tf.matmul(state['gram_inverse'], projected)
+  else:
+    z = tf.linalg.cholesky_solve(state['cholesky'], projected)     # [way, m + N, q]
   m = tf.shape(state['class_rows'])[1]
   back = (tf.matmul(class_scale * z[:, :m], state['class_rows'], transpose_a=True)
           + tf.einsum('knq,nd->kqd', task_scale * z[:, m:], state['task_rows']))  # A_k^T z
@@ -123,11 +126,35 @@ def woodbury_logits(features, state):
   return -0.5 * tf.transpose(squared)
 
 
-def mahalanobis_logits(features, means, cholesky):
-  """-1/2 squared Mahalanobis distances [q, way] of features [q, d] to every class."""
-  diff = features[None, :, :] - means[:, None, :]  # [way, q, d]
-  solved = tf.linalg.triangular_solve(cholesky, tf.transpose(diff, [0, 2, 1]), lower=True)
+def mahalanobis_logits(features, means, cholesky=None, cholesky_inverse=None):
+  """-1/2 squared Mahalanobis distances [q, way] of features [q, d] to every class, with the
+  Cholesky factors L_k [way, d, d] of Q_k or their inverses L_k^-1 (servable_direct)."""
+  diff = tf.transpose(features[None, :, :] - means[:, None, :], [0, 2, 1])  # [way, d, q]
+  if cholesky_inverse is not None:
+    solved = tf.matmul(cholesky_inverse, diff)
+  else:
+    solved = tf.linalg.triangular_solve(cholesky, diff, lower=True)
   return -0.5 * tf.transpose(tf.reduce_sum(tf.square(solved), axis=1))
+
+
+def servable_woodbury(state):
+  """The 'woodbury' state with G_k^-1 [way, r, r] in place of its Cholesky factor: TFLite
+  has no triangular solve, and G_k is small (r = m + N) and well conditioned (beta I +
+  A_k A_k^T, eigenvalues >= beta)."""
+  state = dict(state)
+  cholesky = state.pop('cholesky')
+  eye = tf.eye(tf.shape(cholesky)[1], batch_shape=tf.shape(cholesky)[:1], dtype=cholesky.dtype)
+  state['gram_inverse'] = tf.linalg.cholesky_solve(cholesky, eye)
+  return state
+
+
+def servable_direct(task):
+  """The 'direct' state with L_k^-1 in place of L_k (the same size, d x d per class)."""
+  task = dict(task)
+  cholesky = task.pop('cholesky')
+  eye = tf.eye(tf.shape(cholesky)[1], batch_shape=tf.shape(cholesky)[:1], dtype=cholesky.dtype)
+  task['cholesky_inverse'] = tf.linalg.triangular_solve(cholesky, eye, lower=True)
+  return task
 
 
 class SimpleCnaps(cnaps.FilmAdaptedLearner):
@@ -154,8 +181,14 @@ class SimpleCnaps(cnaps.FilmAdaptedLearner):
     if self.solver == 'woodbury':
       half = woodbury_logits(features, task['mahalanobis'])
     else:
-      half = mahalanobis_logits(features, task['means'], task['cholesky'])
+      half = mahalanobis_logits(features, task['means'], task.get('cholesky'),
+                                task.get('cholesky_inverse'))
     return (2.0 * self.logit_scale) * half
+
+  def servable_task(self, task):
+    if self.solver == 'woodbury':
+      return {**task, 'mahalanobis': servable_woodbury(task['mahalanobis'])}
+    return servable_direct(task)
 
 
 @gin.configurable('simple_cnaps')

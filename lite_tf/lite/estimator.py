@@ -694,6 +694,14 @@ def adapted_query_logits(learner, adapted, images):
   return learner.query_logits(adapted, images, training=False)
 
 
+def servable_state(learner, adapted):
+  """A state from adapt_task in the form an exported classifier computes with TFLite's
+  builtin ops (Learner.servable_task; the BatchNorm statistics as they are)."""
+  if learner.uses_task_statistics():
+    return {**adapted, 'task': learner.servable_task(adapted['task'])}
+  return learner.servable_task(adapted)
+
+
 def adapted_query_features(learner, adapted, images):
   """Query features [q, d] (learner.query_features) of model-input images for a state from
   adapt_task."""
