@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from lite_tf import quiet  # pylint: disable=g-import-not-at-top
+quiet.start()  # before TensorFlow loads: its native log stays out of the terminal
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
