@@ -36,10 +36,10 @@ flags.DEFINE_string('output', None, 'Write the result as JSON here.')
 
 def main(argv):
   del argv
-  from lite_tf.data import orbit  # pylint: disable=g-import-not-at-top
-  from lite_tf.data import orbit_episodes  # pylint: disable=g-import-not-at-top
-  from lite_tf.data import orbit_synthetic  # pylint: disable=g-import-not-at-top
-  from lite_tf.data import orbit_tasks  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.orbit import dataset as orbit  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.orbit import episodes as orbit_episodes  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.orbit import synthetic as orbit_synthetic  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.orbit import tasks as orbit_tasks  # pylint: disable=g-import-not-at-top
   root = FLAGS.root
   if root is None:
     root = os.path.join(tempfile.mkdtemp(prefix='lite_tf_orbit_'), 'orbit')

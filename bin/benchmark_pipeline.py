@@ -50,8 +50,8 @@ def _synthetic_jpegs(root, classes, per_class):
 
 def main(argv):
   del argv
-  from lite_tf.data import convert  # pylint: disable=g-import-not-at-top
-  from lite_tf.data import reader  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.meta_dataset import convert  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.meta_dataset import reader  # pylint: disable=g-import-not-at-top
   records_dir = FLAGS.records_dir
   if records_dir is None:
     tmp = tempfile.mkdtemp(prefix='lite_tf_pipeline_')

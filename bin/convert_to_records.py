@@ -56,7 +56,7 @@ def _ratios(values):
 
 def main(argv):
   del argv
-  from lite_tf.data import convert  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.meta_dataset import convert  # pylint: disable=g-import-not-at-top
   try:
     name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.output_dir))
     exclude = convert.read_exclusion_lists(FLAGS.exclude_lists)

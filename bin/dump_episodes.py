@@ -42,8 +42,8 @@ def main(argv):
     if not os.path.exists(os.path.join(FLAGS.records_dir, 'dataset_spec.json')):
       raise FileNotFoundError(f'--records_dir={FLAGS.records_dir!r}: no dataset_spec.json')
     config.parse(FLAGS.gin_config, FLAGS.gin_bindings)
-    from lite_tf.data import reader  # pylint: disable=g-import-not-at-top
-    from lite_tf.data import sampling  # pylint: disable=g-import-not-at-top
+    from lite_tf.data.meta_dataset import reader  # pylint: disable=g-import-not-at-top
+    from lite_tf.data.meta_dataset import sampling  # pylint: disable=g-import-not-at-top
     from lite_tf.data import saved_episodes  # pylint: disable=g-import-not-at-top
     source = reader.RecordsEpisodeSource(FLAGS.records_dir, FLAGS.split, image_size=8,
                                          config=sampling.EpisodeDescriptionConfig(),

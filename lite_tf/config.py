@@ -15,11 +15,11 @@ def register_configurables():
   from lite_tf import backbones
   from lite_tf import precision
   from lite_tf.data import batches
-  from lite_tf.data import orbit_episodes
-  from lite_tf.data import orbit_synthetic
-  from lite_tf.data import orbit_tasks
-  from lite_tf.data import reader
-  from lite_tf.data import sampling
+  from lite_tf.data.orbit import episodes as orbit_episodes
+  from lite_tf.data.orbit import synthetic as orbit_synthetic
+  from lite_tf.data.orbit import tasks as orbit_tasks
+  from lite_tf.data.meta_dataset import reader
+  from lite_tf.data.meta_dataset import sampling
   from lite_tf.data import vtab
   from lite_tf.learners import cnaps
   from lite_tf.learners import finetuner

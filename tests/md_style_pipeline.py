@@ -11,8 +11,8 @@ query_class_ids), source_id), images float32 in [-1, 1], labels and class ids in
 import gin
 import tensorflow as tf
 
-from lite_tf.data import dataset_spec
-from lite_tf.data import records
+from lite_tf.data.meta_dataset import dataset_spec
+from lite_tf.data.meta_dataset import records
 
 
 @gin.configurable

@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 FAILING_SOURCE = '''
 import gin
 from lite_tf import episode as episode_lib
-from lite_tf.data import reader
+from lite_tf.data.meta_dataset import reader
 
 
 class FailingSource:

@@ -97,7 +97,7 @@ def test_building_on_a_small_task_and_protocols_whose_clips_differ():
   """The binaries build a learner on a 2-image task (building_episode): pooling is off for it.
   A protocol whose clips are not context_clip_length frames long is refused by name."""
   from lite_tf import episode as episode_lib  # pylint: disable=g-import-not-at-top
-  from lite_tf.data import orbit_episodes  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.orbit import episodes as orbit_episodes  # pylint: disable=g-import-not-at-top
   learner = _pooled(lambda: ProtoNets(backbone='conv4', image_size=16), length=8)
   small = episode_lib.building_episode(_clip_episode())  # 2 support images
   with pytest.raises(tf.errors.InvalidArgumentError, match='not whole clips'):

@@ -13,10 +13,10 @@ import pytest
 
 from conftest import REPO_ROOT
 from lite_tf import atomic
-from lite_tf.data import dataset_spec
-from lite_tf.data import reader
-from lite_tf.data import records
-from lite_tf.data import sampling
+from lite_tf.data.meta_dataset import dataset_spec
+from lite_tf.data.meta_dataset import reader
+from lite_tf.data.meta_dataset import records
+from lite_tf.data.meta_dataset import sampling
 
 
 def _make_folder(root, classes=8, per_class=6, size=24, bilevel=False):

@@ -8,8 +8,8 @@ import tensorflow as tf
 from lite_tf import episode as episode_lib
 from lite_tf.data import adapters
 from lite_tf.data import batches
-from lite_tf.data import reader
-from lite_tf.data import sampling
+from lite_tf.data.meta_dataset import reader
+from lite_tf.data.meta_dataset import sampling
 
 
 def test_labelled_batches_cover_split_classes(fixture_dir):

@@ -3,7 +3,7 @@ add up to the classes named."""
 
 import pytest
 
-from lite_tf.data import dataset_spec
+from lite_tf.data.meta_dataset import dataset_spec
 
 
 def _flat(**changes):
@@ -35,7 +35,7 @@ def test_bad_values_are_named(changes, message):
 
 
 def test_more_ways_than_classes_is_refused_by_name():
-  from lite_tf.data import sampling  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.meta_dataset import sampling  # pylint: disable=g-import-not-at-top
   spec = dataset_spec.from_dict(_flat(classes_per_split={'TRAIN': 2, 'VALID': 1, 'TEST': 1}),
                                 '/x', 'spec.json')
   config = sampling.EpisodeDescriptionConfig(num_ways=30, min_ways=2)

@@ -11,11 +11,11 @@ import pytest
 
 from conftest import run_binary
 from lite_tf.data import batches
-from lite_tf.data import dataset_spec
-from lite_tf.data import ontology
-from lite_tf.data import reader
-from lite_tf.data import records
-from lite_tf.data import sampling
+from lite_tf.data.meta_dataset import dataset_spec
+from lite_tf.data.meta_dataset import ontology
+from lite_tf.data.meta_dataset import reader
+from lite_tf.data.meta_dataset import records
+from lite_tf.data.meta_dataset import sampling
 import md_reference
 
 # A miniature WordNet: (parent, child) pairs. 'carnivore' and 'device' are the valid and test
@@ -305,7 +305,7 @@ def test_converter_errors_name_the_flag(tmp_path, imagenet_like):
                       f'--output_dir={tmp_path / "out"}', f'--is_a={bad}')
   assert result.returncode == 1
   assert f'--is_a {bad}, line 2: expected two fields' in result.stderr
-  from lite_tf.data import convert
+  from lite_tf.data.meta_dataset import convert
   edges = tmp_path / 'edges.txt'
   edges.write_text(''.join(f'{p} {c}\n' for p, cs in TREE.items() for c in cs if c != 'n94'))
   with pytest.raises(ValueError, match=r"class folders \['n94'\] are not in --is_a"):

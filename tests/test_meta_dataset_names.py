@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from conftest import REPO_ROOT
 from lite_tf.data import adapters
-from lite_tf.data import dataset_spec
-from lite_tf.data import reader
-from lite_tf.data import sampling
+from lite_tf.data.meta_dataset import dataset_spec
+from lite_tf.data.meta_dataset import reader
+from lite_tf.data.meta_dataset import sampling
 import md_style_pipeline
 
 # As meta_dataset/learning_spec.py defines it.

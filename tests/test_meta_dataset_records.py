@@ -11,8 +11,8 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from lite_tf.data import dataset_spec
-from lite_tf.data import records
+from lite_tf.data.meta_dataset import dataset_spec
+from lite_tf.data.meta_dataset import records
 
 
 

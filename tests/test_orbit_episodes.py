@@ -1,13 +1,13 @@
-"""ORBIT tasks as lite_tf episodes (lite_tf.data.orbit_episodes)."""
+"""ORBIT tasks as lite_tf episodes (lite_tf.data.orbit.episodes)."""
 
 import gin
 import numpy as np
 import pytest
 
 from lite_tf import episode as episode_lib
-from lite_tf.data import orbit
-from lite_tf.data import orbit_episodes
-from lite_tf.data import orbit_synthetic
+from lite_tf.data.orbit import dataset as orbit
+from lite_tf.data.orbit import episodes as orbit_episodes
+from lite_tf.data.orbit import synthetic as orbit_synthetic
 
 
 @pytest.fixture(scope='module')

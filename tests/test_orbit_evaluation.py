@@ -10,8 +10,8 @@ import pytest
 from conftest import REPO_ROOT
 from conftest import run_binary
 from lite_tf.data import in_memory
-from lite_tf.data import orbit_episodes
-from lite_tf.data import orbit_synthetic
+from lite_tf.data.orbit import episodes as orbit_episodes
+from lite_tf.data.orbit import synthetic as orbit_synthetic
 from lite_tf.learners.protonets import ProtoNets
 from lite_tf.training import orbit_evaluation
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lite_tf import personalize
-from lite_tf.data import orbit
-from lite_tf.data import orbit_synthetic
+from lite_tf.data.orbit import dataset as orbit
+from lite_tf.data.orbit import synthetic as orbit_synthetic
 from lite_tf.learners.protonets import ProtoNets
 
 

@@ -1,4 +1,4 @@
-"""ORBIT layout: the synthetic generator and the reader (lite_tf.data.orbit)."""
+"""ORBIT layout: the synthetic generator and the reader (lite_tf.data.orbit.dataset)."""
 
 import json
 import os
@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from lite_tf.data import orbit
-from lite_tf.data import orbit_synthetic
+from lite_tf.data.orbit import dataset as orbit
+from lite_tf.data.orbit import synthetic as orbit_synthetic
 
 SMALL = dict(collectors={'train': 3, 'validation': 1, 'test': 2}, frame_size=48,
              frames_per_video=(8, 12), clutter_frames=(10, 14), clean_videos=(4, 5), clutter_videos=2, objects=(3, 4))

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from lite_tf.data import orbit
-from lite_tf.data import orbit_tasks
+from lite_tf.data.orbit import dataset as orbit
+from lite_tf.data.orbit import tasks as orbit_tasks
 from lite_tf.training import orbit_metrics
 
 HERE = os.path.join(os.path.dirname(__file__), 'data', 'orbit_reference')

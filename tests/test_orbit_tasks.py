@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from lite_tf.data import orbit
-from lite_tf.data import orbit_synthetic
-from lite_tf.data import orbit_tasks
+from lite_tf.data.orbit import dataset as orbit
+from lite_tf.data.orbit import synthetic as orbit_synthetic
+from lite_tf.data.orbit import tasks as orbit_tasks
 
 
 @pytest.fixture(scope='module')

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from lite_tf import episode as episode_lib
-from lite_tf.data import dataset_spec
-from lite_tf.data import reader
-from lite_tf.data import records
-from lite_tf.data import sampling
+from lite_tf.data.meta_dataset import dataset_spec
+from lite_tf.data.meta_dataset import reader
+from lite_tf.data.meta_dataset import records
+from lite_tf.data.meta_dataset import sampling
 
 
 def test_variable_episodes_from_fixture(fixture_dir):

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from lite_tf.data import dataset_spec
-from lite_tf.data import sampling
+from lite_tf.data.meta_dataset import dataset_spec
+from lite_tf.data.meta_dataset import sampling
 import md_reference
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lite_tf.data import dataset_spec as spec_lib
-from lite_tf.data import reader
-from lite_tf.data import sampling
+from lite_tf.data.meta_dataset import dataset_spec as spec_lib
+from lite_tf.data.meta_dataset import reader
+from lite_tf.data.meta_dataset import sampling
 from lite_tf.data import saved_episodes
 
 

@@ -39,7 +39,7 @@ def test_glyph_records_have_the_requested_classes(tmp_path):
   """The records: 3 disjoint splits of classes_per_split classes, 16 fonts x jitters images
   each, decoding to the requested size."""
   from lite_tf.benchmarks import train_memory  # pylint: disable=g-import-not-at-top
-  from lite_tf.data import records  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.meta_dataset import records  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   spec = train_memory.write_glyph_records(str(tmp_path / 'r'), 40, 3, 1)
   ids = {s: set(spec.class_ids(s)) for s in ('train', 'valid', 'test')}

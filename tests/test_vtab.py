@@ -178,7 +178,8 @@ def test_vtab_md_suite_through_evaluate_binary(trained_demo_dir, fixture_dir, tm
   records_root.mkdir()
   os.symlink(fixture_dir, records_root / 'dtd')
   # MD-v2's DTD from saved episodes: 4 fixed test episodes of the fixture
-  from lite_tf.data import reader, saved_episodes  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from lite_tf.data import saved_episodes  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from lite_tf.data.meta_dataset import reader  # pylint: disable=g-import-not-at-top,g-multiple-import
   (tmp_path / 'episodes').mkdir()
   saved_episodes.dump_episodes(reader.RecordsEpisodeSource(fixture_dir, 'test', image_size=8),
                                4, str(tmp_path / 'episodes' / 'dtd.json'))

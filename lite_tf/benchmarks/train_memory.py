@@ -49,10 +49,10 @@ def records_name(image_size, classes_per_split, jitters_per_font, seed):
 
 def write_glyph_records(output_dir, image_size, classes_per_split, jitters_per_font, seed=0):
   """Renders 3 * classes_per_split glyph classes (train, valid, test) at image_size and
-  converts them to records in output_dir (lite_tf.data.convert); returns the spec. An
+  converts them to records in output_dir (lite_tf.data.meta_dataset.convert); returns the spec. An
   existing complete output_dir (its dataset_spec.json written last) is kept as it is."""
-  from lite_tf.data import convert  # pylint: disable=g-import-not-at-top
-  from lite_tf.data import dataset_spec  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.meta_dataset import convert  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.meta_dataset import dataset_spec  # pylint: disable=g-import-not-at-top
   if os.path.exists(os.path.join(output_dir, 'dataset_spec.json')):
     return dataset_spec.load(output_dir)
   num_classes = 3 * classes_per_split

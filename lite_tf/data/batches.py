@@ -3,8 +3,8 @@
 import gin
 import tensorflow as tf
 
-from lite_tf.data import dataset_spec as spec_lib
-from lite_tf.data import records
+from lite_tf.data.meta_dataset import dataset_spec as spec_lib
+from lite_tf.data.meta_dataset import records
 
 
 @gin.configurable

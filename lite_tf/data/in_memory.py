@@ -96,7 +96,7 @@ class EpisodeSampler:
 
 class VariableEpisodeSampler(EpisodeSampler):
   """Meta-Dataset-style variable episodes (way, shots and support size sampled per episode by
-  lite_tf.data.sampling, Meta-Dataset's algorithm) from classes held in memory.
+  lite_tf.data.meta_dataset.sampling, Meta-Dataset's algorithm) from classes held in memory.
 
   Args:
     images_by_class: {class id: [num, size, size, 3] uint8 images}.
@@ -107,8 +107,8 @@ class VariableEpisodeSampler(EpisodeSampler):
   """
 
   def __init__(self, images_by_class, config=None, seed=0):  # pylint: disable=super-init-not-called
-    from lite_tf.data import dataset_spec as spec_lib  # pylint: disable=g-import-not-at-top
-    from lite_tf.data import sampling  # pylint: disable=g-import-not-at-top
+    from lite_tf.data.meta_dataset import dataset_spec as spec_lib  # pylint: disable=g-import-not-at-top
+    from lite_tf.data.meta_dataset import sampling  # pylint: disable=g-import-not-at-top
     self.class_ids = sorted(images_by_class)
     self.images_by_class = images_by_class
     self.seed = seed

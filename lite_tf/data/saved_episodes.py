@@ -22,8 +22,8 @@ import gin
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
-from lite_tf.data import dataset_spec as spec_lib
-from lite_tf.data import reader
+from lite_tf.data.meta_dataset import dataset_spec as spec_lib
+from lite_tf.data.meta_dataset import reader
 
 FORMAT = 'lite_tf.saved_episodes/1'
 

@@ -1,6 +1,6 @@
 """bin/evaluate.py for ORBIT runs: the LITE paper's Table 1 columns for one model.
 
-Per test task (the protocol's tasks, lite_tf.data.orbit_tasks) the learner personalises to the
+Per test task (the protocol's tasks, lite_tf.data.orbit.tasks) the learner personalises to the
 context frames in one pass (LITE learners; MAML and FineTuner take their steps) and predicts
 every evaluated frame of every target video. By default each frame is predicted from itself
 alone. `history_pooling=True` predicts it as the 2021 reference code did: the features of the
@@ -26,7 +26,7 @@ import tensorflow as tf
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
 from lite_tf.data import in_memory
-from lite_tf.data import orbit_episodes
+from lite_tf.data.orbit import episodes as orbit_episodes
 from lite_tf.learners import base as learner_base
 from lite_tf.lite import chunking
 from lite_tf.lite import estimator

@@ -17,7 +17,7 @@ from lite_tf import episode as episode_lib
 from lite_tf import interrupt
 from lite_tf import precision
 from lite_tf.data import adapters
-from lite_tf.data import dataset_spec as spec_lib
+from lite_tf.data.meta_dataset import dataset_spec as spec_lib
 from lite_tf.data import glyphs
 from lite_tf.data import in_memory
 from lite_tf.learners import base as learner_base
@@ -49,7 +49,7 @@ def glyph_variable_episodes(split, image_size=28, max_support_set_size=100,
                             max_ways_upper_bound=20, max_num_query=10, seed=0, cache_dir=None):
   """Meta-Dataset-style variable episodes (5 to max_ways_upper_bound classes, support sets of
   up to max_support_set_size images, Meta-Dataset's shot sampling) of the glyph demo data."""
-  from lite_tf.data import sampling  # pylint: disable=g-import-not-at-top
+  from lite_tf.data.meta_dataset import sampling  # pylint: disable=g-import-not-at-top
   checks.require_int('glyph_variable_episodes.image_size', image_size, 1)
   checks.require_int('glyph_variable_episodes.max_support_set_size', max_support_set_size, 1)
   checks.require_int('glyph_variable_episodes.max_ways_upper_bound', max_ways_upper_bound, 5)

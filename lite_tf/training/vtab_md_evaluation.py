@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
-from lite_tf.data import reader
+from lite_tf.data.meta_dataset import reader
 from lite_tf.data import saved_episodes
 from lite_tf.data import vtab
 from lite_tf.learners import base as learner_base

@@ -29,7 +29,7 @@ from typing import Optional, Tuple, Union
 import gin
 import numpy as np
 
-from lite_tf.data import dataset_spec as spec_lib
+from lite_tf.data.meta_dataset import dataset_spec as spec_lib
 
 
 @gin.configurable

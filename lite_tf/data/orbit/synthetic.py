@@ -1,7 +1,7 @@
 """A small ORBIT-layout dataset, rendered deterministically: test and demo data, no download.
 
 It has the released dataset's folders, frame names and annotation files
-(lite_tf.data.orbit describes the layout), so the reader, the task samplers, the metrics and
+(lite_tf.data.orbit.dataset describes the layout), so the reader, the task samplers, the metrics and
 the binaries run on it exactly as on ORBIT:
 
   <root>/{train,validation,test}/<collector>/<object>/{clean,clutter}/<video>/<frame>.jpg
@@ -31,12 +31,12 @@ from PIL import ImageFilter
 
 from lite_tf import atomic
 from lite_tf.data import glyphs
-from lite_tf.data import orbit
+from lite_tf.data.orbit import dataset as orbit
 
 _FORMAT_VERSION = 4
 # Named as ORBIT's collectors name their objects (the release's folder names): spaces,
 # hyphens, digits, a leading digit, a dot, upper case, and pairs whose slugs collide
-# ('t-shirt' / 't shirt'; never both for one collector, as lite_tf.data.orbit refuses that).
+# ('t-shirt' / 't shirt'; never both for one collector, as lite_tf.data.orbit.dataset refuses that).
 OBJECT_NAMES = ('my black wallet', 'keys', 'p939411 white cane', 'my sennheiser pxc 350-2',
                 '12 measuring cup', 't. v. remote control', 't-shirt', 't shirt', 'iPhone',
                 'Mug', 'mug', 'water bottle', 'house-keys', 'glasses case', 'my watch',

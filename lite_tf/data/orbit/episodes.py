@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from lite_tf import episode as episode_lib
-from lite_tf.data import orbit
-from lite_tf.data import orbit_tasks
+from lite_tf.data.orbit import dataset as orbit
+from lite_tf.data.orbit import tasks as orbit_tasks
 
 SPLIT_NAMES = {'train': 'train', 'valid': 'validation', 'validation': 'validation',
                'test': 'test'}
@@ -113,14 +113,14 @@ def orbit_episodes(split, root=gin.REQUIRED, image_size=84, train_protocol='trai
   """The ORBIT episode source of a split ('train', 'valid'/'validation', 'test').
 
   Args:
-    root: the ORBIT folder (lite_tf.data.orbit).
+    root: the ORBIT folder (lite_tf.data.orbit.dataset).
     train_protocol / test_protocol: orbit_tasks protocols for the train split / the others.
     target_video_type: 'clutter' (CLU-VE) or 'clean' (CLE-VE).
     overrides: dict of TaskConfig fields applied to every split's protocol.
     train_overrides: dict of TaskConfig fields applied to the train split's only, after
       `overrides` (e.g. the 2021 code's 84x84 training caps: {'object_cap': 10,
       'shot_caps_by_way': True}).
-    video_types, layout, split_users: as lite_tf.data.orbit.OrbitDataset (the unfiltered
+    video_types, layout, split_users: as lite_tf.data.orbit.dataset.OrbitDataset (the unfiltered
       release: layout='unfiltered', and 'clutter-pan' in video_types to read those videos).
   """
   if root is None:

@@ -24,9 +24,9 @@ from tensorflow.python.util import deprecation  # pylint: disable=g-direct-tenso
 
 from lite_tf import episode as episode_lib
 from lite_tf.data import adapters
-from lite_tf.data import dataset_spec as spec_lib
-from lite_tf.data import records
-from lite_tf.data import sampling
+from lite_tf.data.meta_dataset import dataset_spec as spec_lib
+from lite_tf.data.meta_dataset import records
+from lite_tf.data.meta_dataset import sampling
 
 
 def _read_records(path):

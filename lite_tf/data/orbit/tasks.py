@@ -71,7 +71,7 @@ import os
 import gin
 import numpy as np
 
-from lite_tf.data import orbit
+from lite_tf.data.orbit import dataset as orbit
 
 WAY_METHODS = ('random', 'max')
 SHOT_METHODS = ('random', 'max', 'fixed', 'specific')

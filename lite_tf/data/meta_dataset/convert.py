@@ -27,8 +27,8 @@ from PIL import UnidentifiedImageError
 import tensorflow as tf
 
 from lite_tf import atomic
-from lite_tf.data import dataset_spec as spec_lib
-from lite_tf.data import ontology
+from lite_tf.data.meta_dataset import dataset_spec as spec_lib
+from lite_tf.data.meta_dataset import ontology
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 

@@ -18,7 +18,7 @@ import os
 from typing import Dict, Union
 
 from lite_tf import atomic
-from lite_tf.data import ontology
+from lite_tf.data.meta_dataset import ontology
 
 SPEC_FILENAME = 'dataset_spec.json'
 SPLITS = ('TRAIN', 'VALID', 'TEST')
