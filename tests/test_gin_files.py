@@ -75,3 +75,18 @@ def test_one_binding_swaps_the_backbone(backbone):
   config.parse([os.path.join(REPO_ROOT, 'gin', 'demo_simple_cnaps.gin')],
                [f"BACKBONE = '{backbone}'"])
   assert _build_learner().backbone.name == backbone
+
+
+SAVED_CONFIGS = os.path.join(REPO_ROOT, 'tests', 'data', 'operative_configs')
+
+
+@pytest.mark.parametrize('name', ['demo_protonets.gin', 'orbit_demo_protonets.gin'])
+def test_an_operative_config_saved_before_the_data_move_still_parses(name):
+  """Gin names do not depend on the module a configurable lives in: a train_dir's
+  operative_config.gin from before lite_tf/data was split by source still parses, and its
+  bindings are the ones it holds."""
+  path = os.path.join(SAVED_CONFIGS, name)
+  config.parse([path], [])
+  with open(path, encoding='utf-8') as f:
+    saved = f.read()
+  assert config.changed_bindings(saved, gin.config_str()) == []

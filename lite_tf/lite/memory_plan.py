@@ -38,6 +38,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from lite_tf import progress
 from lite_tf.episode import Episode
 
 MB = 1024 ** 2
@@ -218,10 +219,12 @@ def calibrate(model, image_dtype=np.float32):
   meter = StepMeter(model, image_dtype)
   (h0, h1), (q0, q1), (n0, n1) = PROBE_BACKPROP, PROBE_QUERY, PROBE_SUPPORT
   logging.info('memory calibration on %s: probe LITE steps', device)
-  p_base = _probe_peak(meter, h0, q0, n0)
-  p_more_support = _probe_peak(meter, h0, q0, n1)
-  p_backprop = _probe_peak(meter, h1, q0, n0)
-  p_query = _probe_peak(meter, h0, q1, n0)
+  shown = progress.Progress(4 + len(PROBE_CHUNKS), f'memory calibration on {device}', 'probes')
+  peaks = []
+  for h, q, n in ((h0, q0, n0), (h0, q0, n1), (h1, q0, n0), (h0, q1, n0)):
+    peaks.append(_probe_peak(meter, h, q, n))
+    shown.update(len(peaks))
+  p_base, p_more_support, p_backprop, p_query = peaks
   per_support_row = max(p_more_support - p_base, 0.0) / (n1 - n0)
   per_backprop = max(p_backprop - p_base, 0.0) / (h1 - h0)
   per_query = max(p_query - p_base, 0.0) / (q1 - q0)
@@ -234,6 +237,8 @@ def calibrate(model, image_dtype=np.float32):
     chunk_fn(images)
     chunk_peaks.append(max(allocator.peak_above_current(lambda: chunk_fn(images))[1]
                            for _ in range(REPEATS)))
+    shown.update(4 + len(chunk_peaks))
+  shown.close()
   c0, c1 = PROBE_CHUNKS
   per_chunk = max(chunk_peaks[1] - chunk_peaks[0], 0.0) / (c1 - c0)
   chunk_fixed = chunk_peaks[0] - c0 * per_chunk

@@ -33,6 +33,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from lite_tf import progress as progress_lib
 from lite_tf.episode import Episode
 from lite_tf.lite import estimator
 
@@ -210,6 +211,8 @@ def draw_gradients(learner, episode, subset_sizes=PAPER_SUBSET_SIZES, draws=100,
 
   rng = np.random.RandomState(seed)
   grams, seconds = {}, {}
+  shown = progress_lib.Progress(len(sizes) * len(estimators) * draws, 'gradient study',
+                                'gradients')
   for h in sizes:
     subsets = [[rng.permutation(n)[:h] for _ in range(num_batches)] for _ in range(draws)]
     context = [[rng.permutation(n)[:h] for _ in range(num_batches)] for _ in range(draws)]
@@ -225,11 +228,13 @@ def draw_gradients(learner, episode, subset_sizes=PAPER_SUBSET_SIZES, draws=100,
           grads = sub_fn(task['support_images'], task['support_labels'],
                          task['query_images'], task['query_labels'], task['way'])
         errors[k] = _flat(grads) - true
+        shown.update(shown.done + 1)
       grams[(name, h)] = {'all': _gram(errors)}
       grams[(name, h)].update({g: _gram(errors[:, s]) for g, s in slices.items()})
       seconds[(name, h)] = time.perf_counter() - start
       if progress:
         progress(f'{name} |H|={h}: {draws} draws in {seconds[(name, h)]:.1f} s')
+  shown.close()
   return GradientDraws(true_norm_sq, grams, seconds)
 
 

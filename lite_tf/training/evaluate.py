@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from lite_tf import episode as episode_lib
 from lite_tf import interrupt
+from lite_tf import progress
 
 
 def confidence_interval_95(accuracies):
@@ -18,7 +19,8 @@ def confidence_interval_95(accuracies):
 
 
 def evaluate_episodes(predict_episode, episodes, num_episodes,
-                      stop_message='evaluation stopped; run the same command to evaluate'):
+                      stop_message='evaluation stopped; run the same command to evaluate',
+                      label='evaluating'):
   """Adapts to each episode and scores its query set.
 
   Args:
@@ -28,6 +30,7 @@ def evaluate_episodes(predict_episode, episodes, num_episodes,
     episodes: iterable of episode dicts.
     num_episodes: how many episodes to evaluate.
     stop_message: what a SIGINT / SIGTERM between episodes reports (lite_tf.interrupt).
+    label: what the progress line (lite_tf.progress) says is happening.
   Returns:
     (mean accuracy, 95% half-width, [num_episodes] per-episode accuracies,
      [num_episodes] seconds to adapt and predict each task, the first including tracing).
@@ -38,15 +41,17 @@ def evaluate_episodes(predict_episode, episodes, num_episodes,
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
   accuracies, seconds = [], []
-  for i, episode_dict in enumerate(episodes):
-    if i >= num_episodes:
-      break
-    interrupt.check(f'{stop_message} (after {i} of {num_episodes} episodes)')
-    inputs = {k: tf.convert_to_tensor(v) for k, v in episode_dict.items()}
-    start = time.perf_counter()
-    predictions = predict(inputs).numpy()
-    seconds.append(time.perf_counter() - start)
-    accuracies.append(np.mean(predictions == np.asarray(episode_dict['query_labels'])))
+  with progress.Progress(num_episodes, label, 'episodes') as shown:
+    for i, episode_dict in enumerate(episodes):
+      if i >= num_episodes:
+        break
+      interrupt.check(f'{stop_message} (after {i} of {num_episodes} episodes)')
+      inputs = {k: tf.convert_to_tensor(v) for k, v in episode_dict.items()}
+      start = time.perf_counter()
+      predictions = predict(inputs).numpy()
+      seconds.append(time.perf_counter() - start)
+      accuracies.append(np.mean(predictions == np.asarray(episode_dict['query_labels'])))
+      shown.update(i + 1)
   if len(accuracies) < num_episodes:
     raise ValueError(f'the episode source ended after {len(accuracies)} episodes, fewer than the '
                      f'{num_episodes} asked for (--num_episodes, run_evaluation.num_episodes or '

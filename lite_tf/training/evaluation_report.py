@@ -72,7 +72,7 @@ def run_evaluation(learner, weights_path, datasets=None, num_episodes=600, split
       meta_model = lite_model.make_meta_model(learner)
       loaded = True
     mean, half_width, _, seconds = evaluate.evaluate_episodes(
-        meta_model.predict_episode, source.episodes(), num_episodes)
+        meta_model.predict_episode, source.episodes(), num_episodes, label=f'{name}')
     cost = evaluate.test_time_cost(learner)
     total, trainable = evaluate.count_parameters(learner)
     rows.append({

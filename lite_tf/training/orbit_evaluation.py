@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
+from lite_tf import progress
 from lite_tf.data import in_memory
 from lite_tf.data.orbit import episodes as orbit_episodes
 from lite_tf.learners import base as learner_base
@@ -104,19 +105,22 @@ def evaluate_mode(meta_model, source, num_tasks, history_pooling=False):
   else:
     predict = lambda task, inputs: predict_frames(inputs).numpy()
   results, seconds = [], []
-  for index in range(num_tasks):
-    task = source.task(index)
-    inputs = {k: tf.convert_to_tensor(v) for k, v in source.episode(index).items()}
-    start = time.perf_counter()
-    predictions = predict(task, inputs)
-    seconds.append(time.perf_counter() - start)
-    videos, offset = [], 0
-    for video in task.target_videos:
-      n = len(video.frames)
-      videos.append(orbit_metrics.VideoResult(video.name, int(video.label), video.frame_numbers,
-                                              predictions[offset:offset + n].tolist()))
-      offset += n
-    results.append(orbit_metrics.TaskResult(task.user, index, task.objects, videos))
+  with progress.Progress(num_tasks, 'ORBIT test tasks', 'tasks') as shown:
+    for index in range(num_tasks):
+      task = source.task(index)
+      inputs = {k: tf.convert_to_tensor(v) for k, v in source.episode(index).items()}
+      start = time.perf_counter()
+      predictions = predict(task, inputs)
+      seconds.append(time.perf_counter() - start)
+      videos, offset = [], 0
+      for video in task.target_videos:
+        n = len(video.frames)
+        videos.append(orbit_metrics.VideoResult(video.name, int(video.label),
+                                                video.frame_numbers,
+                                                predictions[offset:offset + n].tolist()))
+        offset += n
+      results.append(orbit_metrics.TaskResult(task.user, index, task.objects, videos))
+      shown.update(index + 1)
   return results, seconds
 
 

@@ -445,7 +445,7 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
     mean, half_width, _, seconds = evaluate.evaluate_episodes(
         model.predict_episode, adapters.make_episode_source(episode_source, 'test').episodes(),
         test_episodes, stop_message='evaluation stopped; training is finished and its '
-        'weights are saved: run the same command to evaluate')
+        'weights are saved: run the same command to evaluate', label='test episodes')
   logging.info('test accuracy %.4f +/- %.4f over %d episodes', mean, half_width, test_episodes)
   cost = evaluate.test_time_cost(learner)
   cost['seconds_per_task'] = evaluate.median_seconds(seconds)

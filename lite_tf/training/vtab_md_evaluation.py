@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from lite_tf import atomic
 from lite_tf import episode as episode_lib
+from lite_tf import progress
 from lite_tf.data.meta_dataset import reader
 from lite_tf.data import saved_episodes
 from lite_tf.data import vtab
@@ -92,7 +93,7 @@ def _one_query(d):
   return dict(d, query_images=d['query_images'][:1], query_labels=d['query_labels'][:1])
 
 
-def evaluate_vtab_task(model, source):
+def evaluate_vtab_task(model, source, label='task'):
   """(correct, total, seconds): adapt once to the support set, classify the test split."""
   learner = model.learner
   support = {'support_images': source.support_images, 'support_labels': source.support_labels,
@@ -112,15 +113,17 @@ def evaluate_vtab_task(model, source):
   start = time.perf_counter()
   adapted = adapt(support) if lite else None
   correct = total = 0
-  for chunk_dict in source.episodes():
-    total += int(chunk_dict['query_labels'].shape[0]) + chunk_dict['query_dropped']
-    if chunk_dict['query_labels'].shape[0] == 0:  # never run a network on an empty batch
-      continue
-    if lite:
-      predictions = classify(adapted, chunk_dict['query_images'])
-    else:
-      predictions = predict({k: v for k, v in chunk_dict.items() if k != 'query_dropped'})
-    correct += int(np.sum(predictions.numpy() == chunk_dict['query_labels'].numpy()))
+  with progress.Progress(None, f'VTAB {label}', 'test examples') as shown:
+    for chunk_dict in source.episodes():
+      total += int(chunk_dict['query_labels'].shape[0]) + chunk_dict['query_dropped']
+      if chunk_dict['query_labels'].shape[0] == 0:  # never run a network on an empty batch
+        continue
+      if lite:
+        predictions = classify(adapted, chunk_dict['query_images'])
+      else:
+        predictions = predict({k: v for k, v in chunk_dict.items() if k != 'query_dropped'})
+      correct += int(np.sum(predictions.numpy() == chunk_dict['query_labels'].numpy()))
+      shown.update(total)
   return correct, total, time.perf_counter() - start
 
 
@@ -179,7 +182,8 @@ def run_vtab_md_evaluation(learner, weights_path, md_records_root=None, md_datas
     first = episode_lib.Episode.from_dict(next(iter(source.episodes())))
     meta_model = model.ready(first)
     mean, half, _, seconds = evaluate.evaluate_episodes(meta_model.predict_episode,
-                                                        source.episodes(), count)
+                                                        source.episodes(), count,
+                                                        label=f'MD-v2 {name}')
     rows.append({'section': 'MD-v2', 'task': name, 'accuracy': mean, 'ci95': half,
                  'n': count, 'unit': unit, **_cost(model, first),
                  'seconds_per_task': evaluate.median_seconds(seconds)})
@@ -200,7 +204,7 @@ def run_vtab_md_evaluation(learner, weights_path, md_records_root=None, md_datas
     first = episode_lib.Episode.from_dict(
         {k: v for k, v in _one_query(first_chunk).items() if k != 'query_dropped'})
     model.ready(first)
-    correct, total, seconds = evaluate_vtab_task(model, source)
+    correct, total, seconds = evaluate_vtab_task(model, source, name)
     p = correct / total
     rows.append({'section': _vtab_section(task), 'task': name, 'accuracy': p,
                  'ci95': 1.96 * float(np.sqrt(p * (1 - p) / total)), 'n': total,

@@ -27,6 +27,7 @@ from PIL import UnidentifiedImageError
 import tensorflow as tf
 
 from lite_tf import atomic
+from lite_tf import progress
 from lite_tf.data.meta_dataset import dataset_spec as spec_lib
 from lite_tf.data.meta_dataset import ontology
 
@@ -229,22 +230,26 @@ def _convert_into(work, input_dir, output_dir, name, splits, bilevel, exclude):
   skipped, images_per_class, class_names, num_excluded = [], {}, {}, 0
   superclass_names, classes_per_superclass = {}, {}
   class_id = 0
-  for split in ('train', 'valid', 'test'):
-    for group in splits[split]:
-      if bilevel:
-        superclass_id = len(superclass_names)
-        superclass_names[superclass_id] = group
-        members = [(os.path.join(input_dir, group, c), f'{group}/{c}')
-                   for c in _subdirs(os.path.join(input_dir, group))]
-        classes_per_superclass[superclass_id] = len(members)
-      else:
-        members = [(os.path.join(input_dir, group), group)]
-      for directory, class_name in members:
-        images_per_class[class_id], left_out = _convert_class(directory, class_id, work,
-                                                              skipped, exclude)
-        num_excluded += left_out
-        class_names[class_id] = class_name
-        class_id += 1
+  groups = [group for split in ('train', 'valid', 'test') for group in splits[split]]
+  shown = progress.Progress(len(groups), f'converting {name}',
+                            'superclasses' if bilevel else 'classes')
+  for done, group in enumerate(groups, 1):
+    if bilevel:
+      superclass_id = len(superclass_names)
+      superclass_names[superclass_id] = group
+      members = [(os.path.join(input_dir, group, c), f'{group}/{c}')
+                 for c in _subdirs(os.path.join(input_dir, group))]
+      classes_per_superclass[superclass_id] = len(members)
+    else:
+      members = [(os.path.join(input_dir, group), group)]
+    for directory, class_name in members:
+      images_per_class[class_id], left_out = _convert_class(directory, class_id, work,
+                                                            skipped, exclude)
+      num_excluded += left_out
+      class_names[class_id] = class_name
+      class_id += 1
+    shown.update(done)
+  shown.close()
   counts = {s.upper(): len(splits[s]) for s in ('train', 'valid', 'test')}
   if bilevel:
     spec = spec_lib.BiLevelDatasetSpec(
@@ -309,11 +314,13 @@ def convert_hierarchical(input_dir, output_dir, name, is_a_path, valid_root, tes
 def _convert_hierarchical_into(work, input_dir, output_dir, name, subgraphs, splits, exclude):
   skipped, leaf_images, class_names, num_excluded = [], {}, {}, 0
   ordered = [wn_id for split in spec_lib.SPLITS for wn_id in splits[split]]
-  for class_id, wn_id in enumerate(ordered):
-    leaf_images[wn_id], left_out = _convert_class(os.path.join(input_dir, wn_id), class_id,
-                                                  work, skipped, exclude)
-    num_excluded += left_out
-    class_names[class_id] = wn_id
+  with progress.Progress(len(ordered), f'converting {name}', 'classes') as shown:
+    for class_id, wn_id in enumerate(ordered):
+      leaf_images[wn_id], left_out = _convert_class(os.path.join(input_dir, wn_id), class_id,
+                                                    work, skipped, exclude)
+      num_excluded += left_out
+      class_names[class_id] = wn_id
+      shown.update(class_id + 1)
   spec = spec_lib.HierarchicalDatasetSpec(
       name=name, split_subgraphs=subgraphs,
       images_per_class={s: ontology.spanning_images(subgraphs[s], leaf_images)
