@@ -9,6 +9,7 @@ removes. Killing a worker stops the job with a clear error; re-running both resu
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -206,3 +207,39 @@ def test_a_multi_worker_run_takes_mixed_precision(tmp_path, policy):
   assert [r['step'] for r in _history(tmp_path / 'run')] == [2]
   with open(tmp_path / 'run' / 'operative_config.gin') as f:
     assert policy in f.read()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_worker_stops_both_after_the_same_task_and_both_resume_exactly(
+    tmp_path, cluster):
+  """The workers agree after every step whether one of them was signalled: both stop after
+  the same task, both save (the chief into train_dir) and the resumed cluster trains as one
+  uninterrupted device does."""
+  train_dir, reference_dir = str(tmp_path / 'multi'), str(tmp_path / 'single')
+  single = _single_device(reference_dir, 16)
+  c = cluster(train_dir, '--gin_bindings=run_training.num_steps=16')
+  index = os.path.join(train_dir, 'checkpoints', 'checkpoint')
+  deadline = time.monotonic() + TIMEOUT
+  while not os.path.exists(index):
+    assert time.monotonic() < deadline and c.procs[0].poll() is None, c.output(0)[-3000:]
+    time.sleep(0.05)
+  time.sleep(1.0)  # inside the second epoch
+  c.procs[1].send_signal(signal.SIGINT)
+  sent = time.monotonic()
+  assert c.wait() == [130, 130], c.output(0)[-3000:] + c.output(1)[-3000:]
+  assert time.monotonic() - sent < 60
+  chief, peer = c.output(0), c.output(1)
+  step = int(re.search(r'SIGINT: interrupted at step (\d+);', peer).group(1))
+  assert (f'another worker was interrupted: interrupted at step {step}; checkpoint saved in '
+          f'{os.path.join(train_dir, "checkpoints")}') in chief, chief[-3000:]
+  assert 'Traceback' not in chief + peer
+  assert os.path.exists(os.path.join(train_dir, 'checkpoints', f'ckpt-{step}.index'))
+
+  resumed = cluster(train_dir, '--gin_bindings=run_training.num_steps=16')
+  assert resumed.wait() == [0, 0], resumed.output(0)[-3000:] + resumed.output(1)[-3000:]
+  for worker in (0, 1):
+    assert f'ckpt-{step} at task {step}' in resumed.output(worker)
+  _, err = single.communicate(timeout=TIMEOUT)
+  assert single.returncode == 0, err[-3000:]
+  _assert_same_training(train_dir, reference_dir, epochs=4)
+

@@ -48,27 +48,49 @@ class EpochCheckpoint(keras.callbacks.Callback):
 class StopRequested(Exception):
   """Raised by StopOnSignal from model.fit after the task in progress (run_training saves a
   checkpoint of it), or after the validation episode in progress (`during_validation`: the
-  epoch's training metrics are gone by then, so the run resumes from its last checkpoint)."""
+  epoch's training metrics are gone by then, so the run resumes from its last checkpoint).
+  `by_peer`: this worker received no signal; another worker of the cluster did."""
 
-  def __init__(self, during_validation=False):
+  def __init__(self, during_validation=False, by_peer=False):
     super().__init__()
     self.during_validation = during_validation
+    self.by_peer = by_peer
 
 
 class StopOnSignal(keras.callbacks.Callback):
   """Ends model.fit at once, after the task or validation episode in progress, once SIGINT
   or SIGTERM came (lite_tf.interrupt): it raises, so neither validation nor the epoch-end
-  callbacks run on a partial epoch. Put it last."""
+  callbacks run on a partial epoch. Put it last.
+
+  With a MultiWorkerMirroredStrategy (`strategy`) the workers agree after every step whether
+  any of them was signalled (one collective of one integer), so all stop after the same task
+  and can save one checkpoint together, whichever host got the Ctrl-C or the SIGTERM.
+  """
+
+  def __init__(self, strategy=None):
+    super().__init__()
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self.strategy = (strategy if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                     else None)
+
+  def _stop(self, during_validation):
+    from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
+    here = interrupt.requested() is not None
+    if self.strategy is not None:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      local = tf.constant([int(here)], tf.int32)
+      anywhere = bool(self.strategy.gather(self.strategy.run(lambda: local), axis=0)
+                      .numpy().max())
+    else:
+      anywhere = here
+    if anywhere:
+      raise StopRequested(during_validation=during_validation, by_peer=not here)
 
   def on_train_batch_end(self, batch, logs=None):
-    from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
-    if interrupt.requested() is not None:
-      raise StopRequested()
+    self._stop(during_validation=False)
 
   def on_test_batch_end(self, batch, logs=None):
-    from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
-    if interrupt.requested() is not None:
-      raise StopRequested(during_validation=True)
+    self._stop(during_validation=True)
 
 
 class RestoreMetrics(keras.callbacks.Callback):

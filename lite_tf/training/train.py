@@ -305,30 +305,32 @@ def _fit(model, strategy, train_source, step, steps_per_log, epochs, metric_stat
     epoch, step = last, last * steps_per_log
 
 
-def _save_interrupted(model, checkpoint, train_dir, write_dir, strategy,
-                      during_validation=False):
+def _save_interrupted(model, checkpoint, train_dir, write_dir, stop):
   """After StopOnSignal: a checkpoint of the last finished task and the epoch's metric
-  accumulators, then the message that ends the binary. Two cases keep the last checkpoint
-  instead: a stop during an epoch's validation (Keras has reset the epoch's training metrics
-  for it, so no checkpoint could resume its history line exactly) and a multi-worker run (one
-  worker cannot save alone)."""
+  accumulators, then the message that ends the binary. Every worker of a cluster saves (the
+  chief into train_dir, the others into their scratch folders, as at an epoch's end). A stop
+  during an epoch's validation keeps the last checkpoint instead: Keras has reset the epoch's
+  training metrics for it, so no checkpoint could resume its history line exactly."""
   step = int(model.tasks_seen.numpy())
-  if during_validation:
-    present = checkpoints.checkpoint_files(os.path.join(train_dir, 'checkpoints'))
+  checkpoints_dir = os.path.join(train_dir, 'checkpoints')
+  if stop.during_validation:
+    present = checkpoints.checkpoint_files(checkpoints_dir)
     start = f'task {present[-1][0]}' if present else 'the start'
-    interrupt.check(f'stopped while validating after task {step}; run the same command to '
-                    f'resume from its last checkpoint ({start})')
-  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-    interrupt.check(f'stopped at task {step}; the run resumes from its last epoch checkpoint '
-                    'with the same command on every worker')
-  directory = os.path.join(write_dir, 'checkpoints')
-  atomic.check_free_space(directory, training_callbacks.weights_bytes(checkpoint.variables),
-                          f'checkpoint {step}')
-  training_callbacks.save_metric_state(model, directory, step)
-  checkpoint.save(step)
-  logging.info('interrupted at task %d: checkpoint written to %s', step, directory)
-  interrupt.check(f'interrupted at step {step}; checkpoint saved in '
-                  f'{os.path.join(train_dir, "checkpoints")}: run the same command to resume')
+    message = (f'stopped while validating after task {step}; run the same command to resume '
+               f'from its last checkpoint ({start})')
+  else:
+    directory = os.path.join(write_dir, 'checkpoints')
+    atomic.check_free_space(directory, training_callbacks.weights_bytes(checkpoint.variables),
+                            f'checkpoint {step}')
+    training_callbacks.save_metric_state(model, directory, step)
+    checkpoint.save(step)
+    logging.info('interrupted at task %d: checkpoint written to %s', step, directory)
+    message = (f'interrupted at step {step}; checkpoint saved in {checkpoints_dir}: run the '
+               'same command to resume')
+  if stop.by_peer:
+    raise interrupt.Interrupted(f'another worker was interrupted: {message} (on every worker)',
+                                130)
+  interrupt.check(message)
 
 
 def _check_replicas(num_replicas, steps_per_log, valid_episodes):
@@ -421,7 +423,7 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
   if chief:
     all_callbacks.insert(0, training_callbacks.BestCheckpoint(
         learner, os.path.join(train_dir, 'best')))
-  all_callbacks.append(training_callbacks.StopOnSignal())
+  all_callbacks.append(training_callbacks.StopOnSignal(strategy))
   interrupt.check(f'stopped before training (at task {step}); run the same command to '
                   'start it')
   with interrupt.deferred():
@@ -429,8 +431,7 @@ def _train(train_dir, write_dir, learner, episode_source, num_steps, steps_per_l
       _fit(model, strategy, train_source, step, steps_per_log, epochs, metric_state,
            all_callbacks, validation, verbose)
     except training_callbacks.StopRequested as stop:
-      _save_interrupted(model, checkpoint, train_dir, write_dir, strategy,
-                        stop.during_validation)
+      _save_interrupted(model, checkpoint, train_dir, write_dir, stop)
   if not chief:
     logging.info('%s: training done; the chief writes the weights and evaluates',
                  distribute.worker_name(strategy))
