@@ -70,19 +70,19 @@ class StopOnSignal(keras.callbacks.Callback):
   def __init__(self, strategy=None):
     super().__init__()
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self.strategy = (strategy if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                     else None)
+    self._anywhere = None
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      # One function, traced once: the number of workers that were signalled.
+      self._anywhere = tf.function(lambda here: strategy.reduce(
+          tf.distribute.ReduceOp.SUM, strategy.run(lambda: here), axis=None))
 
   def _stop(self, during_validation):
     from lite_tf import interrupt  # pylint: disable=g-import-not-at-top
     here = interrupt.requested() is not None
-    if self.strategy is not None:
+    anywhere = here
+    if self._anywhere is not None:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      local = tf.constant([int(here)], tf.int32)
-      anywhere = bool(self.strategy.gather(self.strategy.run(lambda: local), axis=0)
-                      .numpy().max())
-    else:
-      anywhere = here
+      anywhere = bool(self._anywhere(tf.constant(int(here), tf.int32)).numpy())
     if anywhere:
       raise StopRequested(during_validation=during_validation, by_peer=not here)
 
