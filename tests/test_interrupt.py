@@ -173,7 +173,8 @@ def _pretrain_command(output):
           '--gin_bindings=run_pretraining.steps_per_log=20']
 
 
-@pytest.mark.parametrize('signum,code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize('signum,code', [
+    pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow), (signal.SIGTERM, 143)])
 def test_pretraining_stops_with_a_checkpoint_and_resumes_exactly(tmp_path, glyph_cache, signum,
                                                                  code):
   reference = tmp_path / 'reference' / 'w.weights.h5'
