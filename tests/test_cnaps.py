@@ -306,29 +306,6 @@ def test_recomputing_activations_gives_the_same_gradient(learner, recompute_batc
   assert relative_error(got[1], reference[1]) < 1e-5
 
 
-def test_regularizer_accounting_reference_adds_the_penalty_per_query_batch_undivided(learner):
-  """The reference codes add 0.001 * sum(r^2) to every query batch's loss and do not divide
-  it by the tasks per step: with 3 query batches and a scale of 2 (two tasks per step), the
-  regularizer vectors' gradient exceeds the once-per-task one by (2 * 3 - 1) * 0.002 r."""
-  episode = small_episode()  # 7 queries: batches of 3, 3, 1
-  variables = learner.trainable_variables
-  subsets = tf.constant([[0, 1]] * 3)
-  common = dict(backprop_indices=subsets, context_indices=subsets)
-  loss_once, once, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 3, 3,
-                                                      **common)
-  loss_every, every, _ = estimator.lite_task_gradients(learner, episode, variables, 2, 3, 3,
-                                                        regularizer_scale=2.0,
-                                                        regularizer_every_batch=True, **common)
-  # The reported loss counts the penalty once either way: it compares across settings.
-  assert abs(float(loss_every) - float(loss_once)) < 1e-6 * abs(float(loss_once))
-  generator = learner.film_generator
-  regularizers = {id(r) for r in generator.gamma_regularizers + generator.beta_regularizers}
-  for v, a, b in zip(variables, once, every):
-    expected = (5 * 2 * generator.regularization_weight * v.numpy()
-                if id(v) in regularizers else 0.0)
-    np.testing.assert_allclose(b.numpy() - a.numpy(), expected, rtol=1e-3, atol=1e-6)
-
-
 def test_lite_model_scales_the_penalty_by_the_tasks_of_a_step(learner):
   model = lite_model.make_lite_model(learner)
   model.compile(optimizer=lite_model.make_optimizer(tasks_per_step=4), jit_compile=False)

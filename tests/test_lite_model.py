@@ -76,7 +76,8 @@ def test_fit_takes_one_sgd_step_on_the_mean_lite_gradient(tasks_per_step, num_ba
   of LITE's gradient: N/|H| scaling, query shares of unequal batches (7 = 3 + 3 + 1) and task
   averaging all show in the step (SGD keeps the gradient's scale; Adam's first step would be
   nearly a sign step). num_backprop=100 >= N is exact back-propagation, checked against the
-  full gradient too."""
+  full gradient too. regularizer_accounting='per_task' weights the batches by their shares
+  (the default 'reference' sums their means, tests/test_loss_accounting.py)."""
   lr, seed = 0.5, 3
   episodes = [_episode_dict(s, num_support=6, num_query=7) for s in range(tasks_per_step)]
   reference = _fresh_learner()
@@ -92,7 +93,7 @@ def test_fit_takes_one_sgd_step_on_the_mean_lite_gradient(tasks_per_step, num_ba
 
   learner = _fresh_learner()
   model = lite_model.LiteModel(learner, num_backprop=num_backprop, chunk_size=4,
-                               query_batch_size=3, seed=seed)
+                               query_batch_size=3, seed=seed, regularizer_accounting='per_task')
   model.compile(optimizer=lite_model.make_optimizer(lr, tasks_per_step=tasks_per_step,
                                                     algorithm='sgd'), jit_compile=False)
   model.fit(_dataset(episodes), epochs=1, verbose=0, shuffle=False)

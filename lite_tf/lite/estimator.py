@@ -22,7 +22,11 @@ their activations are freed at once.
 
 Query sets are processed in batches; every batch draws a fresh subset H, its loss is weighted
 by its share of the query set, and gradients are summed over batches, so that with |H| >= N the
-result is exactly the gradient of the mean query loss.
+result is exactly the gradient of the mean query loss. Two options restate the reference
+codes instead (LOSS_ACCOUNTINGS, SUPPORT_SCALINGS): loss_accounting='reference' sums each
+batch's mean loss and penalty over the batches, as cambridge-mlg/LITE and ORBIT do, and
+support_scaling 'none' (cambridge-mlg/LITE) or 'orbit' (the whole cross-entropy times N/|H|)
+replace the (N/|H|) factor above.
 
 The steps, in the order one query batch (_query_batch) takes them:
   1. Draw the subsets: H and its complement (_backprop_subset: sample_backprop_indices, or
@@ -35,8 +39,8 @@ The steps, in the order one query batch (_query_batch) takes them:
      (_support_contributions, with scale_gradient; optionally recomputed in micro-batches,
      recomputed_rows), beside the cached rows without gradient.
   4. The query batch's loss, weighted by its share of the query set, plus the regularization
-     loss (_query_objective); the tape's gradient of it is the estimate above, its query path
-     term included.
+     loss (_query_objective, as loss_accounting forms it); the tape's gradient of it is the
+     estimate above, its query path term included.
 _accumulate_query_batches sums the batches' losses and gradients over the query batches.
 """
 
@@ -286,6 +290,34 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='unrolled', wr
 
 CONTEXT_SUBSETS = ('independent', 'shared')
 
+# How a task's loss is formed over its query batches (lite.regularizer_accounting), b = 1..B,
+# CE_b the mean cross-entropy of batch b, R the learner's regularization loss (CNAPs' FiLM
+# penalty, 0.001 * sum(r^2) included), s the regularizer_scale:
+#   'per_task':  sum_b (|batch b| / |query set|) CE_b + s R: the mean query cross-entropy, the
+#                penalty once.
+#   'reference': sum_b (CE_b + s R), the reference codes' loss: each batch's mean
+#                cross-entropy and the penalty, summed over the batches. cambridge-mlg/LITE
+#                @6e6499b3 src/run.py:228-231 (train_lite: CE_b / tasks_per_step +
+#                0.001 * R, backward per batch, src/run.py:137-146; Adam steps on the sum,
+#                src/run.py:154-156); microsoft/ORBIT-Dataset @97ccae14
+#                single-step-learner.py:231-234 the same with its CE scaled (SUPPORT_SCALINGS).
+#                With s = T, the tasks of an optimizer step (LiteModel), the mean over the T
+#                tasks that the optimizer takes is the references' sum: per task
+#                sum_b CE_b / T + B * 0.001 * R.
+LOSS_ACCOUNTINGS = ('reference', 'per_task')
+
+# How LITE's subset path is weighted (lite.support_scaling), N the support set, |H| the
+# back-propagated subset (clips with backprop_clip_length; counted as drawn, <= N):
+#   'paper': the gradient of H's contributions (and of H_c's first-stage rows) times N/|H|
+#            (the paper's Eq. 8): the estimate is unbiased, its expectation the full gradient.
+#   'none':  no scaling (cambridge-mlg/LITE @6e6499b3 src/model.py:50-71, src/run.py:208-238):
+#            the support path's gradient is |H|/N of the full one in expectation.
+#   'orbit': every batch's cross-entropy times N/|H| (microsoft/ORBIT-Dataset @97ccae14
+#            single-step-learner.py:231-232, loss_scaling = N / (num_lite_samples *
+#            tasks_per_batch), the 1/T being the optimizer's mean here): the query path's
+#            gradient too, the penalty not.
+SUPPORT_SCALINGS = ('paper', 'none', 'orbit')
+
 
 @dataclasses.dataclass(frozen=True)
 class _LiteTask:
@@ -308,7 +340,8 @@ class _LiteTask:
   context_subset: str
   context_indices: Any
   regularizer_scale: Any
-  regularizer_every_batch: bool
+  loss_accounting: str
+  support_scaling: str
   backprop_clip_length: Any
   loss_scale: Any
   no_support_path: bool
@@ -321,11 +354,13 @@ class _LiteTask:
 
 
 def _check_arguments(learner, num_backprop, query_batch_size, backprop_indices, context_subset,
-                     backprop_clip_length):
+                     backprop_clip_length, loss_accounting, support_scaling):
   """Refuses lite_task_gradients' arguments outside their values; returns no_support_path."""
-  if context_subset not in CONTEXT_SUBSETS:
-    raise ValueError(f'lite.context_subset must be one of {list(CONTEXT_SUBSETS)}; got '
-                     f'{context_subset!r}')
+  for name, value, values in (('context_subset', context_subset, CONTEXT_SUBSETS),
+                              ('regularizer_accounting', loss_accounting, LOSS_ACCOUNTINGS),
+                              ('support_scaling', support_scaling, SUPPORT_SCALINGS)):
+    if value not in values:
+      raise ValueError(f'lite.{name} must be one of {list(values)}; got {value!r}')
   if isinstance(num_backprop, int) and num_backprop < 0:
     raise ValueError(f'num_backprop (|H|) must be >= 0; got {num_backprop}')
   # |H| = 0: no support image is back-propagated; the gradient is the query path's alone.
@@ -438,7 +473,8 @@ def _task_context(task, b, chosen, chosen_images, cache, after, first):
     with tf.control_dependencies(list(after) + (tf.nest.flatten(cache) if first else [])):
       context_images = tf.gather(task.images, context_chosen)
   context_scale = (tf.cast(task.n, tf.float32)
-                   / tf.cast(tf.shape(context_chosen)[0], tf.float32))
+                   / tf.cast(tf.shape(context_chosen)[0], tf.float32)
+                   if task.support_scaling == 'paper' else 1.0)
   context_rows = _scatter_rows(
       tf.nest.map_structure(tf.stop_gradient, cache['context']), context_chosen,
       tf.nest.map_structure(lambda c: scale_gradient(c, context_scale),
@@ -448,7 +484,8 @@ def _task_context(task, b, chosen, chosen_images, cache, after, first):
 
 def _support_contributions(task, chosen, chosen_images, context, cache, scale, first):
   """Eq. 5-6's support path, under the tape: the N contributions [n, ...], H's computed with
-  gradient weighted by `scale` = N/|H| (scale_gradient; recomputed in micro-batches with
+  gradient weighted by `scale` (N/|H| with support_scaling 'paper'; scale_gradient; recomputed
+  in micro-batches with
   recompute_batch), the others cache['support']'s. The first batch fills H's rows of
   cache['support'] (in place) with their values."""
   if task.no_support_path:  # every row came from the gradient-free chunks
@@ -475,14 +512,18 @@ def _query_rows(task, b):
   return start, tf.minimum(start + task.query_batch_size, task.num_query)
 
 
-def _query_objective(task, start, end, adapted, cache, after, first):
-  """The query batch [start, end), under the tape: its mean cross-entropy weighted by its share
-  of the query set, plus the regularization loss times regularizer_scale (every batch with
-  regularizer_every_batch, else the first), times loss_scale.
+def _query_objective(task, start, end, adapted, cache, after, first, support_ratio):
+  """The query batch [start, end), under the tape: its term of the task's loss as
+  loss_accounting forms it (LOSS_ACCOUNTINGS: its mean cross-entropy weighted by its share of
+  the query set and the penalty in the first batch, 'per_task'; its mean cross-entropy and the
+  penalty, 'reference'), the penalty times regularizer_scale and, with support_scaling
+  'orbit', the cross-entropy times support_ratio = N/|H|.
 
   Returns:
-    (loss: the batch's share of the reported loss, whose first batch holds the penalty once,
-     unscaled; objective: what is differentiated; logits [end - start, way]).
+    (loss: the batch's share of the reported loss, the mean query cross-entropy with the
+     penalty once, unscaled, whatever the accounting; objective: the batch's term of the
+     task's loss, what is differentiated (times loss_scale when set); objective_value: that
+     term without loss_scale; logits [end - start, way]).
   """
   learner = task.learner
   # After the chunks and after the previous query batch's gradients.
@@ -495,21 +536,25 @@ def _query_objective(task, start, end, adapted, cache, after, first):
   else:
     logits = learner.query_logits(adapted, query_images, training=False)
   share = tf.cast(end - start, tf.float32) / tf.cast(task.num_query, tf.float32)
-  loss = mean_cross_entropy(logits, task.episode.query_labels[start:end]) * share
-  objective = loss
-  if task.regularizer_every_batch or first:
+  cross_entropy = mean_cross_entropy(logits, task.episode.query_labels[start:end])
+  loss = cross_entropy * share
+  objective = cross_entropy if task.loss_accounting == 'reference' else loss
+  if task.support_scaling == 'orbit':
+    objective = objective * support_ratio
+  if task.loss_accounting == 'reference' or first:
     penalty = learner.regularization_loss()
-    objective = loss + task.regularizer_scale * penalty
+    objective = objective + task.regularizer_scale * penalty
     if first:  # the reported loss counts the penalty once per task, whatever the scale
       loss += penalty
+  objective_value = objective
   if task.loss_scale is not None:  # float16: LossScaleOptimizer unscales the gradients
     objective = objective * task.loss_scale
-  return loss, objective, logits
+  return loss, objective, objective_value, logits
 
 
 def _query_batch(task, b, cache, after=()):
-  """Loss share, gradients, predictions and the cache for query batch b; cache None: the first
-  batch, which fills the cache that the others read.
+  """(reported loss share, objective term), gradients, predictions and the cache for query
+  batch b; cache None: the first batch, which fills the cache that the others read.
 
   `after`: tensors (the previous batches' gradients) that must exist before this batch's
   forward pass starts. In graph mode nothing else orders two query batches, and both
@@ -523,7 +568,9 @@ def _query_batch_in(task, b, cache, after, norm_scope):
   """_query_batch with `norm_scope` open until the gradients are taken (recomputed
   micro-batches normalise with the task's statistics too)."""
   chosen, rest = _backprop_subset(task, b)
-  scale = tf.cast(task.n, tf.float32) / tf.cast(tf.maximum(tf.shape(chosen)[0], 1), tf.float32)
+  support_ratio = (tf.cast(task.n, tf.float32)
+                   / tf.cast(tf.maximum(tf.shape(chosen)[0], 1), tf.float32))
+  scale = support_ratio if task.support_scaling == 'paper' else 1.0
   start, end = _query_rows(task, b)
   first = cache is None
   with tf.control_dependencies(list(after)):
@@ -544,19 +591,21 @@ def _query_batch_in(task, b, cache, after, norm_scope):
     contributions = _support_contributions(task, chosen, chosen_images, context, cache, scale,
                                            first)
     adapted = task.learner.adapt_support(contributions, task.labels, task.way, context)
-    loss, objective, logits = _query_objective(task, start, end, adapted, cache, after, first)
+    loss, objective, objective_value, logits = _query_objective(
+        task, start, end, adapted, cache, after, first, support_ratio)
   grads = dense_gradients(tape.gradient(objective, task.variables), task.variables)
   predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-  return loss, grads, predictions, cache
+  return (loss, objective_value), grads, predictions, cache
 
 
 def _accumulate_query_batches(task, loss, grads, predictions, cache):
   """Adds query batches 1, ..., num_batches - 1 (each after the previous batches' gradients)
-  to the first batch's loss, gradients and predictions: a Python loop when the number of
-  batches is static (fixed-shape episodes), else a tf.while_loop.
+  to the first batch's losses ((reported loss, objective value)), gradients and predictions:
+  a Python loop when the number of batches is static (fixed-shape episodes), else a
+  tf.while_loop.
 
   Returns:
-    (loss, grads, predictions [num_query] int32).
+    ((loss, objective), grads, predictions [num_query] int32).
   """
   static_batches = tf.get_static_value(task.num_batches)
   if static_batches is not None:
@@ -564,7 +613,7 @@ def _accumulate_query_batches(task, loss, grads, predictions, cache):
     for b in range(1, int(static_batches)):
       batch_loss, batch_grads, batch_predictions, _ = _query_batch(task, tf.constant(b), cache,
                                                                    after=grads)
-      loss += batch_loss
+      loss = tuple(a + b for a, b in zip(loss, batch_loss))
       grads = [g + bg for g, bg in zip(grads, batch_grads)]
       all_predictions.append(batch_predictions)
     return loss, grads, tf.concat(all_predictions, 0)
@@ -574,7 +623,8 @@ def _accumulate_query_batches(task, loss, grads, predictions, cache):
 
   def body(b, loss, grads, predictions_array):
     batch_loss, batch_grads, batch_predictions, _ = _query_batch(task, b, cache, after=grads)
-    return (b + 1, loss + batch_loss, [g + bg for g, bg in zip(grads, batch_grads)],
+    return (b + 1, tuple(a + b for a, b in zip(loss, batch_loss)),
+            [g + bg for g, bg in zip(grads, batch_grads)],
             predictions_array.write(b, batch_predictions))
 
   _, loss, grads, predictions_array = tf.while_loop(
@@ -583,13 +633,22 @@ def _accumulate_query_batches(task, loss, grads, predictions, cache):
   return loss, grads, predictions_array.concat()
 
 
-def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, query_batch_size,
-                        seed=(0, 0), backprop_indices=None, recompute_batch=None,
-                        context_subset='independent', context_indices=None,
-                        regularizer_scale=1.0, regularizer_every_batch=False,
+def lite_task_gradients(*args, **kwargs):
+  """LITE gradient of the mean query cross-entropy of one task: lite_task_objective's
+  (loss, grads, predictions), without the objective."""
+  loss, _, grads, predictions = lite_task_objective(*args, **kwargs)
+  return loss, grads, predictions
+
+
+def lite_task_objective(learner, episode, variables, num_backprop, chunk_size,
+                        query_batch_size, seed=(0, 0), backprop_indices=None,
+                        recompute_batch=None, context_subset='independent',
+                        context_indices=None, regularizer_scale=1.0,
+                        loss_accounting='per_task', support_scaling='paper',
                         backprop_clip_length=None, loss_scale=None,
                         recompute_mode='unrolled'):
-  """LITE gradient of the mean query cross-entropy of one task.
+  """LITE gradient of one task's loss, the loss as loss_accounting forms it over the query
+  batches (by default the mean query cross-entropy plus the regularization loss).
 
   Args:
     learner: a lite_tf.learners.base.Learner.
@@ -614,10 +673,14 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       (the LITE paper's code), which biases it. Either way H images go through each network.
     context_indices: optional [num_query_batches, h] int32 subsets H_c (for tests), with
       backprop_indices.
-    regularizer_scale, regularizer_every_batch: the learner's regularization loss (CNAPs'
-      FiLM penalty) enters the task loss times regularizer_scale, once per task or, with
-      regularizer_every_batch, once per query batch (LiteModel's regularizer_accounting).
-      The returned loss holds it once, unscaled, so it compares across settings.
+    regularizer_scale: the learner's regularization loss (CNAPs' FiLM penalty) enters the
+      task loss times regularizer_scale (LiteModel: the tasks of an optimizer step under
+      'reference' accounting).
+    loss_accounting: LOSS_ACCOUNTINGS: 'per_task' (the mean query cross-entropy, the penalty
+      once) or 'reference' (each query batch's mean cross-entropy plus the penalty, summed
+      over the batches, as the reference codes; LiteModel's regularizer_accounting).
+    support_scaling: SUPPORT_SCALINGS: 'paper' (N/|H| on the subset path, Eq. 8), 'none'
+      (cambridge-mlg/LITE) or 'orbit' (the cross-entropy times N/|H|, ORBIT's LITE).
     backprop_clip_length: None: H is |H| images; L: the support rows are clips of L
       contiguous images (ORBIT episodes) and H is |H| whole clips (|H| * L images), for the
       contribution subset and the independent context subset alike.
@@ -625,13 +688,17 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       (float16 loss scaling, lite_tf.precision): the gradients come back scaled by it.
   Returns:
     loss: scalar, the mean query cross-entropy (LITE's forward value equals the full one)
-      plus the regularization loss.
+      plus the regularization loss once, unscaled, whatever the accounting and scaling (it
+      compares across settings).
+    objective: scalar, the task's loss that `grads` is the LITE gradient of, as accounted
+      and scaled (without loss_scale).
     grads: list of tensors aligned with `variables`.
     predictions: [num_query] int32 argmax of the query logits.
   """
   disable_grappler_add_rewrite()
   no_support_path = _check_arguments(learner, num_backprop, query_batch_size, backprop_indices,
-                                     context_subset, backprop_clip_length)
+                                     context_subset, backprop_clip_length, loss_accounting,
+                                     support_scaling)
   images = episode.support_images
   way = tf.cast(episode.way, tf.int32)
   n = tf.shape(images)[0]
@@ -642,13 +709,15 @@ def lite_task_gradients(learner, episode, variables, num_backprop, chunk_size, q
       backprop_indices=backprop_indices, recompute_batch=recompute_batch,
       recompute_mode=recompute_mode, context_subset=context_subset,
       context_indices=context_indices, regularizer_scale=regularizer_scale,
-      regularizer_every_batch=regularizer_every_batch,
+      loss_accounting=loss_accounting, support_scaling=support_scaling,
       backprop_clip_length=backprop_clip_length, loss_scale=loss_scale,
       no_support_path=no_support_path, images=images, labels=episode.support_labels, way=way,
       n=n, num_query=num_query, num_batches=(num_query + query_batch_size - 1) // query_batch_size,
       seed=tf.cast(tf.convert_to_tensor(seed), tf.int64))
-  loss, grads, predictions, cache = _query_batch(task, tf.constant(0), None)
-  return _accumulate_query_batches(task, loss, grads, predictions, cache)
+  losses, grads, predictions, cache = _query_batch(task, tf.constant(0), None)
+  (loss, objective), grads, predictions = _accumulate_query_batches(task, losses, grads,
+                                                                    predictions, cache)
+  return loss, objective, grads, predictions
 
 
 def full_task_gradients(learner, episode, variables, loss_scale=None):

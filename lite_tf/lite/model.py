@@ -155,7 +155,7 @@ def _multi_worker(strategy):
           and strategy.extended._in_multi_worker_mode())  # pylint: disable=protected-access
 
 
-REGULARIZER_ACCOUNTING = ('reference', 'per_task')
+REGULARIZER_ACCOUNTING = estimator.LOSS_ACCOUNTINGS
 
 
 class LiteModel(EpisodicModel):
@@ -174,9 +174,16 @@ class LiteModel(EpisodicModel):
       while-loop per pass: far less tracing and host memory; docs/BENCHMARKS.md).
     context_subset: 'independent' (default: unbiased set-encoder gradient) or 'shared' (the
       paper's code), see estimator.lite_task_gradients.
-    regularizer_accounting: 'reference' (the FiLM penalty in every query batch's loss, not
-      divided by the tasks per step, as the reference codes) or 'per_task' (once per task,
-      averaged over tasks like the query loss).
+    regularizer_accounting: how a task's loss is formed over its B query batches
+      (estimator.LOSS_ACCOUNTINGS). 'reference' (default): the reference codes' loss exactly,
+      per task sum_b CE_b / T + B * 0.001 * R for T tasks per step (each batch's mean
+      cross-entropy and the FiLM penalty, summed over batches; the penalty not divided by
+      the tasks of a step). 'per_task': the mean query cross-entropy plus the penalty once,
+      averaged over tasks like the query loss.
+    support_scaling: the weight of LITE's subset path (estimator.SUPPORT_SCALINGS). 'paper'
+      (default): the gradient of H's contributions times N/|H| (Eq. 8), an unbiased estimate
+      of the full gradient. 'none': unscaled, as cambridge-mlg/LITE. 'orbit': every query
+      batch's cross-entropy times N/|H|, query path included, as ORBIT's LITE trainer.
     backprop_clip_length: None (H is num_backprop images) or L: the support set is clips of L
       contiguous images (ORBIT episodes) and H is num_backprop whole clips.
     memory_budget_mb: None, or the TF allocator peak (MB) a training step must stay within:
@@ -193,7 +200,7 @@ class LiteModel(EpisodicModel):
                regularizer_accounting='reference', backprop_clip_length=None,
                memory_budget_mb=None, memory_plan_support_size=1000,
                memory_plan_query_size=500, memory_plan_margin=0.1, recompute_mode='unrolled',
-               **kwargs):
+               support_scaling='paper', **kwargs):
     if isinstance(num_backprop, bool) or not isinstance(num_backprop, int) or num_backprop < 0:
       raise ValueError(f'LiteModel.num_backprop must be an integer >= 0 (0: the query path '
                        f'only, for ProtoNets); got {num_backprop!r}')
@@ -221,6 +228,10 @@ class LiteModel(EpisodicModel):
       raise ValueError(f'lite.regularizer_accounting must be one of '
                        f'{list(REGULARIZER_ACCOUNTING)}; got {regularizer_accounting!r}')
     self.regularizer_accounting = regularizer_accounting
+    if support_scaling not in estimator.SUPPORT_SCALINGS:
+      raise ValueError(f'lite.support_scaling must be one of '
+                       f'{list(estimator.SUPPORT_SCALINGS)}; got {support_scaling!r}')
+    self.support_scaling = support_scaling
     if backprop_clip_length is not None and (isinstance(backprop_clip_length, bool) or
                                              not isinstance(backprop_clip_length, int) or
                                              backprop_clip_length < 1):
@@ -239,8 +250,9 @@ class LiteModel(EpisodicModel):
 
   def _regularizer_scale(self):
     """'reference': the reference codes add the penalty to every query batch's loss and do
-    not divide it by the tasks of an optimizer step; the optimizer here averages the tasks'
-    gradients (accumulation, replicas), so the penalty is multiplied back by their number.
+    not divide it by the tasks of an optimizer step (their cross-entropy is divided by it);
+    the optimizer here averages the tasks' gradients (accumulation, replicas), so the penalty
+    is multiplied back by their number.
     'per_task': once per task, averaged with the tasks like the query loss."""
     if self.regularizer_accounting == 'per_task':
       return 1.0
@@ -254,19 +266,20 @@ class LiteModel(EpisodicModel):
         self.learner, episode, variables, self.num_backprop, self.chunk_size,
         self.query_batch_size, seed=seed, recompute_batch=self.recompute_batch,
         context_subset=self.context_subset, regularizer_scale=self._regularizer_scale(),
-        regularizer_every_batch=self.regularizer_accounting == 'reference',
+        loss_accounting=self.regularizer_accounting, support_scaling=self.support_scaling,
         backprop_clip_length=self.backprop_clip_length, loss_scale=loss_scale,
         recompute_mode=self.recompute_mode)
 
   def with_step(self, num_backprop, chunk_size, query_batch_size, recompute_batch):
     """A LiteModel on the same learner and optimizer with another |H|, chunk, query batch
-    and recomputation, the subset, accounting and recomputation options the same (the memory
-    planner's probe steps; H there is images, not clips)."""
+    and recomputation, the subset, accounting, scaling and recomputation options the same (the
+    memory planner's probe steps; H there is images, not clips)."""
     sibling = LiteModel(self.learner, num_backprop=num_backprop, chunk_size=chunk_size,
                         query_batch_size=query_batch_size, seed=self.seed,
                         recompute_batch=recompute_batch, context_subset=self.context_subset,
                         regularizer_accounting=self.regularizer_accounting,
-                        recompute_mode=self.recompute_mode)
+                        recompute_mode=self.recompute_mode,
+                        support_scaling=self.support_scaling)
     sibling.optimizer = self.optimizer
     return sibling
 
@@ -296,7 +309,7 @@ def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40
                     regularizer_accounting='reference', backprop_clip_length=None,
                     memory_budget_mb=None, memory_plan_support_size=1000,
                     memory_plan_query_size=500, memory_plan_margin=0.1,
-                    recompute_mode='unrolled'):
+                    recompute_mode='unrolled', support_scaling='paper'):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed,
@@ -306,7 +319,8 @@ def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40
                    memory_budget_mb=memory_budget_mb,
                    memory_plan_support_size=memory_plan_support_size,
                    memory_plan_query_size=memory_plan_query_size,
-                   memory_plan_margin=memory_plan_margin, recompute_mode=recompute_mode)
+                   memory_plan_margin=memory_plan_margin, recompute_mode=recompute_mode,
+                   support_scaling=support_scaling)
 
 
 # num_backprop of exact back-propagation: every support image, whatever N.
