@@ -83,3 +83,25 @@ def test_a_count_without_a_total(clock):
       clock.now += 40
       shown.update(int(done))
   assert out.getvalue().splitlines()[-1] == 'VTAB dtd: 2000 test examples, 2:40'
+
+
+def test_evaluation_shows_its_progress(monkeypatch):
+  """evaluate_episodes reports through lite_tf.progress: with a clock that moves a second a
+  call, 20 episodes give a line per tenth."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from conftest import small_episode  # pylint: disable=g-import-not-at-top
+  from lite_tf.training import evaluate  # pylint: disable=g-import-not-at-top
+  clock = _Clock()
+
+  def tick():
+    clock.now += 1
+    return clock.now
+  monkeypatch.setattr(progress.time, 'monotonic', tick)
+  out = io.StringIO()
+  monkeypatch.setattr(progress.sys, 'stdout', out)
+  episode = small_episode().to_dict()
+  evaluate.evaluate_episodes(lambda e: tf.zeros([tf.shape(e.query_labels)[0], 3]),
+                             [episode] * 20, 20, label='test episodes')
+  lines = out.getvalue().splitlines()
+  assert lines[-1].startswith('test episodes: 20/20 episodes, '), lines
+  assert len(lines) == 10, lines

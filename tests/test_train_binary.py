@@ -36,6 +36,11 @@ def test_short_demo_run_beats_chance_on_held_out_classes(tmp_path, glyph_cache):
   assert 'lite.num_backprop = 10' in (tmp_path / 'run' / 'operative_config.gin').read_text()
   assert ('test-time cost per task: 1 forward pass(es) and 0 forward-backward step(s)'
           in result.stdout)
+  # Quiet by default (lite_tf.quiet): no TensorFlow start-up, native or Python INFO lines.
+  for noise in ('oneDNN custom operations', 'InitializeLog', 'Sharding callback duration',
+                'cpu_feature_guard', 'INFO:tensorflow'):
+    assert noise not in result.stderr + result.stdout, noise
+  assert not re.search(r'^[IWE]\d{4} .*\.cc:\d+\] ', result.stderr, re.M), result.stderr
 
 
 def test_query_label_absent_from_support(tmp_path, glyph_cache):
