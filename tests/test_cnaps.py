@@ -3,18 +3,24 @@
 encoder, whose embeddings nest a sum over the support set inside another)."""
 
 import itertools
+import os
 
+import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO_ROOT
 from conftest import relative_error
 from conftest import small_episode
 from lite_tf.learners import cnaps
+from lite_tf.learners import finetuner  # pylint: disable=unused-import (gin/learners.gin)
+from lite_tf.learners import maml  # pylint: disable=unused-import
 from lite_tf.learners import simple_cnaps
 from lite_tf.lite import estimator
 from lite_tf.lite import model as lite_model
+from lite_tf.studies import subset_pairs
 
 
 def _numpy_mahalanobis_logits(support, labels, query, way, beta=1.0):
@@ -318,3 +324,66 @@ def test_lite_model_scales_the_penalty_by_the_tasks_of_a_step(learner):
   with pytest.raises(ValueError, match=r"lite\.recompute_mode must be one of \['unrolled', "
                                        r"'loop'\]; got 'fused'"):
     lite_model.make_lite_model(learner, recompute_batch=2, recompute_mode='fused')
+
+
+@pytest.fixture(scope='module', params=['simple_cnaps', 'cnaps'])
+def default_learner(request):
+  """The learner gin/learners.gin builds, at 16x16 (Conv-4, its BACKBONE), every other
+  setting at its default (set_encoder_norm among them), FiLM regularizers drawn as above."""
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([os.path.join(REPO_ROOT, 'gin', 'learners.gin')],
+                                      ['IMAGE_SIZE = 16'])
+  keras.utils.set_random_seed(1)
+  model = {'simple_cnaps': simple_cnaps.make_simple_cnaps, 'cnaps': cnaps.make_cnaps}[
+      request.param]()
+  gin.clear_config()
+  model(small_episode().to_dict())
+  subset_pairs.perturb_film(model, 0.5)
+  return model
+
+
+def test_default_lite_is_the_full_forward_and_unbiased_over_all_subset_pairs(default_learner):
+  """README's claim for the default gin: over all 15 x 15 pairs (H, H_c) of 2-subsets of the
+  6 support images (chunk 3), LITE's loss equals the full-set loss to float32 rounding for
+  every pair, and its gradient averaged over the pairs equals the full gradient (relative
+  bias under 1e-5) for the set encoder, the FiLM generators and all parameters."""
+  assert default_learner.set_encoder.norm == 'task'
+  result = subset_pairs.subset_pair_exactness(default_learner, small_episode(), NUM_BACKPROP,
+                                              chunk_size=3)
+  print(type(default_learner).__name__, result)
+  assert result['pairs'] == len(SUBSETS) ** 2
+  assert result['forward_mismatch'] < 1e-6, result
+  for group in ('set_encoder', 'film_generator', 'all'):
+    assert result['relative_bias'][group] < 1e-5, (group, result)
+
+
+def test_set_encoder_task_statistics_are_the_whole_context_sets(default_learner):
+  """The statistics LITE computes in chunks (merged exactly) are those of one pass over all N
+  images, and with them every chunk's rows equal the one-pass rows."""
+  episode = small_episode()
+  images = episode.support_images
+  from lite_tf.lite import chunking  # pylint: disable=g-import-not-at-top
+  fn = default_learner.context_contributions
+  chunked = default_learner.context_norm_statistics(fn, images, 4, chunking.chunked_apply)
+  whole = default_learner.context_norm_statistics(fn, images)
+  assert len(chunked) == len(whole) == 5
+  for (m1, v1), (m2, v2) in zip(chunked, whole):
+    np.testing.assert_allclose(m1.numpy(), m2.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v1.numpy(), v2.numpy(), rtol=1e-5, atol=1e-6)
+  one_pass = fn(images).numpy()
+  with default_learner.fixed_context_norm_statistics(chunked):
+    rows = np.concatenate([fn(images[i:i + 2]).numpy() for i in range(0, 6, 2)])
+  # float32 rounding through five normalised layers (merged moments against tf.nn.moments).
+  np.testing.assert_allclose(rows, one_pass, atol=1e-4 * np.abs(one_pass).max())
+
+
+def test_default_adaptation_in_chunks_is_the_one_pass_forward(default_learner):
+  """Test-time adaptation (estimator.adapt_task, in adapt_and_predict) in chunks of 2 of the 6 support images, the
+  set encoder normalised with the whole context set's statistics: the query logits of one
+  forward pass over the whole task."""
+  episode = small_episode()
+  logits = estimator.adapt_and_predict(default_learner, episode, chunk_size=2,
+                                       query_batch_size=3)
+  expected = default_learner(episode.to_dict())
+  np.testing.assert_allclose(logits.numpy(), expected.numpy(),
+                             atol=1e-4 * float(tf.reduce_max(tf.abs(expected))))

@@ -9,8 +9,14 @@ import os
 import numpy as np
 import pytest
 
+import keras
+import tensorflow as tf
+
 from conftest import REPO_ROOT
 from conftest import run_binary
+from conftest import small_episode
+from lite_tf.learners import simple_cnaps
+from lite_tf.learners.base import mean_cross_entropy
 from lite_tf.studies import gradient_error
 
 
@@ -131,3 +137,74 @@ def test_statistics_recomputed_from_the_saved_grams_match(study):
     again = json.load(f)
   key = lambda r: (r['estimator'], r['subset_size'], r['group'])
   assert sorted(again['results'], key=key) == sorted(result['results'], key=key)
+
+
+@pytest.fixture(scope='module')
+def penalised_simple_cnaps():
+  """Simple CNAPs whose FiLM penalty's gradient dominates the true gradient, its task, and
+  the squared norms of its query loss's and penalty's gradients."""
+  keras.utils.set_random_seed(1)
+  learner = simple_cnaps.SimpleCnaps(backbone='conv4', image_size=16, set_encoder_norm='none',
+                                     regularization_weight=10.0)
+  episode = small_episode()
+  learner(episode.to_dict())
+  variables = learner.trainable_variables
+  with tf.GradientTape(persistent=True) as tape:
+    query_loss = mean_cross_entropy(learner(episode.to_dict()), episode.query_labels)
+    penalty = learner.regularization_loss()
+  norms = [sum(float(tf.reduce_sum(tf.square(g))) for g in tape.gradient(loss, variables)
+               if g is not None) for loss in (query_loss, penalty)]
+  numpy_episode = {'support_images': episode.support_images.numpy(),
+                   'support_labels': episode.support_labels.numpy(),
+                   'query_images': episode.query_images.numpy(),
+                   'query_labels': episode.query_labels.numpy(), 'way': np.int32(3)}
+  return learner, numpy_episode, norms
+
+
+def test_a_study_saved_with_the_penalty_in_the_norm_is_renormalised_from_its_grams(
+    penalised_simple_cnaps, tmp_path):
+  """A study saved before 'relative_to' (its ||g||^2 with the penalty's gradient in it) is
+  recomputed by --from_grams relative to the query loss's gradient, whose squared norm is the
+  one-image sub-sampled task's squared error (its query loss is 0), every time."""
+  from lite_tf.studies import gradient_study  # pylint: disable=g-import-not-at-top
+  learner, episode, (query_norm_sq, _) = penalised_simple_cnaps
+  draws = gradient_error.draw_gradients(learner, episode, subset_sizes=[1, 3], draws=3,
+                                        chunk_size=3)
+  with_penalty = {g: v * 100.0 for g, v in draws.true_norm_sq.items()}  # as the old norm
+  stale = gradient_error.GradientDraws(with_penalty, draws.grams, draws.seconds)
+  rows = gradient_error.summarize(stale, bootstrap=0)
+  setting = {'learner': 'SimpleCnaps', 'context_subset': 'independent', 'has_context': True,
+             'way': 3, 'support_size': 6, 'query_size': 7, 'image_size': 16, 'draws': 3,
+             'chunk_size': 3, 'query_batch_size': None, 'seed': 0, 'bootstrap': 0}
+  gradient_study.write_report(rows, setting, str(tmp_path))
+  gradient_study._save_grams(str(tmp_path), draws.grams, with_penalty)  # pylint: disable=protected-access
+  again = gradient_study.resummarize(str(tmp_path))
+  one = [r for r in again if r['estimator'] == 'sub_sampled' and r['subset_size'] == 1
+         and r['group'] == 'all'][0]
+  assert one['relative_rmse'] == pytest.approx(1.0, abs=1e-4)
+  assert one['true_norm'] ** 2 == pytest.approx(query_norm_sq, rel=1e-4)
+  fresh = {(r['estimator'], r['subset_size'], r['group']): r['relative_rmse']
+           for r in gradient_error.summarize(draws, bootstrap=0)}
+  for r in again:
+    assert r['relative_rmse'] == pytest.approx(
+        fresh[(r['estimator'], r['subset_size'], r['group'])], rel=1e-3), r
+  with open(tmp_path / 'gradient_study.json', encoding='utf-8') as f:
+    assert json.load(f)['setting']['relative_to'] == 'query_loss_gradient'
+  # The grams file is left as it was; a second --from_grams re-normalises the same way.
+  assert gradient_study.resummarize(str(tmp_path)) == again
+
+
+def test_errors_are_relative_to_the_query_loss_gradient_without_the_penalty(
+    penalised_simple_cnaps):
+  """Simple CNAPs with a FiLM penalty whose gradient dominates the true gradient: every
+  estimator takes the penalty's gradient exactly, so ||g|| is the query loss's alone. A
+  one-image sub-sampled task (one class, query loss 0) then misses by exactly that ||g||:
+  relative RMSE and bias 1 (with the penalty in the norm they would be far below 1)."""
+  learner, episode, (query_norm_sq, penalty_norm_sq) = penalised_simple_cnaps
+  draws = gradient_error.draw_gradients(learner, episode, subset_sizes=[1], draws=3,
+                                        chunk_size=3, estimators=('sub_sampled',))
+  assert penalty_norm_sq > 10 * query_norm_sq  # the penalty would dominate ||g||
+  assert draws.true_norm_sq['all'] == pytest.approx(query_norm_sq, rel=1e-4)
+  row = [r for r in gradient_error.summarize(draws, bootstrap=0) if r['group'] == 'all'][0]
+  assert row['relative_rmse'] == pytest.approx(1.0, abs=1e-4)
+  assert row['relative_bias'] == pytest.approx(1.0, abs=1e-4)

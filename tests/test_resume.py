@@ -78,3 +78,73 @@ def test_checkpoint_of_another_learner_is_refused_and_left_intact(tmp_path, glyp
   assert ("holds a run trained with another configuration (BACKBONE = 'conv4' in the run, "
           "'resnet18' now") in other.stderr, other.stderr[-3000:]
   assert _digest(run_dir / 'checkpoints') == before
+
+
+def test_a_run_saved_before_the_set_encoder_default_changed_resumes_only_as_it_trained():
+  """set_encoder_norm's default became 'task'; runs saved before it trained with 'batch',
+  bound in their operative config (gin records defaults) or, older still, not there at all.
+  Either way, resuming under today's default is a change (refused, naming the binding); with
+  'batch' bound it is the same run."""
+  from lite_tf.learners import cnaps  # pylint: disable=g-import-not-at-top,unused-import
+  from lite_tf.learners import simple_cnaps  # pylint: disable=g-import-not-at-top,unused-import
+  from lite_tf.training import train  # pylint: disable=g-import-not-at-top
+  now_default = "cnaps.set_encoder_norm = 'task'\ncnaps.image_size = 16\n"
+  now_batch = "cnaps.set_encoder_norm = 'batch'\ncnaps.image_size = 16\n"
+  saved_bound = "cnaps.set_encoder_norm = 'batch'\ncnaps.image_size = 16\n"
+  saved_unbound = 'cnaps.image_size = 16\n'
+  for saved in (saved_bound, saved_unbound):
+    assert train.run_changes(saved, now_default) == [('cnaps.set_encoder_norm', 'batch',
+                                                      'task')]
+    assert train.run_changes(saved, now_batch) == []
+  # Scoped, and Simple CNAPs' too.
+  assert train.run_changes('', "train/simple_cnaps.set_encoder_norm = 'task'\n") == [
+      ('train/simple_cnaps.set_encoder_norm', 'batch', 'task')]
+  # set_encoder_pooling was added with the reference's 'floor'; runs before it pooled 'same'.
+  assert train.run_changes('', "cnaps.set_encoder_pooling = 'floor'\n") == [
+      ('cnaps.set_encoder_pooling', 'same', 'floor')]
+  assert train.run_changes('', "cnaps.set_encoder_pooling = 'same'\n") == []
+  # A setting added since a run, at its default, is still no change.
+  assert train.run_changes('', 'cnaps.film_architecture = "reference"\n') == []
+
+
+def test_resuming_a_batch_norm_simple_cnaps_run_under_the_task_default_is_refused(tmp_path,
+                                                                                 glyph_cache):
+  """A Simple CNAPs run saved as runs before the default change were (its operative config
+  binds set_encoder_norm = 'batch', pooling absent): resuming it under today's defaults is
+  refused, naming both bindings, and nothing is written; binding the run's values resumes."""
+  run_dir = tmp_path / 'run'
+  gin_file = os.path.join(REPO_ROOT, 'gin', 'demo_simple_cnaps.gin')
+  short = ['run_training.num_steps=2', 'run_training.steps_per_log=2',
+           'run_training.valid_episodes=1', 'run_training.test_episodes=1', 'IMAGE_SIZE=16',
+           'lite.num_backprop=5']
+
+  def command(*extra):
+    return ([sys.executable, os.path.join(REPO_ROOT, 'bin', 'train.py'),
+             f'--train_dir={run_dir}', f'--gin_config={gin_file}'] +
+            [f'--gin_bindings={b}' for b in short + list(extra)])
+
+  first = subprocess.run(command("simple_cnaps.set_encoder_norm='batch'",
+                                 "simple_cnaps.set_encoder_pooling='same'"),
+                         capture_output=True, text=True, timeout=900)
+  assert first.returncode == 0, first.stderr[-3000:]
+  config_path = run_dir / 'operative_config.gin'
+  saved = config_path.read_text()
+  assert "simple_cnaps.set_encoder_pooling = 'same'" in saved
+  # As a run saved before set_encoder_pooling existed.
+  config_path.write_text('\n'.join(l for l in saved.splitlines()
+                                   if 'set_encoder_pooling' not in l) + '\n')
+  before = _digest(run_dir / 'checkpoints')
+  again = subprocess.run(command('run_training.num_steps=4'), capture_output=True, text=True,
+                         timeout=900)
+  assert again.returncode != 0 and 'Traceback' not in again.stderr
+  assert ("simple_cnaps.set_encoder_norm = 'batch' in the run, 'task' now" in again.stderr
+          and "simple_cnaps.set_encoder_pooling = 'same' in the run, 'floor' now"
+          in again.stderr), again.stderr[-3000:]
+  assert 'the default changed since that run' in again.stderr
+  assert _digest(run_dir / 'checkpoints') == before
+  resumed = subprocess.run(command('run_training.num_steps=4',
+                                   "simple_cnaps.set_encoder_norm='batch'",
+                                   "simple_cnaps.set_encoder_pooling='same'"),
+                           capture_output=True, text=True, timeout=900)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'resuming from' in resumed.stderr

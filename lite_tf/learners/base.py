@@ -33,7 +33,9 @@ With `batch_norm.statistics = 'task'` (lite_tf.backbones.task_norm) the backbone
 layers normalise with statistics of the task's support set, computed without gradient before
 anything else and held fixed for every forward pass of the task; the callers of a learner
 (LITE, Learner.call, test-time adaptation) do that through norm_statistics and
-fixed_norm_statistics, so learners need no code of their own for it.
+fixed_norm_statistics, so learners need no code of their own for it. A first stage that
+normalises with the whole context set's statistics (CNAPs' set_encoder_norm='task') gets the
+same through context_norm_statistics and fixed_context_norm_statistics.
 """
 
 import contextlib
@@ -194,6 +196,26 @@ class Learner(keras.Model):
       return contextlib.nullcontext()
     return self._task_norm_state().fixed(statistics)
 
+  def _context_norm_state(self):
+    """The first stage's NormState when it normalises with the whole context set's
+    statistics (CNAPs' set_encoder_norm='task'), else None."""
+    return None
+
+  def context_norm_statistics(self, context_fn, images, chunk_size=None, chunked_apply=None):
+    """The first stage's per-layer statistics over the whole context (support) set, without
+    gradient (None unless it normalises with them); arguments as norm_statistics', context_fn:
+    images [m, ...] -> context contributions."""
+    state = self._context_norm_state()
+    if state is None:
+      return None
+    return task_norm.task_statistics(state, context_fn, images, chunk_size, chunked_apply)
+
+  def fixed_context_norm_statistics(self, statistics):
+    """Context in which the first stage normalises with `statistics` (a no-op for None)."""
+    if statistics is None:
+      return contextlib.nullcontext()
+    return self._context_norm_state().fixed(statistics)
+
   def call(self, inputs, training=False):
     """Adapts to the support set and classifies the query set in one forward pass.
 
@@ -203,7 +225,9 @@ class Learner(keras.Model):
     support_images = episode_lib.to_model_input(inputs['support_images'])
     context = None
     if self.has_context:
-      context = self.task_context(self.context_contributions(support_images))
+      with self.fixed_context_norm_statistics(
+          self.context_norm_statistics(self.context_contributions, support_images)):
+        context = self.task_context(self.context_contributions(support_images))
     statistics = self.norm_statistics(
         lambda x: self.support_contributions(x, context, training=training), support_images)
     with self.fixed_norm_statistics(statistics):

@@ -34,9 +34,12 @@ class FilmAdaptedLearner(base.Learner):
     image_size: image side.
     backbone_weights: local weights file or TF checkpoint for the backbone
       (lite_tf.backbones.weights); None keeps the random initialisation (tests, demos).
-    set_encoder_norm: 'batch' (the reference: BatchNorm with each call's statistics) or
-      'none' (images independent: LITE's set-encoder estimate then has no coupling; see
-      set_encoder.py).
+    set_encoder_norm: 'task' (BatchNorm with the whole context set's statistics, fixed for
+      the task: LITE exact in value and unbiased), 'batch' (the reference: each call's
+      statistics, which couple the images of a call) or 'none' (no normalisation); see
+      set_encoder.py.
+    set_encoder_pooling: 'floor' (the reference's max pool: 84 -> ... -> 2x2) or 'same'
+      (84 -> ... -> 3x3, lite_tf's before issue #28).
     film_architecture: 'reference' (two Dense-LayerNorm-ReLU-Dense networks per layer) or
       'shared_hidden' (see film_generator.py).
     set_encoder_size: None: the set encoder sees the images at the backbone's resolution (the
@@ -47,8 +50,8 @@ class FilmAdaptedLearner(base.Learner):
   has_context = True
 
   def __init__(self, backbone='efficientnet_b0', image_size=224, backbone_weights=None,
-               set_encoder_size=None, regularization_weight=1e-3, set_encoder_norm='batch',
-               film_architecture='reference', **kwargs):
+               set_encoder_size=None, regularization_weight=1e-3, set_encoder_norm='task',
+               film_architecture='reference', set_encoder_pooling='floor', **kwargs):
     checks.require_int('cnaps / simple_cnaps.image_size (IMAGE_SIZE in the gin files)',
                        image_size, 1)
     super().__init__(**kwargs)
@@ -63,7 +66,7 @@ class FilmAdaptedLearner(base.Learner):
     self.backbone.trainable = False
     self.set_encoder = set_encoder.SetEncoder(
         image_size=min(set_encoder_size, image_size) if set_encoder_size else None,
-        norm=set_encoder_norm)
+        norm=set_encoder_norm, pooling=set_encoder_pooling)
     self.set_encoder.build((None, image_size, image_size, 3))
     self.film_generator = film_generator.FilmGenerator(
         self.backbone.film_channels, regularization_weight=regularization_weight,
@@ -72,6 +75,9 @@ class FilmAdaptedLearner(base.Learner):
 
   def context_contributions(self, images):
     return precision.to_float32(self.set_encoder(images))
+
+  def _context_norm_state(self):
+    return self.set_encoder.norm_state
 
   def task_context(self, context_contributions):
     """FiLM parameters of the task: generators applied to the mean set embedding."""
@@ -144,9 +150,10 @@ class Cnaps(FilmAdaptedLearner):
 
 @gin.configurable('cnaps')
 def make_cnaps(backbone='efficientnet_b0', image_size=224, backbone_weights=None,
-               set_encoder_size=None, regularization_weight=1e-3, set_encoder_norm='batch',
-               film_architecture='reference'):
+               set_encoder_size=None, regularization_weight=1e-3, set_encoder_norm='task',
+               film_architecture='reference', set_encoder_pooling='floor'):
   """gin constructor: `run_training.learner = @cnaps()`."""
   return Cnaps(backbone=backbone, image_size=image_size, backbone_weights=backbone_weights,
                set_encoder_size=set_encoder_size, regularization_weight=regularization_weight,
-               set_encoder_norm=set_encoder_norm, film_architecture=film_architecture)
+               set_encoder_norm=set_encoder_norm, film_architecture=film_architecture,
+               set_encoder_pooling=set_encoder_pooling)

@@ -194,8 +194,8 @@ class SimpleCnaps(cnaps.FilmAdaptedLearner):
 @gin.configurable('simple_cnaps')
 def make_simple_cnaps(backbone='efficientnet_b0', image_size=224, backbone_weights=None,
                       set_encoder_size=None, regularization_weight=1e-3, beta=1.0,
-                      solver='woodbury', logit_scale=1.0, set_encoder_norm='batch',
-                      film_architecture='reference'):
+                      solver='woodbury', logit_scale=1.0, set_encoder_norm='task',
+                      film_architecture='reference', set_encoder_pooling='floor'):
   """gin constructor: `run_training.learner = @simple_cnaps()`. logit_scale 1 gives the
   reference's logits (minus the squared Mahalanobis distance), 0.5 the Gaussian
   log-likelihood's."""
@@ -203,4 +203,5 @@ def make_simple_cnaps(backbone='efficientnet_b0', image_size=224, backbone_weigh
                      backbone_weights=backbone_weights, set_encoder_size=set_encoder_size,
                      regularization_weight=regularization_weight, beta=beta, solver=solver,
                      logit_scale=logit_scale, set_encoder_norm=set_encoder_norm,
-                     film_architecture=film_architecture)
+                     film_architecture=film_architecture,
+                     set_encoder_pooling=set_encoder_pooling)

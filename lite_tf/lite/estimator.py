@@ -15,7 +15,8 @@ one subset for both (context_subset='shared', the paper's code) the first stage'
 a bias (tests/test_cnaps.py measures it); by default the first stage's rows are an
 independent subset H_c of the same size, so the expectation of the product factorises and
 every gradient is unbiased, provided the first stage treats images independently (CNAPs'
-set encoder with set_encoder_norm='none'; its reference BatchNorm uses each call's batch
+set encoder with set_encoder_norm='task', the default: BatchNorm with the whole context set's
+statistics, computed first and fixed, or 'none'; the reference's 'batch' uses each call's
 statistics, which couple the images of a call, and then no subset estimate is unbiased).
 The N-|H| other contributions are computed without gradient, in chunks, outside the tape, so
 their activations are freed at once.
@@ -33,7 +34,8 @@ The steps, in the order one query batch (_query_batch) takes them:
      sample_backprop_clips for whole clips), and H_c (_context_subset).
   2. Cache the gradient-free rows (first batch only, chunked, outside the tape): the task
      context's first-stage rows and per-task BatchNorm statistics of all N images
-     (_cache_task_constants), and the N-|H| contributions outside H (_gradient_free_rows).
+     (_cache_task_constants, with the set encoder's whole-context-set statistics first), and
+     the N-|H| contributions outside H (_gradient_free_rows).
   3. Back-propagate H, under the tape: the (N/|H_c|) term of the task context
      (_task_context) and the (N/|H|) * sum_{i in H} term of the equation above
      (_support_contributions, with scale_gradient; optionally recomputed in micro-batches,
@@ -425,9 +427,11 @@ def _contributions_fn(task, x, context):
 
 def _cache_task_constants(task):
   """The first query batch's gradient-free passes over all N support images, chunked, before
-  the norm scope is entered: the context's first-stage rows (cache['context'], learners with a
-  task context) and the per-task BatchNorm statistics (cache['norm'], with
-  batch_norm.statistics='task'), both fixed for every forward pass of the task.
+  the norm scope is entered: the first stage's whole-context-set statistics
+  (cache['context_norm'], with set_encoder_norm='task'), the context's first-stage rows
+  (cache['context'], learners with a task context) and the per-task BatchNorm statistics
+  (cache['norm'], with batch_norm.statistics='task'), all fixed for every forward pass of the
+  task.
 
   Returns:
     (cache dict, the task context without gradient or None).
@@ -435,10 +439,17 @@ def _cache_task_constants(task):
   cache = {}
   context_value = None
   if task.learner.has_context:
+    # A first stage normalised with the whole context set's statistics (set_encoder_norm
+    # 'task') gets them first, so that these chunks and H_c's rows see the same constants.
+    context_norm = task.learner.context_norm_statistics(
+        lambda x: _context_fn(task, x), task.images, task.chunk_size, chunking.chunked_apply)
+    if context_norm is not None:
+      cache['context_norm'] = context_norm
     # Every contribution depends on the task context, whose value needs the first stage
     # of all N support images: computed without gradient, chunked.
-    cache['context'] = chunking.chunked_apply(lambda x: _context_fn(task, x), task.images,
-                                              task.chunk_size)
+    with task.learner.fixed_context_norm_statistics(context_norm):
+      cache['context'] = chunking.chunked_apply(lambda x: _context_fn(task, x), task.images,
+                                                task.chunk_size)
     context_value = tf.nest.map_structure(tf.stop_gradient,
                                           task.learner.task_context(cache['context']))
   statistics = task.learner.norm_statistics(
@@ -475,10 +486,11 @@ def _task_context(task, b, chosen, chosen_images, cache, after, first):
   context_scale = (tf.cast(task.n, tf.float32)
                    / tf.cast(tf.shape(context_chosen)[0], tf.float32)
                    if task.support_scaling == 'paper' else 1.0)
+  with task.learner.fixed_context_norm_statistics(cache.get('context_norm')):
+    chosen_rows = _context_fn(task, context_images)
   context_rows = _scatter_rows(
       tf.nest.map_structure(tf.stop_gradient, cache['context']), context_chosen,
-      tf.nest.map_structure(lambda c: scale_gradient(c, context_scale),
-                            _context_fn(task, context_images)))
+      tf.nest.map_structure(lambda c: scale_gradient(c, context_scale), chosen_rows))
   return task.learner.task_context(context_rows)
 
 
@@ -669,7 +681,7 @@ def lite_task_objective(learner, episode, variables, num_backprop, chunk_size,
       draws the subset H_c whose first-stage (set encoder) rows carry gradient independently
       of the contribution subset H, so the expectation of the product of the two N/H-weighted
       sums factorises and the set encoder's gradient is unbiased too (when the set encoder
-      treats images independently: set_encoder_norm='none'); 'shared' uses H for both
+      treats images independently: set_encoder_norm='task' or 'none'); 'shared' uses H for both
       (the LITE paper's code), which biases it. Either way H images go through each network.
     context_indices: optional [num_query_batches, h] int32 subsets H_c (for tests), with
       backprop_indices.
@@ -737,9 +749,14 @@ def adapt_task(learner, episode, chunk_size=64):
   disable_grappler_add_rewrite()
   context = None
   if learner.has_context:
-    context = learner.task_context(chunking.chunked_apply(
-        lambda x: learner.context_contributions(to_model_input(x)), episode.support_images,
-        chunk_size))
+
+    def context_fn(x):
+      return learner.context_contributions(to_model_input(x))
+
+    with learner.fixed_context_norm_statistics(learner.context_norm_statistics(
+        context_fn, episode.support_images, chunk_size, chunking.chunked_apply)):
+      context = learner.task_context(chunking.chunked_apply(context_fn, episode.support_images,
+                                                            chunk_size))
 
   def contributions_fn(x):
     return learner.support_contributions(to_model_input(x), context, training=False)

@@ -26,6 +26,12 @@ CSV_COLUMNS = ('estimator', 'subset_size', 'group', 'relative_rmse', 'relative_r
                'bias_consistent_with_zero', 'rmse', 'true_norm', 'draws', 'seconds')
 
 
+# What the relative figures divide by (gradient_error: the penalty cancels in the errors).
+RELATIVE_TO = 'query_loss_gradient'
+# setting['query_norm_from'] of a study re-normalised by resummarize.
+ONE_IMAGE_TASK = 'one_image_sub_sampled_task'
+
+
 def _episode(episode_source, split, index):
   source = adapters.make_episode_source(episode_source, split)
   if hasattr(source, 'episode'):
@@ -103,17 +109,22 @@ def run_gradient_study(output_dir, learner=gin.REQUIRED, episode_source=train.gl
       'seed': seed, 'bootstrap': bootstrap, 'learner_weights': learner_weights,
       'split': split, 'episode_index': episode_index,
       'parameters': int(sum(np.prod(v.shape) for v in learner.trainable_variables)),
+      'relative_to': RELATIVE_TO,
   }
   write_report(rows, setting, output_dir)
   # The Gram matrices of the errors: every statistic above can be recomputed from them.
+  _save_grams(output_dir, draws_.grams, draws_.true_norm_sq)
+  return rows
+
+
+def _save_grams(output_dir, grams, true_norm_sq):
   with atomic.atomic_path(os.path.join(output_dir, 'gradient_study_grams.npz'),
                           suffix='.npz') as tmp:
     np.savez_compressed(tmp, **{f'{name}/{h}/{group}': gram
-                                for (name, h), groups in draws_.grams.items()
+                                for (name, h), groups in grams.items()
                                 for group, gram in groups.items()},
                         **{f'true_norm_sq/{group}': np.float64(v)
-                           for group, v in draws_.true_norm_sq.items()})
-  return rows
+                           for group, v in true_norm_sq.items()})
 
 
 def resummarize(output_dir, bootstrap=None, seed=None):
@@ -133,6 +144,12 @@ def resummarize(output_dir, bootstrap=None, seed=None):
       continue
     name, h, group = key.split('/', 2)
     grams.setdefault((name, int(h)), {})[group] = saved[key]
+  if ((setting['has_context'] and setting.get('relative_to') != RELATIVE_TO)
+      or setting.get('query_norm_from') == ONE_IMAGE_TASK):
+    # Saved before 'relative_to': its grams file keeps the old norms (not rewritten: tens of
+    # MB), the setting says where the query loss's norms come from on every recomputation.
+    true_norm_sq = _query_norms_from_one_image_task(grams, output_dir)
+    setting = dict(setting, relative_to=RELATIVE_TO, query_norm_from=ONE_IMAGE_TASK)
   with open(os.path.join(output_dir, 'gradient_study.json'), encoding='utf-8') as f:
     for r in json.load(f)['results']:
       seconds[(r['estimator'], r['subset_size'])] = r['seconds']
@@ -142,6 +159,19 @@ def resummarize(output_dir, bootstrap=None, seed=None):
       setting['seed'] if seed is None else seed)
   write_report(rows, setting, output_dir)
   return rows
+
+
+def _query_norms_from_one_image_task(grams, output_dir):
+  """{group: ||g_query||^2} for a study saved before 'relative_to', whose true_norm_sq held
+  the FiLM penalty's gradient too. A one-image sub-sampled task has one class and a query
+  loss of exactly 0, so its gradient is the penalty's and its error every draw is exactly
+  -g_query: the diagonal of its Gram matrix is ||g_query||^2 per group."""
+  one_image = grams.get(('sub_sampled', 1))
+  if one_image is None:
+    raise ValueError(f'--from_grams: {output_dir} saved the norm of the gradient with the '
+                     'regularization penalty in it and has no |H| = 1 sub-sampled draws to '
+                     'recover the query loss\'s from; re-run the study')
+  return {group: float(gram[0, 0]) for group, gram in one_image.items()}
 
 
 def _episode_dict(episode):

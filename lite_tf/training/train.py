@@ -226,7 +226,6 @@ EVALUATION_ONLY_BINDINGS = ('run_training.test_episodes', 'run_training.verbose'
 def _check_same_run(train_dir):
   """Refuses to go on with a run of train_dir under another configuration, and to train over
   a run whose checkpoints are gone; nothing is written before this."""
-  from lite_tf import config as config_lib  # pylint: disable=g-import-not-at-top
   checkpoints_dir = os.path.join(train_dir, 'checkpoints')
   started = (tf.train.latest_checkpoint(checkpoints_dir) is not None
              or checkpoints.checkpoint_files(checkpoints_dir))
@@ -248,13 +247,7 @@ def _check_same_run(train_dir):
     return
   with open(path, encoding='utf-8') as f:
     old = f.read()
-  changes = []
-  for name, before, now in config_lib.changed_bindings(old, gin.operative_config_str()):
-    if repr(now) == '<unbound>':
-      continue  # not called yet at this point of this run: compared when it is
-    if repr(before) == '<unbound>' and _is_default(name, now):
-      continue  # a setting added to lite_tf since that run, at its default
-    changes.append((name, before, now))
+  changes = run_changes(old, gin.operative_config_str())
   # More tasks continue the run (its trained part is the same); fewer would leave weights
   # trained beyond what the config says.
   refused = [c for c in changes if c[0] not in EVALUATION_ONLY_BINDINGS
@@ -265,6 +258,11 @@ def _check_same_run(train_dir):
                        for name, before, now in refused[:6])
     if len(refused) > 6:
       listed += f'; and {len(refused) - 6} more'
+    changed_defaults = [f'{name} = {before!r}' for name, before, _ in refused
+                        if name.rpartition('/')[2] in EARLIER_DEFAULTS]
+    if changed_defaults:  # the run did not bind them: it trained with the earlier default
+      listed += (f'; the default changed since that run: --gin_bindings="'
+                 f'{changed_defaults[0]}" resumes it as it trained')
     raise ValueError(f'--train_dir={train_dir} holds a run trained with another configuration '
                      f'({listed}); nothing was written. Use a new --train_dir, or the run\'s '
                      f'bindings ({path})')
@@ -273,6 +271,42 @@ def _check_same_run(train_dir):
     with open(os.path.join(train_dir, 'config_changes.jsonl'), 'a', encoding='utf-8') as f:
       f.write(json.dumps(record) + '\n')
     logging.info('evaluation-only bindings changed since the run started: %s', changes)
+
+
+# Parameters whose default changed, with the default before: a run whose operative config
+# lacks the binding trained with that earlier value (not with today's default).
+EARLIER_DEFAULTS = {
+    # 'task' since issue #28: the set encoder's BatchNorm with the whole context set's
+    # statistics; runs before it normalised with each call's ('batch').
+    'cnaps.set_encoder_norm': 'batch',
+    'simple_cnaps.set_encoder_norm': 'batch',
+    # Added with its default 'floor' (the reference's max pool) in issue #28; runs before it
+    # pooled with padding 'same'.
+    'cnaps.set_encoder_pooling': 'same',
+    'simple_cnaps.set_encoder_pooling': 'same',
+}
+
+
+def run_changes(old_text, new_text):
+  """[(binding, value in the run, value now)] that differ between a run's saved operative
+  config and this one's, bindings this run has not reached yet left out. A binding the run
+  lacks counts as the value it trained with: its EARLIER_DEFAULTS entry, else today's default
+  (a setting added to lite_tf since that run)."""
+  from lite_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  changes = []
+  for name, before, now in config_lib.changed_bindings(old_text, new_text):
+    if repr(now) == '<unbound>':
+      continue  # not called yet at this point of this run: compared when it is
+    if repr(before) == '<unbound>':
+      selector = name.rpartition('/')[2]
+      if selector in EARLIER_DEFAULTS:
+        before = EARLIER_DEFAULTS[selector]
+        if before == now:
+          continue
+      elif _is_default(name, now):
+        continue
+    changes.append((name, before, now))
+  return changes
 
 
 def _is_default(name, value):
