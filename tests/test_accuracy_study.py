@@ -4,6 +4,8 @@ plot are written, a second invocation reuses the finished runs, and bad grids ar
 import json
 import os
 
+import pytest
+
 from conftest import first_line
 from conftest import run_binary
 
@@ -21,6 +23,7 @@ def _study(out, glyph_cache, *extra):
                     '--gin_bindings=run_pretraining.steps_per_log=2', *extra)
 
 
+@pytest.mark.slow  # trains 4 runs end to end (about a minute); bindings: below
 def test_tiny_grid_trains_every_run_and_writes_the_table(tmp_path, glyph_cache):
   out = tmp_path / 'study'
   proc = _study(out, glyph_cache)

@@ -60,7 +60,8 @@ def uninterrupted(tmp_path_factory, glyph_cache):
   return reference
 
 
-@pytest.mark.parametrize('signum,code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize('signum,code', [
+    (signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_signal_inside_an_epoch_checkpoints_and_resumes_exactly(tmp_path, uninterrupted, signum,
                                                                 code):
   gin_file = tmp_path / 'signal.gin'

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO_ROOT
 
 DEMO_GIN = os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin')
@@ -107,6 +109,7 @@ def test_a_run_saved_before_the_set_encoder_default_changed_resumes_only_as_it_t
   assert train.run_changes('', 'cnaps.film_architecture = "reference"\n') == []
 
 
+@pytest.mark.slow  # the rule itself: test_run_changes..., above, in the default suite
 def test_resuming_a_batch_norm_simple_cnaps_run_under_the_task_default_is_refused(tmp_path,
                                                                                  glyph_cache):
   """A Simple CNAPs run saved as runs before the default change were (its operative config
