@@ -69,7 +69,6 @@ class StopOnSignal(keras.callbacks.Callback):
 
   def __init__(self, strategy=None):
     super().__init__()
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._anywhere = None
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
       # One function, traced once: the number of workers that were signalled.
@@ -81,7 +80,6 @@ class StopOnSignal(keras.callbacks.Callback):
     here = interrupt.requested() is not None
     anywhere = here
     if self._anywhere is not None:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
       anywhere = bool(self._anywhere(tf.constant(int(here), tf.int32)).numpy())
     if anywhere:
       raise StopRequested(during_validation=during_validation, by_peer=not here)
@@ -110,6 +108,20 @@ class RestoreMetrics(keras.callbacks.Callback):
       for variable, value in zip(self.model.metrics_variables, self.values):
         variable.assign(value)
       self.values = None
+
+
+def fit_segments(step, steps_per_log, epochs):
+  """The model.fit calls that train from task `step` to the end of epoch `epochs`:
+  [(initial_epoch, last_epoch, steps_per_epoch, first_step)]. A run resumed inside an epoch
+  (an interrupted one) first finishes that epoch alone, then the remaining whole epochs run in
+  one call."""
+  segments, epoch = [], step // steps_per_log
+  while epoch < epochs:
+    remaining = (epoch + 1) * steps_per_log - step
+    last = epochs if remaining == steps_per_log else epoch + 1
+    segments.append((epoch, last, remaining, step))
+    epoch, step = last, last * steps_per_log
+  return segments
 
 
 def metric_state_path(checkpoint_dir, step):

@@ -189,7 +189,8 @@ def run_pretraining(output, backbone='conv4', image_size=84, batch_source=gin.RE
   checkpoint = checkpoints.TrainingCheckpoint(model, checkpoint_dir, max_to_keep=2)
   restored = checkpoint.restore_latest()
   step = int(model.optimizer.iterations.numpy())
-  metric_state = _load_metric_state(checkpoint_dir, step) if step % steps_per_log else None
+  metric_state = (training_callbacks.load_metric_state(model, checkpoint_dir, step)
+                  if step % steps_per_log else None)
   if step % steps_per_log and metric_state is None:
     raise ValueError(f'{checkpoint_dir}: the checkpoint is at step {step}, not a multiple of '
                      f'run_pretraining.steps_per_log={steps_per_log}; keep the value of the '
@@ -220,14 +221,6 @@ def run_pretraining(output, backbone='conv4', image_size=84, batch_source=gin.RE
   return dict(result, resumed=step if restored else None)
 
 
-def _load_metric_state(checkpoint_dir, step):
-  path = training_callbacks.metric_state_path(checkpoint_dir, step)
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)['values']
-
-
 def _fit(model, datasets, batch_source, step, steps_per_log, epochs, metric_state, callbacks,
          verbose):
   """model.fit from `step` to the last epoch, on the batches from the `step`-th on; a run
@@ -236,16 +229,13 @@ def _fit(model, datasets, batch_source, step, steps_per_log, epochs, metric_stat
   `batch_source` after `datasets` (unused ones) run out: a dataset's shuffle draws its
   reshuffling seeds from a generator shared by its iterators, so a second iterator of one
   dataset would not read the batches an uninterrupted run reads."""
-  epoch, logs = step // steps_per_log, {}
-  while epoch < epochs:
-    remaining = (epoch + 1) * steps_per_log - step
-    last = epochs if remaining == steps_per_log else epoch + 1
+  logs = {}
+  for epoch, last, steps, first in training_callbacks.fit_segments(step, steps_per_log, epochs):
     dataset = datasets.pop() if datasets else batch_source()[0]
-    history = model.fit(dataset.skip(step), epochs=last, initial_epoch=epoch,
-                        steps_per_epoch=remaining, shuffle=False, verbose=verbose,
+    history = model.fit(dataset.skip(first), epochs=last, initial_epoch=epoch,
+                        steps_per_epoch=steps, shuffle=False, verbose=verbose,
                         callbacks=[training_callbacks.RestoreMetrics(metric_state)] + callbacks
                         + [training_callbacks.StopOnSignal()])
     logs = {k: v[-1] for k, v in history.history.items()}
     metric_state = None
-    epoch, step = last, last * steps_per_log
   return logs

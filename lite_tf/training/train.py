@@ -327,16 +327,12 @@ def _fit(model, strategy, train_source, step, steps_per_log, epochs, metric_stat
   interrupted one) first finishes that epoch, with its metric accumulators put back, so its
   history line is the one an uninterrupted run writes."""
   num_replicas = strategy.num_replicas_in_sync
-  epoch = step // steps_per_log
-  while epoch < epochs:
-    remaining = (epoch + 1) * steps_per_log - step
-    last = epochs if remaining == steps_per_log else epoch + 1
-    model.fit(distribute.replica_episodes(strategy, train_source, step), epochs=last,
-              initial_epoch=epoch, steps_per_epoch=remaining // num_replicas, verbose=verbose,
+  for epoch, last, steps, first in training_callbacks.fit_segments(step, steps_per_log, epochs):
+    model.fit(distribute.replica_episodes(strategy, train_source, first), epochs=last,
+              initial_epoch=epoch, steps_per_epoch=steps // num_replicas, verbose=verbose,
               shuffle=False, callbacks=[training_callbacks.RestoreMetrics(metric_state)]
               + callbacks, **validation)
     metric_state = None
-    epoch, step = last, last * steps_per_log
 
 
 def _save_interrupted(model, checkpoint, train_dir, write_dir, stop):
