@@ -1,4 +1,5 @@
-"""Per-task BatchNorm statistics (batch_norm.statistics='task', lite_tf.backbones.task_norm)."""
+"""Per-task BatchNorm statistics (batch_norm.statistics='frozen_support', called 'task' before
+issue #28; lite_tf.backbones.task_norm). TaskNorm-I: tests/test_task_norm_i.py."""
 
 import itertools
 
@@ -19,7 +20,7 @@ from lite_tf.lite import estimator
 
 
 def _task_mode():
-  gin.bind_parameter('batch_norm.statistics', 'task')
+  gin.bind_parameter('batch_norm.statistics', 'frozen_support')
 
 
 def _randomize_batch_norm(backbone, seed):
@@ -139,10 +140,11 @@ def test_simple_cnaps_with_task_statistics_backprop_all_is_exact():
 def test_bad_settings_are_named():
   gin.bind_parameter('batch_norm.statistics', 'per_batch')
   with pytest.raises(ValueError, match=r"batch_norm.statistics must be one of \['moving', "
-                                       r"'task'\]; got 'per_batch'"):
+                                       r"'frozen_support', 'task_norm_i'\]; got 'per_batch'"):
     backbones.create('conv4')
   gin.clear_config()
   _task_mode()
   from lite_tf.learners import maml  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ValueError, match="batch_norm.statistics='task' is for the LITE learners"):
+  with pytest.raises(ValueError,
+                     match="batch_norm.statistics='frozen_support' is for the LITE learners"):
     maml.Maml(backbone='conv4', image_size=16)

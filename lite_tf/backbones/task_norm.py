@@ -1,4 +1,4 @@
-"""Per-task BatchNorm statistics (`batch_norm.statistics = 'task'`), TaskNorm-style.
+"""Per-task BatchNorm statistics (`batch_norm.statistics`): 'frozen_support' and TaskNorm-I.
 
 With the default `'moving'`, a backbone's BatchNorm layers run in inference mode with their
 moving statistics, so every image is processed on its own and LITE's decomposition of the
@@ -7,43 +7,83 @@ updates its moving statistics: they stay at (0, 1) and BatchNorm never normalise
 batch statistics would normalise, but they couple every image of a batch with every other, so
 neither chunking nor LITE's subset estimate would compute the same network.
 
-`'task'` normalises with statistics of the task's whole support set, computed without gradient
-and then held constant for every forward pass of that task: the gradient-free chunks, the
-back-propagated subset H and every query batch (Bronskill et al., 2020, "TaskNorm", whose
-transductive-free variants also keep query images out of the statistics). The network a task
-sees is then a fixed function of each image, so LITE stays exact: averaged over all subsets
-H its estimate equals the gradient of the same network with back-propagation through the
-whole support set (tests/test_task_norm.py), and a query image's logits do not depend on the
-other query images.
+`'frozen_support'` (called `'task'` before issue #28; that name is still read) normalises with
+the moments of the task's whole support set (biased variance), computed without gradient and
+then held constant for every forward pass of that task: the gradient-free chunks, the
+back-propagated subset H and every query batch. It is MetaBN with frozen moments, not TaskNorm.
+The network a task sees is then a fixed function of each image, so LITE stays exact: averaged
+over all subsets H its estimate equals the gradient of the same network with back-propagation
+through the whole support set (tests/test_task_norm.py), and a query image's logits do not
+depend on the other query images.
+
+`'task_norm_i'` is TaskNorm-I as cambridge-mlg/cnaps defines it (Bronskill et al., 2020,
+src/normalization_layers.py): each image is normalised with a blend of the context (support)
+set's moments and its own instance moments, pooled_mean = alpha mu_c + (1 - alpha) mu_i and
+pooled_var = alpha (var_c + (mu_c - pooled_mean)^2) + (1 - alpha) (var_i + (mu_i -
+pooled_mean)^2), with alpha = sigmoid(a |context| + b), a and b learned per layer (initialised
+at 0, owned by the learner: TaskNormAlpha), unbiased variances, and gradients through every
+moment; query images use the context moments and |context| saved from the support set. With
+exact back-propagation (Learner.call, `train_method.method = 'no_lite'`) it is cnaps' layer.
+Under LITE the context moments' values are those of all N support images (so the forward is
+exact), and their gradient is LITE's estimate from H: the moments are functions of per-layer
+sums over the images, and H's share of each sum carries the gradient weighted like the support
+path (N/|H| with support_scaling 'paper'; `NormState.estimating`). |H| = N is then exact
+back-propagation; for |H| < N the estimate is biased, because layer l+1's inputs depend on
+layer l's moments, so the gradient holds products of two subset sums over the same H.
 
 Exact statistics need each layer's input normalised with the statistics of the layers before
 it, over all N images. When the support set fits in one chunk that is one forward pass (each
 layer normalises with its own batch's statistics, exactly training-mode BatchNorm with the
-statistics' gradient stopped). Otherwise it is one partial forward pass per BatchNorm layer
-(layer l: chunks run up to layer l, the statistics of layers < l already fixed, and stop
-there): about L/2 gradient-free forward passes for L layers (Conv-4: 4 layers, about 2.5
-passes counted by compute, ResNet-18: 20, EfficientNet-B0: 49), never more memory than one
-chunk's activations. Per-chunk statistics are combined exactly (per-image means and centred
-sums of squares, merged as in Chan et al.'s parallel variance), not averaged.
+statistics' gradient stopped, or TaskNorm-I with it kept). Otherwise it is one partial forward
+pass per BatchNorm layer (layer l: chunks run up to layer l, the statistics of layers < l
+already fixed, and stop there): about L/2 gradient-free forward passes for L layers (Conv-4: 4
+layers, about 2.5 passes counted by compute, ResNet-18: 20, EfficientNet-B0: 49), never more
+memory than one chunk's activations. Per-chunk statistics are combined exactly (per-image means
+and centred sums of squares, merged as in Chan et al.'s parallel variance), not averaged.
 """
 
 import contextlib
+import math
 
 import gin
 from keras import layers
 from keras import ops
 import tensorflow as tf
 
-STATISTICS = ('moving', 'task')
+STATISTICS = ('moving', 'frozen_support', 'task_norm_i')
+# Earlier names, still read (operative configs of older runs): name -> STATISTICS entry.
+RENAMED = {'task': 'frozen_support'}
+# The settings that normalise with per-task statistics (the learners' callers supply them).
+PER_TASK = ('frozen_support', 'task_norm_i')
 
 
 @gin.configurable('batch_norm')
 def configured_statistics(statistics='moving'):
-  """`batch_norm.statistics`: 'moving' (inference-mode BatchNorm, the reference) or 'task'."""
-  if statistics not in STATISTICS:
+  """`batch_norm.statistics`: 'moving' (inference-mode BatchNorm, the reference),
+  'frozen_support' (the support set's moments without gradient) or 'task_norm_i'."""
+  if statistics not in STATISTICS and statistics not in RENAMED:
     raise ValueError(f'batch_norm.statistics must be one of {list(STATISTICS)}; got '
                      f'{statistics!r}')
-  return statistics
+  return RENAMED.get(statistics, statistics)
+
+
+class TaskNormAlpha(layers.Layer):
+  """TaskNorm-I's blend parameters, a [L] and b [L] (alpha_l = sigmoid(a_l |context| + b_l)),
+  initialised at 0 as cnaps' register_extra_weights does. The learner owns them, not the
+  backbone: a backbone's weights files stay those of the plain network, and the parameters
+  train even when the backbone is frozen (as in cnaps, which registers them after freezing)."""
+
+  def __init__(self, num_layers, **kwargs):
+    super().__init__(**kwargs)
+    self.a = self.add_weight(name='a', shape=(num_layers,), initializer='zeros')
+    self.b = self.add_weight(name='b', shape=(num_layers,), initializer='zeros')
+    self.built = True
+
+  def alpha(self, index, context_size):
+    return tf.sigmoid(self.a[index] * context_size + self.b[index])
+
+  def call(self, inputs):
+    return inputs
 
 
 class _Collected(Exception):
@@ -58,7 +98,13 @@ class NormState:
   """
 
   def __init__(self, statistics):
-    self.statistics = statistics
+    self.statistics = RENAMED.get(statistics, statistics)
+    # TaskNorm-I: statistics are (mean, variance, context size), normalised with instance
+    # moments pooled in (pooled_normalization), with gradient; alpha from self.alpha.
+    self.task_norm_i = self.statistics == 'task_norm_i'
+    self.alpha = None  # TaskNormAlpha, attached by the learner (attach_alpha)
+    self._estimate_scale = None  # set inside estimating()
+    self._estimated = None
     self.num_layers = 0
     self._mode = None  # None, 'fixed', 'collect' or 'progressive'
     self._fixed = None  # [(mean [C], variance [C])] per layer, in call order
@@ -94,6 +140,48 @@ class NormState:
                        f'has {self.num_layers}')
     return self._entered('fixed', fixed=list(statistics))
 
+  @contextlib.contextmanager
+  def estimating(self, scale):
+    """Inside fixed(): the one backbone call on LITE's back-propagated rows H turns each
+    layer's fixed TaskNorm-I context moments (values over all N images) into LITE's estimate
+    (estimated_moments: H's share of the moments' sums carries the gradient, times `scale`),
+    normalises H with them and, on exit, keeps them as the fixed statistics for the rest of
+    the fixed() scope (the query batch). A no-op unless TaskNorm-I."""
+    if not self.task_norm_i:
+      yield
+      return
+    if self._mode != 'fixed':
+      raise RuntimeError('TaskNorm-I moment estimates need fixed task statistics')
+    self._estimate_scale, self._estimated = scale, []
+    try:
+      yield
+      if len(self._estimated) != self.num_layers:
+        raise RuntimeError(f'TaskNorm-I: {len(self._estimated)} layers estimated their moments '
+                           f'in the subset call; the backbone has {self.num_layers} (one '
+                           'backbone call expected)')
+      self._fixed = self._estimated
+    finally:
+      self._estimate_scale = self._estimated = None
+
+  def combine(self, mean, m2, count):
+    """The statistics of one layer from image_moments rows of every support image."""
+    if self.task_norm_i:
+      return context_moments(mean, m2, count)
+    return combine_moments(mean, m2, count)
+
+  def normalize(self, layer, index, x, statistics):
+    if self.task_norm_i:
+      if self.alpha is None:
+        raise ValueError("batch_norm.statistics='task_norm_i': the backbone's TaskNorm-I "
+                         'parameters are not attached (Learner.attach_task_norm_alpha)')
+      mean, variance, size = statistics
+      return pooled_normalization(layer, x, mean, variance,
+                                  self.alpha.alpha(index, tf.cast(size, tf.float32)))
+    mean, variance = statistics
+    return ops.batch_normalization(x, tf.cast(mean, x.dtype), tf.cast(variance, x.dtype),
+                                   axis=-1, offset=layer.beta, scale=layer.gamma,
+                                   epsilon=layer.epsilon)
+
   def layer_call(self, layer, x, training):
     """The output of BatchNorm layer `layer` on x under the current mode."""
     if self._mode is None:
@@ -101,17 +189,18 @@ class NormState:
     index = self._index
     self._index += 1
     if self._mode == 'fixed' or (self._mode == 'collect' and index < len(self._fixed)):
-      mean, variance = self._fixed[index]
+      statistics = self._fixed[index]
+      if self._estimate_scale is not None:
+        statistics = estimated_moments(statistics, x, self._estimate_scale)
+        self._estimated.append(statistics)
     elif self._mode == 'collect':  # index == target: this layer's input rows are the result
       self._recorded = image_moments(x)
       raise _Collected()
     else:  # progressive: this batch is the whole support set
-      mean, variance = combine_moments(*image_moments(x))
-      self._recorded.append((mean, variance))
+      statistics = self.combine(*image_moments(x))
+      self._recorded.append(statistics)
     del training
-    return ops.batch_normalization(x, tf.cast(mean, x.dtype), tf.cast(variance, x.dtype),
-                                   axis=-1, offset=layer.beta, scale=layer.gamma,
-                                   epsilon=layer.epsilon)
+    return self.normalize(layer, index, x, statistics)
 
 
 def image_moments(x):
@@ -137,8 +226,80 @@ def combine_moments(mean, m2, count):
   return tf.stop_gradient(pooled), tf.stop_gradient(spread / total)
 
 
+def context_moments(mean, m2, count):
+  """TaskNorm-I's context statistics from image_moments rows of every support image:
+  (mean [C], unbiased variance [C], number of images), with gradient (cnaps' torch.var)."""
+  total = tf.reduce_sum(count)
+  weights = count[:, None]
+  pooled = tf.reduce_sum(weights * mean, axis=0) / total
+  spread = tf.reduce_sum(m2, axis=0) + tf.reduce_sum(weights * tf.square(mean - pooled), axis=0)
+  return pooled, spread / (total - 1.0), tf.cast(tf.shape(mean)[0], tf.float32)
+
+
+def _spatial_axes(x, what):
+  axes = list(range(1, len(x.shape) - 1))
+  sides = [x.shape[a] for a in axes]
+  if not axes or (None not in sides and math.prod(sides) == 1):
+    raise ValueError(f"batch_norm.statistics='task_norm_i': {what} has inputs of shape "
+                     f'{tuple(x.shape)}; instance moments need more than one position per '
+                     'channel (a larger image_size, or another batch_norm.statistics)')
+  return axes
+
+
+def estimated_moments(statistics, x, scale):
+  """LITE's estimate of TaskNorm-I context moments: the value of `statistics` (mean,
+  unbiased variance, size N over all N support images, constants), the gradient of the same
+  functions of the sums S1 = sum x and S2 = sum x^2 over every position of every image with
+  the rows x [h, ..., C] of H contributing `scale` times their own gradient, the others none
+  (stop_gradient(S) + scale * (S_H - stop_gradient(S_H)))."""
+  mean, variance, size = (tf.stop_gradient(s) for s in statistics)
+  x = tf.cast(x, tf.float32)
+  axes = list(range(len(x.shape) - 1))
+  positions = tf.cast(tf.reduce_prod(tf.shape(x)[1:-1]), tf.float32)
+  total = size * positions
+  s1 = mean * total
+  s2 = variance * (total - 1.0) + total * tf.square(mean)
+  h1 = tf.reduce_sum(x, axis=axes)
+  h2 = tf.reduce_sum(tf.square(x), axis=axes)
+  s1 = s1 + scale * (h1 - tf.stop_gradient(h1))
+  s2 = s2 + scale * (h2 - tf.stop_gradient(h2))
+  estimate_mean = s1 / total
+  estimate_variance = (s2 - tf.square(s1) / total) / (total - 1.0)
+  # The values stay exactly the constants (x - stop_gradient(x) is 0); the gradients are the
+  # estimate's.
+  return (mean + (estimate_mean - tf.stop_gradient(estimate_mean)),
+          variance + (estimate_variance - tf.stop_gradient(estimate_variance)), size)
+
+
+def pooled_normalization(layer, x, context_mean, context_variance, alpha):
+  """cnaps' TaskNorm-I normalisation of x [m, ..., C] with the context moments [C] and
+  x's own instance moments (unbiased), blended by alpha; gamma and beta of the layer."""
+  axes = _spatial_axes(x, layer.name)
+  dtype = x.dtype
+  x = tf.cast(x, tf.float32)
+  instance_mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+  positions = tf.cast(tf.reduce_prod(tf.shape(x)[1:-1]), tf.float32)
+  instance_variance = (tf.reduce_sum(tf.square(x - instance_mean), axis=axes, keepdims=True)
+                       / (positions - 1.0))
+  shape = [1] * (len(x.shape) - 1) + [-1]
+  context_mean = tf.reshape(tf.cast(context_mean, tf.float32), shape)
+  context_variance = tf.reshape(tf.cast(context_variance, tf.float32), shape)
+  pooled_mean = alpha * context_mean + (1.0 - alpha) * instance_mean
+  pooled_variance = (alpha * (context_variance + tf.square(context_mean - pooled_mean))
+                     + (1.0 - alpha) * (instance_variance
+                                        + tf.square(instance_mean - pooled_mean)))
+  out = (x - pooled_mean) * tf.math.rsqrt(pooled_variance + layer.epsilon)
+  if layer.gamma is not None:
+    out = out * tf.reshape(tf.cast(layer.gamma, tf.float32), shape)
+  if layer.beta is not None:
+    out = out + tf.reshape(tf.cast(layer.beta, tf.float32), shape)
+  return tf.cast(out, dtype)
+
+
 def task_statistics(state, fn, images, chunk_size=None, chunked_apply=None):
-  """Per-layer (mean, variance) of the task, without gradient.
+  """Per-layer statistics of the task: (mean, variance) without gradient, or TaskNorm-I's
+  (mean, unbiased variance, context size), with gradient in one pass (chunked passes are
+  gradient-free).
 
   Args:
     state: the backbone's NormState.
@@ -167,7 +328,7 @@ def task_statistics(state, fn, images, chunk_size=None, chunked_apply=None):
           return state._recorded  # pylint: disable=protected-access
       raise RuntimeError(f'BatchNorm layer {layer} of {state.num_layers} was never reached')
 
-    statistics.append(combine_moments(*chunked_apply(rows, images, chunk_size)))
+    statistics.append(state.combine(*chunked_apply(rows, images, chunk_size)))
   return statistics
 
 

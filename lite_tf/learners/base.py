@@ -29,11 +29,13 @@ over frames either way. Learners whose queries split into `query_features` and
 features pooled over several frames (ORBIT's target-frame history pooling, in
 lite_tf.training.orbit_evaluation).
 
-With `batch_norm.statistics = 'task'` (lite_tf.backbones.task_norm) the backbone's BatchNorm
-layers normalise with statistics of the task's support set, computed without gradient before
-anything else and held fixed for every forward pass of the task; the callers of a learner
+With `batch_norm.statistics = 'frozen_support'` or `'task_norm_i'` (lite_tf.backbones.task_norm)
+the backbone's BatchNorm layers normalise with statistics of the task's support set, computed
+before anything else and held for every forward pass of the task; the callers of a learner
 (LITE, Learner.call, test-time adaptation) do that through norm_statistics and
-fixed_norm_statistics, so learners need no code of their own for it. A first stage that
+fixed_norm_statistics (and LITE's TaskNorm-I estimate through estimating_norm_statistics), so
+learners need no code of their own for it beyond attach_task_norm_alpha after creating the
+backbone. A first stage that
 normalises with the whole context set's statistics (CNAPs' set_encoder_norm='task') gets the
 same through context_norm_statistics and fixed_context_norm_statistics.
 """
@@ -169,14 +171,35 @@ class Learner(keras.Model):
   def _task_norm_state(self):
     """The backbone's NormState when it uses per-task BatchNorm statistics, else None."""
     state = getattr(getattr(self, 'backbone', None), 'task_norm', None)
-    return state if state is not None and state.statistics == 'task' else None
+    return state if state is not None and state.statistics in task_norm.PER_TASK else None
+
+  def attach_task_norm_alpha(self):
+    """With batch_norm.statistics='task_norm_i': the learner's TaskNorm-I blend parameters
+    (task_norm.TaskNormAlpha, one (a, b) per BatchNorm layer), given to the backbone."""
+    state = self._task_norm_state()
+    if state is not None and state.task_norm_i:
+      self.task_norm_alpha = task_norm.TaskNormAlpha(state.num_layers, name='task_norm_alpha')
+      state.alpha = self.task_norm_alpha
+
+  def estimating_norm_statistics(self, scale):
+    """Context for LITE's one backbone call on H inside fixed_norm_statistics: TaskNorm-I's
+    context moments carry LITE's gradient estimate from then on (NormState.estimating); a
+    no-op otherwise."""
+    state = self._task_norm_state()
+    if state is None:
+      return contextlib.nullcontext()
+    return state.estimating(scale)
+
+  def uses_task_norm_i(self):
+    state = self._task_norm_state()
+    return state is not None and state.task_norm_i
 
   def uses_task_statistics(self):
     """Whether the backbone normalises with per-task statistics (batch_norm.statistics)."""
     return self._task_norm_state() is not None
 
   def norm_statistics(self, contributions_fn, images, chunk_size=None, chunked_apply=None):
-    """Per-task BatchNorm statistics (None unless `batch_norm.statistics = 'task'`).
+    """Per-task BatchNorm statistics (None with `batch_norm.statistics = 'moving'`).
 
     Args:
       contributions_fn: images [m, ...] -> support contributions, with the task's context.

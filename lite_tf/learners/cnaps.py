@@ -58,6 +58,7 @@ class FilmAdaptedLearner(base.Learner):
     self.image_size = image_size
     self.backbone_name = backbone
     self.backbone = backbones.create(backbone)
+    self.attach_task_norm_alpha()
     self.backbone.build((None, image_size, image_size, 3))
     if backbone_weights:
       weights_lib.load(self.backbone, backbone_weights)

@@ -37,6 +37,7 @@ class ProtoNets(base.Learner):
     self.image_size = image_size
     self.backbone_name = backbone
     self.backbone = backbones.create(backbone)
+    self.attach_task_norm_alpha()
     self.backbone.build((None, image_size, image_size, 3))
 
   def support_contributions(self, images, context=None, training=False):

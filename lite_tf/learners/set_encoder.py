@@ -98,7 +98,7 @@ class SetEncoder(keras.Model):
     self.convs = [layers.Conv2D(filters, 3, padding='same', name=f'conv{i}')
                   for i in range(num_blocks)]
     # norm='task': the NormState that fixes its layers' statistics (None otherwise).
-    self.norm_state = task_norm.NormState('task') if norm == 'task' else None
+    self.norm_state = task_norm.NormState('frozen_support') if norm == 'task' else None
     if norm == 'task':
       self.norms = [TaskStatNorm(self.norm_state, name=f'norm{i}') for i in range(num_blocks)]
     else:

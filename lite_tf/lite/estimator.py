@@ -356,7 +356,7 @@ class _LiteTask:
 
 
 def _check_arguments(learner, num_backprop, query_batch_size, backprop_indices, context_subset,
-                     backprop_clip_length, loss_accounting, support_scaling):
+                     backprop_clip_length, loss_accounting, support_scaling, recompute_batch):
   """Refuses lite_task_gradients' arguments outside their values; returns no_support_path."""
   for name, value, values in (('context_subset', context_subset, CONTEXT_SUBSETS),
                               ('regularizer_accounting', loss_accounting, LOSS_ACCOUNTINGS),
@@ -380,6 +380,11 @@ def _check_arguments(learner, num_backprop, query_batch_size, backprop_indices, 
                                            backprop_clip_length < 1):
     raise ValueError(f'lite.backprop_clip_length must be None or an integer >= 1; got '
                      f'{backprop_clip_length!r}')
+  if recompute_batch and learner.uses_task_norm_i():
+    # The recomputed micro-batches would each estimate the context moments from part of H.
+    raise ValueError("lite.recompute_batch is not supported with batch_norm.statistics = "
+                     "'task_norm_i' (its LITE moment estimate needs H in one call); unset "
+                     'lite.recompute_batch, or use batch_norm.statistics = \'frozen_support\'')
   return no_support_path
 
 
@@ -430,7 +435,7 @@ def _cache_task_constants(task):
   the norm scope is entered: the first stage's whole-context-set statistics
   (cache['context_norm'], with set_encoder_norm='task'), the context's first-stage rows
   (cache['context'], learners with a task context) and the per-task BatchNorm statistics
-  (cache['norm'], with batch_norm.statistics='task'), all fixed for every forward pass of the
+  (cache['norm'], with per-task batch_norm.statistics), all fixed for every forward pass of the
   task.
 
   Returns:
@@ -509,7 +514,9 @@ def _support_contributions(task, chosen, chosen_images, context, cache, scale, f
         lambda x, c: _contributions_fn(task, x, c), chosen_images, context,
         task.recompute_batch, max_rows, task.recompute_mode, task.variables)
   else:
-    chosen_contributions = _contributions_fn(task, chosen_images, context)
+    # TaskNorm-I: this call's moments become LITE's estimate, used by the query batch too.
+    with task.learner.estimating_norm_statistics(scale):
+      chosen_contributions = _contributions_fn(task, chosen_images, context)
   if first:
     cache['support'] = _scatter_rows(
         cache['support'], chosen, tf.nest.map_structure(tf.stop_gradient, chosen_contributions))
@@ -710,7 +717,7 @@ def lite_task_objective(learner, episode, variables, num_backprop, chunk_size,
   disable_grappler_add_rewrite()
   no_support_path = _check_arguments(learner, num_backprop, query_batch_size, backprop_indices,
                                      context_subset, backprop_clip_length, loss_accounting,
-                                     support_scaling)
+                                     support_scaling, recompute_batch)
   images = episode.support_images
   way = tf.cast(episode.way, tf.int32)
   n = tf.shape(images)[0]

@@ -70,7 +70,7 @@ def test_time_cost(learner):
   if hasattr(learner, 'test_time_cost'):
     return learner.test_time_cost()
   if learner.uses_task_statistics():
-    # batch_norm.statistics='task': one gradient-free pass for the statistics (the support set
+    # per-task batch_norm.statistics: one gradient-free pass for the statistics (the support set
     # in one chunk, as evaluation runs it), then the adapted forward pass.
     return {'forward_backward_steps': 0, 'forward_passes': 2}
   return {'forward_backward_steps': 0, 'forward_passes': 1}
