@@ -55,3 +55,24 @@ def test_zero_backprop_for_simple_cnaps_is_refused(tmp_path):
                     '--simple_cnaps_subsets=0,10')
   assert proc.returncode == 1
   assert 'the smallest |H| for Simple CNAPs and CNAPs is 1' in first_line(proc.stderr)
+
+
+def test_a_cells_interval_includes_the_seeds_variance():
+  """Three seeds on shared test episodes: the episode part is the runs' RMS half-width (it
+  does not shrink with seeds), the seed part Student's t(2) = 4.303 times std / sqrt(3), in
+  quadrature; one seed has no seed part, and says so."""
+  from lite_tf.studies import accuracy_study  # pylint: disable=g-import-not-at-top
+  ci, episode, seed, includes = accuracy_study.cell_interval([0.90, 0.92, 0.94],
+                                                             [0.01, 0.01, 0.01])
+  assert includes and episode == pytest.approx(0.01)
+  assert seed == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
+  assert ci == pytest.approx((0.01 ** 2 + seed ** 2) ** 0.5)
+  assert accuracy_study.cell_interval([0.9], [0.02]) == (0.02, 0.02, None, False)
+  assert accuracy_study.t_quantile_975(1) == 12.706
+  assert accuracy_study.t_quantile_975(60) == pytest.approx(2.000, abs=0.002)
+  rows = [{'learner': 'protonets', 'image_size': 28, 'subset_size': '10', 'seed': s,
+           'test_accuracy': a, 'test_ci95': 0.01} for s, a in enumerate([0.90, 0.92, 0.94])]
+  (cell,) = accuracy_study.aggregate(rows)
+  assert cell['ci95'] == pytest.approx(ci) and cell['seeds'] == 3
+  assert '| protonets | 28 | 10 | 92.00 | 5.07 | 1.00 | 4.97 | 2.00 | 3 |' in (
+      accuracy_study.markdown_table([cell]))

@@ -111,19 +111,55 @@ def run_grid(output_dir, gin_config, learners, image_sizes, grid, seeds, extra_b
   return rows
 
 
+# Two-sided 95% quantiles of Student's t with 1 to 30 degrees of freedom.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_975(dof):
+  """Student's t 97.5% quantile (tabulated to 30 degrees of freedom, then 1.96 + 2.4 / dof,
+  within 0.002 of the exact value)."""
+  return _T975[dof - 1] if dof <= len(_T975) else 1.96 + 2.4 / dof
+
+
+def cell_interval(accuracies, episode_cis):
+  """The 95% half-width of a cell's mean accuracy over seeds, and its two parts.
+
+  Every seed is tested on the same episodes (the episode source's seed is the study's), so
+  the test-episode error is shared by the seeds and does not shrink with them: its part is the
+  runs' RMS test-episode half-width. The seed part is Student's t over the seeds' accuracies,
+  t(S - 1) * std / sqrt(S), which also holds what training noise each run adds. The two are
+  combined in quadrature. With one seed there is no seed part: the interval then covers the
+  test episodes only (includes_seeds False).
+
+  Returns:
+    (half_width, episode_half_width, seed_half_width or None, includes_seeds).
+  """
+  accuracies = np.asarray(accuracies, dtype=float)
+  episode = float(np.sqrt(np.mean(np.square(np.asarray(episode_cis, dtype=float)))))
+  if len(accuracies) < 2:
+    return episode, episode, None, False
+  seed = (t_quantile_975(len(accuracies) - 1) * float(accuracies.std(ddof=1))
+          / math.sqrt(len(accuracies)))
+  return math.sqrt(episode ** 2 + seed ** 2), episode, seed, True
+
+
 def aggregate(rows):
-  """Per (learner, image size, |H|): the mean accuracy over seeds, the 95% CI of that mean
-  from the runs' own test-episode CIs (sqrt(sum ci^2) / seeds), and the seeds' spread."""
+  """Per (learner, image size, |H|): the mean accuracy over seeds, its 95% CI with seed
+  variance (cell_interval), the test-episode and seed parts of it, and the seeds' spread."""
   groups = {}
   for r in rows:
     groups.setdefault((r['learner'], r['image_size'], r['subset_size']), []).append(r)
   table = []
   for (learner, size, subset), members in groups.items():
     accuracies = np.array([m['test_accuracy'] for m in members])
-    cis = np.array([m['test_ci95'] for m in members])
+    ci, episode_ci, seed_ci, includes_seeds = cell_interval(
+        accuracies, [m['test_ci95'] for m in members])
     table.append({'learner': learner, 'image_size': size, 'subset_size': subset,
-                  'accuracy': float(accuracies.mean()),
-                  'ci95': float(math.sqrt(float(np.sum(cis ** 2))) / len(members)),
+                  'accuracy': float(accuracies.mean()), 'ci95': ci,
+                  'episode_ci95': episode_ci, 'seed_ci95': seed_ci,
+                  'ci_includes_seeds': includes_seeds,
                   'seed_std': float(accuracies.std(ddof=1)) if len(members) > 1 else 0.0,
                   'seeds': len(members)})
   order = {ALL: 10 ** 9}
@@ -133,11 +169,14 @@ def aggregate(rows):
 
 
 def markdown_table(table):
-  lines = ['| learner | image size | \\|H\\| | accuracy (%) | 95% CI (%) | seed std (%) '
-           '| seeds |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+  lines = ['| learner | image size | \\|H\\| | accuracy (%) | 95% CI (%) | episodes part (%) '
+           '| seeds part (%) | seed std (%) | seeds |',
+           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
   for r in table:
+    seed_part = '-' if r.get('seed_ci95') is None else f"{100 * r['seed_ci95']:.2f}"
     lines.append(f"| {r['learner']} | {r['image_size']} | {r['subset_size']} | "
                  f"{100 * r['accuracy']:.2f} | {100 * r['ci95']:.2f} | "
+                 f"{100 * r['episode_ci95']:.2f} | {seed_part} | "
                  f"{100 * r['seed_std']:.2f} | {r['seeds']} |")
   return '\n'.join(lines) + '\n'
 
