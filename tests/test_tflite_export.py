@@ -154,3 +154,24 @@ def test_binary_refuses_bad_flags_before_any_work(tmp_path, flags, message):
   assert 'Traceback' not in result.stderr
   assert (tmp_path / 'old.tflite').read_bytes() == b'kept'
   assert time.monotonic() - start < 60
+
+
+@pytest.mark.slow  # two more conversions (about 20 s)
+@pytest.mark.parametrize('statistics', ['frozen_support', 'task_norm_i'])
+def test_per_task_batch_norm_statistics_export(statistics):
+  """The support set's BatchNorm statistics (and TaskNorm-I's instance moments, computed per
+  frame) go into the flatbuffer: its logits equal the classifier's."""
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.bind_parameter('batch_norm.statistics', statistics)
+  keras.utils.set_random_seed(0)
+  learner = LEARNERS['protonets']()
+  assert learner.uses_task_statistics()
+  support, labels = _frames(6)
+  personalize.build(learner, support, labels)
+  classifier = personalize.AdaptedClassifier(
+      learner, personalize.adapt(learner, support, labels), ['a', 'b', 'c'], SIZE)
+  query, _ = _frames(10, seed=1)
+  out = export_tflite.interpreter(export_tflite.convert(classifier))(images=query)
+  expected = classifier.logits(tf.cast(query, tf.float32)).numpy()
+  scale = np.abs(expected).max()
+  np.testing.assert_allclose(out['logits'] / scale, expected / scale, atol=1e-4)
