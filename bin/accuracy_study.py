@@ -32,7 +32,8 @@ binary.require_int_list('image_sizes')
 flags.DEFINE_list('protonets_subsets', ['0', '10', '40', 'all'], '|H| values for ProtoNets.')
 flags.DEFINE_list('simple_cnaps_subsets', ['1', '10', '40', 'all'],
                   '|H| values for Simple CNAPs (and CNAPs).')
-flags.DEFINE_list('seeds', ['0', '1'], 'Seeds (weight initialisation and LITE subsets).')
+flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (weight initialisation and LITE subsets); '
+                  'with two or more the CI includes seed variance.')
 flags.mark_flag_as_required('output_dir')
 
 
