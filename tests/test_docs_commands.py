@@ -31,6 +31,8 @@ GUIDES = ['TRAINING.md', 'META_DATASET.md', 'ORBIT.md', 'VTAB_MD.md', 'STUDIES.m
 # Flags the guides name that belong to other programs' command lines (ORBIT's code), not to a
 # lite_tf binary: a bare `--flag` span must be one of these or some binary's flag.
 FOREIGN_FLAGS = {'num_lite_samples', 'with_train_shot_caps', 'annotations_to_load'}
+# Scripts outside bin/ whose flags the docs show (argparse; read from their sources).
+SCRIPTS_WITH_FLAGS = ('tests/mutation_run.py',)
 _BINARY = re.compile(r'(?<![\w/.-])bin/(\w+)\.py\b')
 _FLAG = re.compile(r'(?<![\w-])--([A-Za-z][\w-]*)')
 _REPO_PATH = re.compile(r'(?<![\w./~-])((?:lite_tf|bin|gin|docs|tests)/[\w./{},*<>$-]*)')
@@ -166,6 +168,9 @@ def test_binaries_exist_and_define_every_flag_shown():
       if not _accepts(binary_flags[name], flag):
         problems.append(f'{where}: bin/{name}.py has no flag --{flag}')
   every_flag = set().union(*binary_flags.values())
+  for script in SCRIPTS_WITH_FLAGS:
+    every_flag |= set(re.findall(r"add_argument\('--(\w+)'", _read(os.path.join(REPO_ROOT,
+                                                                                script))))
   for where, flag in _bare_flag_spans():
     if flag not in FOREIGN_FLAGS and not _accepts(every_flag, flag):
       problems.append(f'{where}: no binary has a flag --{flag}')

@@ -107,6 +107,10 @@ def _nearest(value, measured):
   return min(measured, key=lambda m: abs(m - value))
 
 
+# Slow, with the other tests on `measured`: its probe process measures every step five times
+# (about 100 s on 2 cores); the default suite plans through the binary
+# (test_train_binary_prints_and_keeps_its_plan) and checks the planner's logic above.
+@pytest.mark.slow
 def test_predictions_of_unmeasured_steps_against_measured_ones(measured):
   """Steps far from the calibration's probes (|H| 60, chunks of 100, recomputation), each
   measured five times at its full size (the probe runs one inter-op thread, so a step's peak
@@ -121,6 +125,7 @@ def test_predictions_of_unmeasured_steps_against_measured_ones(measured):
     assert 0.5 * max(row['measured']) <= row['model'] <= 2.0 * max(row['measured']), row
 
 
+@pytest.mark.slow  # the `measured` probe (above)
 def test_fitted_plan_stays_within_its_budget_and_leaves_training_untouched(measured):
   budget = BUDGET_MB * MB  # the plan keeps 10% of it free (lite.memory_plan_margin)
   h, chunk, query_batch, _ = measured['plan']
