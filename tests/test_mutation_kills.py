@@ -406,3 +406,33 @@ def test_single_image_subsets_average_to_the_full_gradient(protonets):
                                                 backprop_indices=tf.constant([[i]]))
     total = [t + g for t, g in zip(total, grads)]
   assert relative_error([t / 6 for t in total], full) < 1e-5
+
+
+def test_later_query_batches_reuse_the_cache_and_count_the_penalty_once():
+  """Kills _accumulate_query_batches mutant 14 (later batches given no cache: they rebuild it
+  and add the penalty to the reported loss again). Three query batches, |H| = N: the reported
+  loss is the full-set loss, penalty once."""
+  from lite_tf.studies import subset_pairs  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(5)
+  model = simple_cnaps.SimpleCnaps(backbone='conv4', image_size=16)
+  model(small_episode().to_dict())
+  subset_pairs.perturb_film(model, 0.5)
+  assert float(model.regularization_loss()) > 1e-3
+  episode = small_episode(num_support=6, num_query=7)
+  full_loss, _, _ = estimator.full_task_gradients(model, episode, model.trainable_variables)
+  loss, _, _ = estimator.lite_task_gradients(model, episode, model.trainable_variables, 6,
+                                             chunk_size=3, query_batch_size=3)
+  np.testing.assert_allclose(float(loss), float(full_loss), rtol=1e-5)
+
+
+def test_loss_scale_scales_the_lite_gradients_and_not_the_objective(protonets):
+  """Kills _query_objective mutants 81 and 82 (the scaled objective dropped, or divided by
+  loss_scale): float16 loss scaling returns gradients times loss_scale, the objective as it
+  was."""
+  episode = small_episode(num_support=6)
+  variables = protonets.trainable_variables
+  _, objective, grads, _ = estimator.lite_task_objective(protonets, episode, variables, 2, 3, 4)
+  _, scaled_objective, scaled, _ = estimator.lite_task_objective(
+      protonets, episode, variables, 2, 3, 4, loss_scale=8.0)
+  np.testing.assert_allclose(float(scaled_objective), float(objective), rtol=1e-6)
+  assert relative_error([g / 8.0 for g in scaled], grads) < 1e-5
