@@ -69,14 +69,9 @@ def _protonets(seed=1):
   return model
 
 
-def test_lite_is_exact_with_task_statistics():
-  """The statistics are constants of the task, so LITE's estimate (chunks of 3, H of 2)
-  averaged over all 15 subsets equals the gradient of the same network back-propagated through
-  the whole support set at once; |H| = N is that gradient, in eager and graph mode."""
-  learner = _protonets()
-  episode = small_episode(num_support=6)
-  variables = learner.trainable_variables
-  full_loss, full, _ = estimator.full_task_gradients(learner, episode, variables)
+def lite_over_all_subsets(learner, episode, variables, full_loss):
+  """LITE's gradient (chunks of 3, |H| = 2, query batches of 4, one traced step) averaged over
+  all 15 subsets of a 6-image support set; every subset's loss must equal full_loss."""
 
   @tf.function
   def lite(subset):
@@ -90,11 +85,29 @@ def test_lite_is_exact_with_task_statistics():
     loss, grads, _ = lite(tf.constant(subset))
     np.testing.assert_allclose(float(loss), float(full_loss), rtol=1e-5)
     total = [t + g for t, g in zip(total, grads)]
-  assert relative_error([t / len(subsets) for t in total], full) < 1e-5
+  return [t / len(subsets) for t in total]
+
+
+def assert_all_of_h_is_exact(learner, episode, variables, full):
+  """|H| = N (chunks of 4, query batches of 3) is the gradient `full`, eager and graph."""
   for run in (lambda f: f(), lambda f: tf.function(f)()):
     _, exact, _ = run(lambda: estimator.lite_task_gradients(learner, episode, variables, 6,
                                                             chunk_size=4, query_batch_size=3))
     assert relative_error(exact, full) < 1e-5
+
+
+def test_lite_is_exact_with_task_statistics():
+  """The statistics are constants of the task, so LITE's estimate (chunks of 3, H of 2)
+  averaged over all 15 subsets equals the gradient of the same network back-propagated through
+  the whole support set at once; |H| = N is that gradient, in eager and graph mode."""
+  learner = _protonets()
+  episode = small_episode(num_support=6)
+  variables = learner.trainable_variables
+  full_loss, full, _ = estimator.full_task_gradients(learner, episode, variables)
+
+  assert relative_error(lite_over_all_subsets(learner, episode, variables, full_loss),
+                        full) < 1e-5
+  assert_all_of_h_is_exact(learner, episode, variables, full)
   # The network is not the inference-mode one: its loss differs.
   gin.clear_config()
   keras.utils.set_random_seed(1)

@@ -82,9 +82,6 @@ class TaskNormAlpha(layers.Layer):
   def alpha(self, index, context_size):
     return tf.sigmoid(self.a[index] * context_size + self.b[index])
 
-  def call(self, inputs):
-    return inputs
-
 
 class _Collected(Exception):
   """Ends a partial forward pass at the layer whose input statistics are being collected
@@ -102,12 +99,13 @@ class NormState:
     # TaskNorm-I: statistics are (mean, variance, context size), normalised with instance
     # moments pooled in (pooled_normalization), with gradient; alpha from self.alpha.
     self.task_norm_i = self.statistics == 'task_norm_i'
-    self.alpha = None  # TaskNormAlpha, attached by the learner (attach_alpha)
+    self.alpha = None  # TaskNormAlpha, attached by the learner (Learner.attach_task_norm_alpha)
     self._estimate_scale = None  # set inside estimating()
     self._estimated = None
     self.num_layers = 0
     self._mode = None  # None, 'fixed', 'collect' or 'progressive'
-    self._fixed = None  # [(mean [C], variance [C])] per layer, in call order
+    self._fixed = None  # per layer, in call order: (mean [C], variance [C]), TaskNorm-I's
+    # with the context size too (combine)
     self._target = None
     self._recorded = None
     self._index = 0
@@ -217,22 +215,26 @@ def image_moments(x):
   return mean, m2, count
 
 
-def combine_moments(mean, m2, count):
-  """Mean and (biased) variance over every position of every image, from image_moments."""
+def _merged_moments(mean, m2, count):
+  """(mean [C], centred sum of squares [C], positions) over every position of every image,
+  from image_moments' rows, merged exactly (Chan et al.)."""
   total = tf.reduce_sum(count)
   weights = count[:, None]
   pooled = tf.reduce_sum(weights * mean, axis=0) / total
   spread = tf.reduce_sum(m2, axis=0) + tf.reduce_sum(weights * tf.square(mean - pooled), axis=0)
+  return pooled, spread, total
+
+
+def combine_moments(mean, m2, count):
+  """Mean and (biased) variance over every position of every image, from image_moments."""
+  pooled, spread, total = _merged_moments(mean, m2, count)
   return tf.stop_gradient(pooled), tf.stop_gradient(spread / total)
 
 
 def context_moments(mean, m2, count):
   """TaskNorm-I's context statistics from image_moments rows of every support image:
   (mean [C], unbiased variance [C], number of images), with gradient (cnaps' torch.var)."""
-  total = tf.reduce_sum(count)
-  weights = count[:, None]
-  pooled = tf.reduce_sum(weights * mean, axis=0) / total
-  spread = tf.reduce_sum(m2, axis=0) + tf.reduce_sum(weights * tf.square(mean - pooled), axis=0)
+  pooled, spread, total = _merged_moments(mean, m2, count)
   return pooled, spread / (total - 1.0), tf.cast(tf.shape(mean)[0], tf.float32)
 
 
@@ -277,10 +279,10 @@ def pooled_normalization(layer, x, context_mean, context_variance, alpha):
   axes = _spatial_axes(x, layer.name)
   dtype = x.dtype
   x = tf.cast(x, tf.float32)
-  instance_mean = tf.reduce_mean(x, axis=axes, keepdims=True)
-  positions = tf.cast(tf.reduce_prod(tf.shape(x)[1:-1]), tf.float32)
-  instance_variance = (tf.reduce_sum(tf.square(x - instance_mean), axis=axes, keepdims=True)
-                       / (positions - 1.0))
+  mean, m2, count = image_moments(x)
+  per_image = [-1] + [1] * len(axes) + [x.shape[-1]]
+  instance_mean = tf.reshape(mean, per_image)
+  instance_variance = tf.reshape(m2 / (count[:, None] - 1.0), per_image)
   shape = [1] * (len(x.shape) - 1) + [-1]
   context_mean = tf.reshape(tf.cast(context_mean, tf.float32), shape)
   context_variance = tf.reshape(tf.cast(context_variance, tf.float32), shape)
