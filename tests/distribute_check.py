@@ -51,14 +51,15 @@ class UnshardedSource(Source):
     return super().as_dataset(start)
 
 
-def train(strategy, tasks_per_step, steps, source):
+def train(strategy, tasks_per_step, steps, source, **lite_options):
   with strategy.scope():
     keras.utils.set_random_seed(0)
     learner = ProtoNets(backbone='conv4', image_size=16)
     learner.call(Source().episode(0))
     learner.built = True
     # |H| = 2 of 6: the replicas' subset draws must match the single device's too.
-    model = lite_model.LiteModel(learner, num_backprop=2, chunk_size=2, query_batch_size=4)
+    model = lite_model.LiteModel(learner, num_backprop=2, chunk_size=2, query_batch_size=4,
+                                 **lite_options)
     model.compile(optimizer=lite_model.make_optimizer(learning_rate=1e-2,
                                                       tasks_per_step=tasks_per_step))
   model.fit(distribute.replica_episodes(strategy, source), epochs=1, steps_per_epoch=steps,
@@ -72,6 +73,12 @@ def main():
   sharded_source = Source()
   mirrored, mirrored_tasks = train(mirrored_strategy, 1, 2, sharded_source)
   unsharded, _ = train(mirrored_strategy, 1, 2, UnshardedSource())
+  # Recomputation in the default mode ('loop': a while-loop with a custom gradient per pass)
+  # inside each replica.
+  recomputed = {name: train(strategy, tasks, steps, Source(), recompute_batch=1)[0]
+                for name, strategy, tasks, steps in (
+                    ('single', distribute.make_strategy('default'), 2, 4),
+                    ('mirrored', mirrored_strategy, 1, 2))}
   keras.utils.set_random_seed(0)
   initial = ProtoNets(backbone='conv4', image_size=16)
   initial.call(Source().episode(0))
@@ -83,6 +90,10 @@ def main():
   print('difference_unsharded', max(float(np.abs(a - b).max())
                                     for a, b in zip(single, unsharded)))
   print('shards', sorted(sharded_source.shards))
+  print('difference_recomputed', max(float(np.abs(a - b).max()) for a, b in zip(
+      recomputed['single'], recomputed['mirrored'])))
+  print('recomputed_vs_plain', max(float(np.abs(a - b).max()) for a, b in zip(
+      recomputed['single'], single)))
   with mirrored_strategy.scope():  # accumulation on top of replicas is refused up front
     try:
       lite_model.make_optimizer(tasks_per_step=3)

@@ -149,6 +149,7 @@ def test_fitted_plan_predicts_its_peak_within_ten_percent(measured):
       _nearest(measured['predicted_peak'], again), rel=0.10), again
 
 
+@pytest.mark.slow  # ~27 s; the planner's refusal itself is tested without the binary
 def test_train_binary_refuses_a_budget_below_the_fixed_overhead(tmp_path, glyph_cache):
   proc = run_binary('train.py', f'--gin_config={DEMO_GIN}',
                     f'--train_dir={tmp_path}/run',

@@ -28,7 +28,9 @@ BINDINGS = ['--gin_config=' + os.path.join(REPO_ROOT, 'gin', 'demo_protonets.gin
             '--gin_bindings=run_training.steps_per_log=4',
             # SGD: Adam's normalisation would magnify round-off in near-zero gradients.
             "--gin_bindings=make_optimizer.algorithm='sgd'",
-            '--gin_bindings=make_optimizer.learning_rate=0.05']
+            '--gin_bindings=make_optimizer.learning_rate=0.05',
+            # Recomputation in its default mode ('loop') inside each worker's replica.
+            '--gin_bindings=lite.recompute_batch=2']
 TIMEOUT = 300
 
 
@@ -189,7 +191,8 @@ def test_a_killed_worker_stops_the_job_and_both_resume_exactly(tmp_path, cluster
   _assert_same_training(train_dir, reference_dir, epochs=4)
 
 
-@pytest.mark.parametrize('policy', ['mixed_bfloat16', 'mixed_float16'])
+@pytest.mark.parametrize('policy', [pytest.param('mixed_bfloat16', marks=pytest.mark.slow),
+                                    'mixed_float16'])
 def test_a_multi_worker_run_takes_mixed_precision(tmp_path, policy):
   """The precision's checks run before the strategy configures TF's runtime only if they leave
   it unstarted (a MultiWorkerMirroredStrategy must configure it: 'Collective ops must be

@@ -166,7 +166,7 @@ def test_recomputed_rows_value_and_gradients_with_an_unknown_number_of_rows(mode
 
 
 def test_recomputed_rows_default_mode_and_refusals():
-  """The default mode is 'unrolled'; an unknown mode and an fn of several outputs are refused
+  """The default mode ('loop') gives fn's rows; an unknown mode and an fn of several outputs are refused
   with their messages."""
   weights = tf.Variable(tf.ones([3, 2]))
   extra = (tf.zeros([3]), tf.constant(1.0), tf.zeros([1]))

@@ -29,6 +29,7 @@ def _history(train_dir):
   return {r['step']: r for r in records}
 
 
+@pytest.mark.slow  # ~60 s; test_interrupt's signal tests resume exactly in the default suite
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, glyph_cache):
   reference = subprocess.run(_command(tmp_path / 'reference'), capture_output=True, text=True,
                              timeout=900)
@@ -151,3 +152,23 @@ def test_resuming_a_batch_norm_simple_cnaps_run_under_the_task_default_is_refuse
                            capture_output=True, text=True, timeout=900)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'resuming from' in resumed.stderr
+
+
+def test_the_recompute_mode_default_change_matters_only_to_runs_that_recompute():
+  """recompute_mode's default became 'loop'. A run that recomputed with 'unrolled' resumes
+  only with that binding (the loop's gradient differs by round-off); a run without
+  recomputation (no recompute_batch, no memory budget) resumes under the new default."""
+  from lite_tf.lite import model  # pylint: disable=g-import-not-at-top,unused-import
+  from lite_tf.training import train  # pylint: disable=g-import-not-at-top
+  plain_old = "lite.recompute_batch = None\nlite.recompute_mode = 'unrolled'\n"
+  plain_now = "lite.recompute_batch = None\nlite.recompute_mode = 'loop'\n"
+  assert train.run_changes(plain_old, plain_now) == []
+  recomputing_old = "lite.recompute_batch = 8\nlite.recompute_mode = 'unrolled'\n"
+  recomputing_now = "lite.recompute_batch = 8\nlite.recompute_mode = 'loop'\n"
+  assert train.run_changes(recomputing_old, recomputing_now) == [
+      ('lite.recompute_mode', 'unrolled', 'loop')]
+  assert train.run_changes('lite.recompute_batch = 8\n', recomputing_now) == [
+      ('lite.recompute_mode', 'unrolled', 'loop')]
+  budget_now = "lite.memory_budget_mb = 2048\nlite.recompute_mode = 'loop'\n"
+  assert train.run_changes("lite.memory_budget_mb = 2048\nlite.recompute_mode = 'unrolled'\n",
+                           budget_now) == [('lite.recompute_mode', 'unrolled', 'loop')]

@@ -33,7 +33,8 @@ def _randomize_batch_norm(backbone, seed):
         v.assign(rng.uniform(low, low + 1.0, v.shape).astype(np.float32))
 
 
-@pytest.mark.parametrize('name,size', [('conv4', 16), ('resnet18', 32), ('efficientnet_b0', 32)])
+@pytest.mark.parametrize('name,size', [('conv4', 16), ('resnet18', 32),
+                                       pytest.param('efficientnet_b0', 32, marks=pytest.mark.slow)])
 def test_chunked_task_statistics_normalise_like_training_mode_batch_norm(name, size):
   """Statistics computed in chunks of 3 over 7 images, layer by layer, then held fixed, give the
   network that Keras' own training-mode BatchNorm computes on the whole batch at once."""

@@ -119,7 +119,7 @@ LEARNERS = {'protonets': protonets.ProtoNets, 'cnaps': cnaps.Cnaps,
 
 
 def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_batch_size,
-                   recompute_batch=None, recompute_mode='unrolled'):
+                   recompute_batch=None, recompute_mode='loop'):
   model = lite_model.LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                                query_batch_size=query_batch_size,
                                recompute_batch=recompute_batch, recompute_mode=recompute_mode)
@@ -130,7 +130,7 @@ def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_
 def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
         way, steps, image_dtype='float32', learner='protonets', num_query=None,
         recompute_batch=None, time_parts=True, policy='float32', grappler=True,
-        recompute_mode='unrolled', set_encoder_size=None):
+        recompute_mode='loop', set_encoder_size=None):
   """Runs warm-up + `steps` steps of `mode` under the precision `policy`; returns a dict of
   measurements."""
   from lite_tf import precision  # pylint: disable=g-import-not-at-top

@@ -62,13 +62,13 @@ def define_sizing_flags(learner, backbone, image_size, help_texts=None):
 
 
 def define_step_flags(image_dtype, help_texts=None):
-  """--precision (default float32), --recompute_batch (none), --recompute_mode (unrolled),
+  """--precision (default float32), --recompute_batch (none), --recompute_mode (loop),
   --set_encoder_size (none) and --image_dtype. help_texts: {flag: help} replacing
   STEP_HELP's."""
   text = {**STEP_HELP, **(help_texts or {})}
   flags.DEFINE_enum('precision', 'float32', POLICIES, text['precision'])
   flags.DEFINE_integer('recompute_batch', None, text['recompute_batch'])
-  flags.DEFINE_enum('recompute_mode', 'unrolled', RECOMPUTE_MODES, text['recompute_mode'])
+  flags.DEFINE_enum('recompute_mode', 'loop', RECOMPUTE_MODES, text['recompute_mode'])
   flags.DEFINE_integer('set_encoder_size', None, text['set_encoder_size'])
   flags.DEFINE_enum('image_dtype', image_dtype, IMAGE_DTYPES, text['image_dtype'])
 

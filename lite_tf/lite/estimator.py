@@ -263,15 +263,15 @@ def _unrolled_recomputed_rows(fn, images, extra, batch_size, max_rows):
 RECOMPUTE_MODES = ('unrolled', 'loop')
 
 
-def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='unrolled', wrt=None):
+def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='loop', wrt=None):
   """fn(images, extra), row-wise, in micro-batches whose activations are not kept for the
   backward pass but recomputed there, one micro-batch at a time.
 
-  mode 'unrolled' (default): one tf.recompute_grad per micro-batch, unrolled in Python; the
-  traced step holds a copy of fn's passes per micro-batch (long tracing, a large graph in
-  host memory), and TF may run micro-batches side by side. 'loop': one tf.while_loop over
-  the micro-batches in each pass (_looped_recomputed_rows): one copy of fn's passes whatever
-  the number of micro-batches, strictly one micro-batch at a time. docs/BENCHMARKS.md
+  mode 'loop' (default): one tf.while_loop over the micro-batches in each pass
+  (_looped_recomputed_rows): one copy of fn's passes whatever the number of micro-batches,
+  strictly one micro-batch at a time. 'unrolled': one tf.recompute_grad per micro-batch,
+  unrolled in Python; the traced step holds a copy of fn's passes per micro-batch (long
+  tracing, a large graph in host memory), and TF may run micro-batches side by side. docs/BENCHMARKS.md
   compares the two.
 
   Args:
@@ -665,7 +665,7 @@ def lite_task_objective(learner, episode, variables, num_backprop, chunk_size,
                         context_indices=None, regularizer_scale=1.0,
                         loss_accounting='per_task', support_scaling='paper',
                         backprop_clip_length=None, loss_scale=None,
-                        recompute_mode='unrolled'):
+                        recompute_mode='loop'):
   """LITE gradient of one task's loss, the loss as loss_accounting forms it over the query
   batches (by default the mean query cross-entropy plus the regularization loss).
 

@@ -170,8 +170,9 @@ class LiteModel(EpisodicModel):
     seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
     recompute_batch: None, or micro-batch size for recomputing the activations of the
       back-propagated images in the backward pass (see estimator.recomputed_rows).
-    recompute_mode: 'unrolled' (default: a tf.recompute_grad per micro-batch) or 'loop' (one
-      while-loop per pass: far less tracing and host memory; docs/BENCHMARKS.md).
+    recompute_mode: 'loop' (default: one while-loop per pass over the micro-batches: far less
+      tracing and host memory, docs/BENCHMARKS.md) or 'unrolled' (a tf.recompute_grad per
+      micro-batch, unrolled in Python; the default before issue #31). Both are exact.
     context_subset: 'independent' (default: unbiased set-encoder gradient) or 'shared' (the
       paper's code), see estimator.lite_task_gradients.
     regularizer_accounting: how a task's loss is formed over its B query batches
@@ -199,7 +200,7 @@ class LiteModel(EpisodicModel):
                recompute_batch=None, context_subset='independent',
                regularizer_accounting='reference', backprop_clip_length=None,
                memory_budget_mb=None, memory_plan_support_size=1000,
-               memory_plan_query_size=500, memory_plan_margin=0.1, recompute_mode='unrolled',
+               memory_plan_query_size=500, memory_plan_margin=0.1, recompute_mode='loop',
                support_scaling='paper', **kwargs):
     if isinstance(num_backprop, bool) or not isinstance(num_backprop, int) or num_backprop < 0:
       raise ValueError(f'LiteModel.num_backprop must be an integer >= 0 (0: the query path '
@@ -309,7 +310,7 @@ def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40
                     regularizer_accounting='reference', backprop_clip_length=None,
                     memory_budget_mb=None, memory_plan_support_size=1000,
                     memory_plan_query_size=500, memory_plan_margin=0.1,
-                    recompute_mode='unrolled', support_scaling='paper'):
+                    recompute_mode='loop', support_scaling='paper'):
   """gin constructor of LiteModel: `lite.num_backprop = 40` and friends."""
   return LiteModel(learner, num_backprop=num_backprop, chunk_size=chunk_size,
                    query_batch_size=query_batch_size, seed=seed,

@@ -284,7 +284,12 @@ EARLIER_DEFAULTS = {
     # pooled with padding 'same'.
     'cnaps.set_encoder_pooling': 'same',
     'simple_cnaps.set_encoder_pooling': 'same',
+    # 'loop' since issue #31 (the same gradient, traced as one while-loop per pass).
+    'lite.recompute_mode': 'unrolled',
 }
+
+# Bindings that change nothing a run computes while the run recomputes no activations.
+_RECOMPUTATION_ONLY = ('lite.recompute_mode',)
 
 
 def run_changes(old_text, new_text):
@@ -306,7 +311,18 @@ def run_changes(old_text, new_text):
       elif _is_default(name, now):
         continue
     changes.append((name, before, now))
+  if changes and not (_recomputes(old_text) or _recomputes(new_text)):
+    changes = [c for c in changes if c[0] not in _RECOMPUTATION_ONLY]
   return changes
+
+
+def _recomputes(text):
+  """Whether a run with this operative config may recompute activations (recompute_batch
+  set, or a memory budget whose plan may turn recomputation on)."""
+  from lite_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  bindings = config_lib.config_bindings(text)
+  return any(bindings.get(f'lite.{name}') is not None
+             for name in ('recompute_batch', 'memory_budget_mb'))
 
 
 def _is_default(name, value):
