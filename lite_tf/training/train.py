@@ -312,7 +312,7 @@ def run_changes(old_text, new_text):
         continue
     changes.append((name, before, now))
   if changes and not (_recomputes(old_text) or _recomputes(new_text)):
-    changes = [c for c in changes if c[0] not in _RECOMPUTATION_ONLY]
+    changes = [c for c in changes if c[0].rpartition('/')[2] not in _RECOMPUTATION_ONLY]
   return changes
 
 
@@ -320,9 +320,8 @@ def _recomputes(text):
   """Whether a run with this operative config may recompute activations (recompute_batch
   set, or a memory budget whose plan may turn recomputation on)."""
   from lite_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-  bindings = config_lib.config_bindings(text)
-  return any(bindings.get(f'lite.{name}') is not None
-             for name in ('recompute_batch', 'memory_budget_mb'))
+  return any(value is not None for name, value in config_lib.config_bindings(text).items()
+             if name.rpartition('/')[2] in ('lite.recompute_batch', 'lite.memory_budget_mb'))
 
 
 def _is_default(name, value):
