@@ -29,21 +29,24 @@ batch's mean loss and penalty over the batches, as cambridge-mlg/LITE and ORBIT 
 support_scaling 'none' (cambridge-mlg/LITE) or 'orbit' (the whole cross-entropy times N/|H|)
 replace the (N/|H|) factor above.
 
-The steps, in the order one query batch (_query_batch) takes them:
-  1. Draw the subsets: H and its complement (_backprop_subset: sample_backprop_indices, or
+The steps of one task (lite_task_objective):
+  1. Cache the gradient-free rows once, before any query batch (_task_cache: chunked, outside
+     the tape): the task context's first-stage rows and per-task BatchNorm statistics of all N
+     images (_cache_task_constants, with the set encoder's whole-context-set statistics
+     first), and the N-|H| contributions outside the first batch's H (_gradient_free_rows).
+Then, in the order one query batch (_query_batch) takes them:
+  2. Draw the subsets: H and its complement (_backprop_subset: sample_backprop_indices, or
      sample_backprop_clips for whole clips), and H_c (_context_subset).
-  2. Cache the gradient-free rows (first batch only, chunked, outside the tape): the task
-     context's first-stage rows and per-task BatchNorm statistics of all N images
-     (_cache_task_constants, with the set encoder's whole-context-set statistics first), and
-     the N-|H| contributions outside H (_gradient_free_rows).
   3. Back-propagate H, under the tape: the (N/|H_c|) term of the task context
      (_task_context) and the (N/|H|) * sum_{i in H} term of the equation above
      (_support_contributions, with scale_gradient; optionally recomputed in micro-batches,
-     recomputed_rows), beside the cached rows without gradient.
+     recomputed_rows), beside the cached rows without gradient. The first batch's H rows
+     fill the cache's rows that the chunks left out.
   4. The query batch's loss, weighted by its share of the query set, plus the regularization
      loss (_query_objective, as loss_accounting forms it); the tape's gradient of it is the
      estimate above, its query path term included.
-_accumulate_query_batches sums the batches' losses and gradients over the query batches.
+_all_query_batches runs the batches (one traced batch: a tf.while_loop over them unless the
+task has one batch, known when tracing) and sums their losses and gradients.
 """
 
 import contextlib
@@ -353,6 +356,7 @@ class _LiteTask:
   n: tf.Tensor
   num_query: tf.Tensor
   num_batches: tf.Tensor
+  static_num_batches: Any  # num_batches as a Python int when the query set's size is static
 
 
 def _check_arguments(learner, num_backprop, query_batch_size, backprop_indices, context_subset,
@@ -431,8 +435,8 @@ def _contributions_fn(task, x, context):
 
 
 def _cache_task_constants(task):
-  """The first query batch's gradient-free passes over all N support images, chunked, before
-  the norm scope is entered: the first stage's whole-context-set statistics
+  """The gradient-free passes over all N support images, chunked, before the norm scope is
+  entered: the first stage's whole-context-set statistics
   (cache['context_norm'], with set_encoder_norm='task'), the context's first-stage rows
   (cache['context'], learners with a task context) and the per-task BatchNorm statistics
   (cache['norm'], with per-task batch_norm.statistics), all fixed for every forward pass of the
@@ -466,9 +470,9 @@ def _cache_task_constants(task):
 
 
 def _gradient_free_rows(task, context_value, rest):
-  """The first query batch's cache['support']: [n, ...] contributions whose rows `rest` (the
-  N - |H| outside H) are computed without gradient, chunked, outside the tape (their
-  activations freed at once); H's rows are zeros until _support_contributions fills them."""
+  """cache['support']: [n, ...] contributions whose rows `rest` (the N - |H| outside the first
+  query batch's H) are computed without gradient, chunked, outside the tape (their activations
+  freed at once); H's rows are zeros until the first batch fills them (_filled_support)."""
   rest_contributions = chunking.chunked_map(
       lambda x: _contributions_fn(task, x, context_value), task.images, rest, task.chunk_size)
   return _scatter_rows(
@@ -478,7 +482,7 @@ def _gradient_free_rows(task, context_value, rest):
       rest, rest_contributions)
 
 
-def _task_context(task, b, chosen, chosen_images, cache, after, first):
+def _task_context(task, b, chosen, chosen_images, cache, after):
   """Nested LITE, under the tape (learners with a task context): the task context from all N
   first-stage rows, those of H_c (_context_subset) computed with gradient weighted by N/|H_c|
   (scale_gradient), the others cache['context'] without gradient."""
@@ -486,7 +490,7 @@ def _task_context(task, b, chosen, chosen_images, cache, after, first):
   if task.context_subset == 'shared':
     context_images = chosen_images
   else:  # ordered like chosen_images: after the chunks and the previous batch
-    with tf.control_dependencies(list(after) + (tf.nest.flatten(cache) if first else [])):
+    with tf.control_dependencies(list(after) + tf.nest.flatten(cache)):
       context_images = tf.gather(task.images, context_chosen)
   context_scale = (tf.cast(task.n, tf.float32)
                    / tf.cast(tf.shape(context_chosen)[0], tf.float32)
@@ -499,14 +503,15 @@ def _task_context(task, b, chosen, chosen_images, cache, after, first):
   return task.learner.task_context(context_rows)
 
 
-def _support_contributions(task, chosen, chosen_images, context, cache, scale, first):
+def _support_contributions(task, chosen, chosen_images, context, cache, scale):
   """Eq. 5-6's support path, under the tape: the N contributions [n, ...], H's computed with
   gradient weighted by `scale` (N/|H| with support_scaling 'paper'; scale_gradient; recomputed
-  in micro-batches with
-  recompute_batch), the others cache['support']'s. The first batch fills H's rows of
-  cache['support'] (in place) with their values."""
+  in micro-batches with recompute_batch), the others cache['support']'s.
+
+  Returns:
+    (the N contributions, H's rows as computed here)."""
   if task.no_support_path:  # every row came from the gradient-free chunks
-    return tf.nest.map_structure(tf.stop_gradient, cache['support'])
+    return tf.nest.map_structure(tf.stop_gradient, cache['support']), None
   if task.recompute_batch:
     max_rows = (int(task.backprop_indices.shape[1]) if task.backprop_indices is not None
                 else task.num_backprop * (task.backprop_clip_length or 1))
@@ -517,12 +522,26 @@ def _support_contributions(task, chosen, chosen_images, context, cache, scale, f
     # TaskNorm-I: this call's moments become LITE's estimate, used by the query batch too.
     with task.learner.estimating_norm_statistics(scale):
       chosen_contributions = _contributions_fn(task, chosen_images, context)
-  if first:
-    cache['support'] = _scatter_rows(
-        cache['support'], chosen, tf.nest.map_structure(tf.stop_gradient, chosen_contributions))
   scaled = tf.nest.map_structure(lambda c: scale_gradient(c, scale), chosen_contributions)
-  return _scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache['support']), chosen,
-                       scaled)
+  return (_scatter_rows(tf.nest.map_structure(tf.stop_gradient, cache['support']), chosen,
+                        scaled),
+          chosen_contributions)
+
+
+def _filled_support(task, first, chosen, chosen_contributions, support):
+  """cache['support'] for the batches after this one: the first batch (`first`: a Python
+  bool, or a bool tensor in the batch loop) fills H's rows with its values; the later
+  batches leave it as it is."""
+  if task.no_support_path or first is False:
+    return support
+
+  def filled():
+    return _scatter_rows(support, chosen,
+                         tf.nest.map_structure(tf.stop_gradient, chosen_contributions))
+
+  if first is True:
+    return filled()
+  return tf.cond(first, filled, lambda: support)
 
 
 def _query_rows(task, b):
@@ -560,95 +579,100 @@ def _query_objective(task, start, end, adapted, cache, after, first, support_rat
   objective = cross_entropy if task.loss_accounting == 'reference' else loss
   if task.support_scaling == 'orbit':
     objective = objective * support_ratio
-  if task.loss_accounting == 'reference' or first:
+  if task.loss_accounting == 'reference' or first is not False:
     penalty = learner.regularization_loss()
-    objective = objective + task.regularizer_scale * penalty
-    if first:  # the reported loss counts the penalty once per task, whatever the scale
-      loss += penalty
+    # `first`: a Python bool, or a bool tensor in the batch loop (the penalty times 0 or 1).
+    once = penalty if first is True else tf.cast(first, penalty.dtype) * penalty
+    objective = objective + task.regularizer_scale * (
+        penalty if task.loss_accounting == 'reference' else once)
+    loss += once  # the reported loss counts the penalty once per task, whatever the scale
   objective_value = objective
   if task.loss_scale is not None:  # float16: LossScaleOptimizer unscales the gradients
     objective = objective * task.loss_scale
   return loss, objective, objective_value, logits
 
 
-def _query_batch(task, b, cache, after=()):
-  """(reported loss share, objective term), gradients, predictions and the cache for query
-  batch b; cache None: the first batch, which fills the cache that the others read.
+def _query_batch(task, b, cache, after=(), first=False):
+  """(reported loss share, objective term), gradients, predictions and cache['support'] for
+  the batches after it, of query batch b. `first`: whether b is the first batch (a Python
+  bool, or a bool tensor in the batch loop), which fills H's rows of cache['support'] and
+  counts the penalty once per task.
 
   `after`: tensors (the previous batches' gradients) that must exist before this batch's
   forward pass starts. In graph mode nothing else orders two query batches, and both
   batches' activations would be alive at once.
   """
   with contextlib.ExitStack() as norm_scope:  # per-task BatchNorm statistics, if any
-    return _query_batch_in(task, b, cache, after, norm_scope)
+    return _query_batch_in(task, b, cache, after, first, norm_scope)
 
 
-def _query_batch_in(task, b, cache, after, norm_scope):
+def _query_batch_in(task, b, cache, after, first, norm_scope):
   """_query_batch with `norm_scope` open until the gradients are taken (recomputed
   micro-batches normalise with the task's statistics too)."""
-  chosen, rest = _backprop_subset(task, b)
+  chosen, _ = _backprop_subset(task, b)
   support_ratio = (tf.cast(task.n, tf.float32)
                    / tf.cast(tf.maximum(tf.shape(chosen)[0], 1), tf.float32))
   scale = support_ratio if task.support_scaling == 'paper' else 1.0
   start, end = _query_rows(task, b)
-  first = cache is None
-  with tf.control_dependencies(list(after)):
+  # After the gradient-free chunks, with nothing else alive but the task's images, so that
+  # their transient activations never add to those kept for the backward pass.
+  with tf.control_dependencies(list(after) + tf.nest.flatten(cache)):
     chosen_images = tf.gather(task.images, chosen)
-  if first:
-    # The gradient-free chunks run first, with nothing else alive but the task's images,
-    # so their transient activations never add to those kept for the backward pass.
-    cache, context_value = _cache_task_constants(task)
   norm_scope.enter_context(task.learner.fixed_norm_statistics(cache.get('norm')))
-  if first:
-    cache['support'] = _gradient_free_rows(task, context_value, rest)
-    with tf.control_dependencies(tf.nest.flatten(cache)):
-      chosen_images = tf.identity(chosen_images)
   with tf.GradientTape() as tape:
     context = None
     if task.learner.has_context:
-      context = _task_context(task, b, chosen, chosen_images, cache, after, first)
-    contributions = _support_contributions(task, chosen, chosen_images, context, cache, scale,
-                                           first)
+      context = _task_context(task, b, chosen, chosen_images, cache, after)
+    contributions, chosen_contributions = _support_contributions(
+        task, chosen, chosen_images, context, cache, scale)
     adapted = task.learner.adapt_support(contributions, task.labels, task.way, context)
     loss, objective, objective_value, logits = _query_objective(
         task, start, end, adapted, cache, after, first, support_ratio)
   grads = dense_gradients(tape.gradient(objective, task.variables), task.variables)
   predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-  return (loss, objective_value), grads, predictions, cache
+  support = _filled_support(task, first, chosen, chosen_contributions, cache['support'])
+  return (loss, objective_value), grads, predictions, support
 
 
-def _accumulate_query_batches(task, loss, grads, predictions, cache):
-  """Adds query batches 1, ..., num_batches - 1 (each after the previous batches' gradients)
-  to the first batch's losses ((reported loss, objective value)), gradients and predictions:
-  a Python loop when the number of batches is static (fixed-shape episodes), else a
-  tf.while_loop.
+def _task_cache(task):
+  """The task's gradient-free passes, before any query batch: _cache_task_constants' cache
+  with cache['support'], the contributions outside the first batch's H (_gradient_free_rows,
+  under the task's BatchNorm statistics)."""
+  cache, context_value = _cache_task_constants(task)
+  _, rest = _backprop_subset(task, 0)
+  with task.learner.fixed_norm_statistics(cache.get('norm')):
+    cache['support'] = _gradient_free_rows(task, context_value, rest)
+  return cache
+
+
+def _all_query_batches(task, cache):
+  """The query batches 0, ..., num_batches - 1, each after the previous batches' gradients,
+  their losses ((reported loss, objective value)) and gradients summed: one batch when that is
+  the number known when tracing, else a tf.while_loop whose body is the one traced batch.
 
   Returns:
     ((loss, objective), grads, predictions [num_query] int32).
   """
-  static_batches = tf.get_static_value(task.num_batches)
-  if static_batches is not None:
-    all_predictions = [predictions]
-    for b in range(1, int(static_batches)):
-      batch_loss, batch_grads, batch_predictions, _ = _query_batch(task, tf.constant(b), cache,
-                                                                   after=grads)
-      loss = tuple(a + b for a, b in zip(loss, batch_loss))
-      grads = [g + bg for g, bg in zip(grads, batch_grads)]
-      all_predictions.append(batch_predictions)
-    return loss, grads, tf.concat(all_predictions, 0)
+  if task.static_num_batches == 1:
+    losses, grads, predictions, _ = _query_batch(task, tf.constant(0), cache, first=True)
+    return losses, grads, predictions
 
-  predictions_array = tf.TensorArray(tf.int32, size=task.num_batches, infer_shape=False,
-                                     element_shape=[None]).write(0, predictions)
-
-  def body(b, loss, grads, predictions_array):
-    batch_loss, batch_grads, batch_predictions, _ = _query_batch(task, b, cache, after=grads)
+  def body(b, loss, grads, predictions_array, support):
+    batch_loss, batch_grads, batch_predictions, support = _query_batch(
+        task, b, {**cache, 'support': support}, after=grads, first=tf.equal(b, 0))
     return (b + 1, tuple(a + b for a, b in zip(loss, batch_loss)),
             [g + bg for g, bg in zip(grads, batch_grads)],
-            predictions_array.write(b, batch_predictions))
+            predictions_array.write(b, batch_predictions), support)
 
-  _, loss, grads, predictions_array = tf.while_loop(
-      lambda b, *_: b < task.num_batches, body,
-      (tf.constant(1), loss, grads, predictions_array), parallel_iterations=1)
+  num_batches = tf.maximum(task.num_batches, 1)  # batch 0 runs, as with one traced batch
+  predictions_array = tf.TensorArray(tf.int32, size=num_batches, infer_shape=False,
+                                     element_shape=[None])
+  zero = tf.constant(0.0, tf.float32)
+  _, loss, grads, predictions_array, _ = tf.while_loop(
+      lambda b, *_: b < num_batches, body,
+      (tf.constant(0), (zero, zero), [tf.zeros_like(v) for v in task.variables],
+       predictions_array, cache['support']),
+      parallel_iterations=1)
   return loss, grads, predictions_array.concat()
 
 
@@ -732,10 +756,10 @@ def lite_task_objective(learner, episode, variables, num_backprop, chunk_size,
       backprop_clip_length=backprop_clip_length, loss_scale=loss_scale,
       no_support_path=no_support_path, images=images, labels=episode.support_labels, way=way,
       n=n, num_query=num_query, num_batches=(num_query + query_batch_size - 1) // query_batch_size,
+      static_num_batches=(None if episode.query_images.shape[0] is None
+                          else -(-episode.query_images.shape[0] // query_batch_size)),
       seed=tf.cast(tf.convert_to_tensor(seed), tf.int64))
-  losses, grads, predictions, cache = _query_batch(task, tf.constant(0), None)
-  (loss, objective), grads, predictions = _accumulate_query_batches(task, losses, grads,
-                                                                    predictions, cache)
+  (loss, objective), grads, predictions = _all_query_batches(task, _task_cache(task))
   return loss, objective, grads, predictions
 
 
