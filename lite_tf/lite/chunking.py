@@ -17,7 +17,8 @@ def chunked_map(fn, images, indices, chunk_size, like=None):
     indices: [m] int32 rows of `images` to process (may be empty).
     chunk_size: Python int > 0, rows per chunk.
     like: optional nest shaped like fn's output (tensors or TensorSpecs: dtypes and trailing
-      shapes). If None: in a traced function, output_like() gives them; in eager mode (or
+      shapes). If None: in a traced function, the one trace of fn that the loop calls
+      (traced_rows_function) gives them; in eager mode (or
       when fn's trailing shapes are not static) the first chunk is computed before the loop
       and gives them, and with an empty `indices` that chunk is one row (image 0) whose
       output is dropped, so the network still runs on a non-empty batch (oneDNN's Conv2D
@@ -33,7 +34,10 @@ def chunked_map(fn, images, indices, chunk_size, like=None):
     # profiler counts a loop body once, whatever its iterations).
     return tf.nest.map_structure(tf.stop_gradient, fn(tf.gather(images, indices)))
   if like is None and not tf.executing_eagerly():
-    like = output_like(fn, images)
+    traced = traced_rows_function(fn, images)
+    if traced is not None:  # the loop body calls the one trace of fn
+      fn, like = traced, tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                               traced.structured_outputs)
   if like is None:
     if static_num:  # known and non-empty: static shapes
       first = tf.nest.map_structure(tf.stop_gradient,
@@ -80,6 +84,19 @@ def chunked_map(fn, images, indices, chunk_size, like=None):
                   lambda dtype=dtype, empty_shape=empty_shape: tf.zeros(empty_shape, dtype))
     outputs.append(tf.ensure_shape(out, tf.TensorShape([static_num]).concatenate(shape)))
   return tf.nest.pack_sequence_as(like, outputs)
+
+
+def traced_rows_function(fn, images):
+  """fn traced once (without AutoGraph, as Keras' train step is) into a concrete function of
+  any number of rows of `images`, or None unless every trailing dimension of its outputs is
+  static. In a traced step, chunked_map's loop body calls it: the trace that gives the loop
+  its output shapes is the one the loop runs, and the step's graph holds one copy of fn (not
+  a first chunk outside the loop, nor a second trace for the shapes)."""
+  spec = tf.TensorSpec(tf.TensorShape([None]).concatenate(images.shape[1:]), images.dtype)
+  traced = tf.function(lambda x: fn(x), autograph=False).get_concrete_function(spec)
+  if not all(t.shape[1:].is_fully_defined() for t in tf.nest.flatten(traced.structured_outputs)):
+    return None
+  return traced
 
 
 def output_like(fn, images, static=True):

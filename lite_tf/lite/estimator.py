@@ -60,6 +60,7 @@ from lite_tf.episode import to_model_input
 from lite_tf.learners.base import dense_gradients
 from lite_tf.learners.base import mean_cross_entropy
 from lite_tf.lite import chunking
+from lite_tf.lite import grappler
 
 
 def disable_grappler_add_rewrite():
@@ -69,10 +70,13 @@ def disable_grappler_add_rewrite():
   chunk loop's body into a TemporaryVariable that fails at run time with "AlreadyExistsError:
   Resource __per_step_0/while_1/body/.../AddOpsRewrite_add_12/tmp_var" (seen with ProtoNets on
   Conv-4, N=160, |H|=N). Arithmetic rewrites matter little for conv nets; correctness wins.
-  The option is process-wide and applies to functions traced after this call.
+  The option is process-wide and applies to functions traced after this call. Then the
+  lean Grappler passes on a CPU (lite_tf.lite.grappler.configure), which the call before
+  would have reset.
   """
   if tf.config.optimizer.get_experimental_options().get('arithmetic_optimization', True):
     tf.config.optimizer.set_experimental_options({'arithmetic_optimization': False})
+  grappler.configure()
 
 
 def scale_gradient(x, scale):
@@ -619,7 +623,10 @@ def _query_batch_in(task, b, cache, after, first, norm_scope):
   with tf.control_dependencies(list(after) + tf.nest.flatten(cache)):
     chosen_images = tf.gather(task.images, chosen)
   norm_scope.enter_context(task.learner.fixed_norm_statistics(cache.get('norm')))
-  with tf.GradientTape() as tape:
+  # Only the variables differentiated: a frozen backbone's would be watched too (they are
+  # read under the tape), and the backward pass would be traced towards them and pruned.
+  with tf.GradientTape(watch_accessed_variables=False) as tape:
+    tape.watch([getattr(v, 'value', v) for v in task.variables])  # Keras': the tf.Variable
     context = None
     if task.learner.has_context:
       context = _task_context(task, b, chosen, chosen_images, cache, after)

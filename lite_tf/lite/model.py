@@ -209,6 +209,9 @@ class LiteModel(EpisodicModel):
       if not isinstance(value, int) or value <= 0:
         raise ValueError(f'LiteModel.{name} must be a positive integer; got {value!r}')
     super().__init__(learner, seed=seed, **kwargs)
+    # Grappler's options for the functions this thread calls (Keras' train function among
+    # them), set again where each step is traced (estimator.lite_task_objective).
+    estimator.disable_grappler_add_rewrite()
     self.num_backprop = num_backprop
     self.chunk_size = chunk_size
     self.query_batch_size = query_batch_size
