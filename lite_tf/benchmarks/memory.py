@@ -124,7 +124,14 @@ def _train_step_fn(learner, optimizer, episode, num_backprop, chunk_size, query_
                                query_batch_size=query_batch_size,
                                recompute_batch=recompute_batch, recompute_mode=recompute_mode)
   model.optimizer = optimizer
-  return tf.function(lambda: model.train_step(episode.to_dict()))
+  # Traced as Keras' fit traces the train step in bin/train.py: without AutoGraph, and with
+  # the task's sizes unknown (a dataset's element spec), so one traced step serves every task.
+  task = episode.to_dict()
+  signature = {key: tf.TensorSpec([None] + list(value.shape[1:]) if value.shape.rank else [],
+                                  value.dtype)
+               for key, value in task.items()}
+  step = tf.function(model.train_step, input_signature=[signature], autograph=False)
+  return lambda: step(task)
 
 
 def run(mode, backbone, image_size, support_size, num_backprop, chunk_size, query_batch_size,
