@@ -54,6 +54,13 @@ def test_uint8_episodes(fixture_dir):
                                        image_dtype='uint8')
   e = next(iter(source.as_dataset(num_episodes=1)))
   assert e['support_images'].dtype == tf.uint8 and e['support_images'].shape[1:] == (32, 32, 3)
+  # By default records hold float32, Meta-Dataset's resized pixels exactly (TRAINING.md,
+  # "Images held in memory"); uint8 rounds them.
+  default = reader.RecordsEpisodeSource(fixture_dir, 'valid', image_size=32, seed=3)
+  d = next(iter(default.as_dataset(num_episodes=1)))
+  assert d['support_images'].dtype == tf.float32
+  np.testing.assert_allclose(e['support_images'].numpy() / 127.5 - 1.0,
+                             d['support_images'].numpy(), atol=0.5 / 127.5 + 1e-6)
 
 
 def test_bad_records_are_named(fixture_dir, tmp_path):
