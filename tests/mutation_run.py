@@ -110,6 +110,8 @@ _CONTEXT = [_KILLS + 'test_shipped_context_learner_is_the_full_forward',
             _KILLS + 'test_refusals_of_a_learner_with_a_task_context']
 _REFUSALS = [_KILLS + 'test_bad_lite_arguments_are_refused_with_their_message',
              _KILLS + 'test_refusals_of_a_learner_with_a_task_context']
+_TRACED = ('tests/test_traced_step.py::'
+           'test_a_traced_step_traces_one_query_batch_whatever_their_number')
 TESTS_BY_FUNCTION = {
     'x_adapt_task': _ADAPTATION, 'x_adapted_query_logits': _ADAPTATION,
     'x_adapted_query_features': _ADAPTATION + [_KILLS + 'test_adapted_query_features_carry'],
@@ -129,8 +131,12 @@ TESTS_BY_FUNCTION = {
                           _KILLS + 'test_lite_step_is_the_full_forward_with_either_statistics',
                           _GRAPH, 'tests/test_loss_accounting.py::'] + _CONTEXT,
     'x__query_batch': ['tests/test_loss_accounting.py::'],
-    'x__accumulate_query_batches': [_GRAPH, _WHILE, _KILLS + 'test_lite_step_is_the_full_forward',
-                                    'tests/test_loss_accounting.py::'],
+    'x__all_query_batches': [_GRAPH, _WHILE, _KILLS + 'test_lite_step_is_the_full_forward',
+                             _KILLS + 'test_later_query_batches_reuse_the_cache_and_count_the_'
+                             'penalty_once', _TRACED, 'tests/test_loss_accounting.py::'],
+    'x__task_cache': [_KILLS + 'test_lite_step_is_the_full_forward', _TRACED] + _CONTEXT,
+    'x__filled_support': [_KILLS + 'test_later_query_batches_reuse_the_cache_and_count_the_'
+                          'penalty_once', _WHILE, _TRACED],
     'x__support_contributions': [_KILLS + 'test_recomputed_lite_steps_are_the_plain_ones'],
     'x__check_arguments': _REFUSALS,
     'x_disable_grappler_add_rewrite': [_KILLS + 'test_grappler_add_rewrite_is_turned_off_once'],

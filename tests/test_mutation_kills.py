@@ -410,8 +410,9 @@ def test_single_image_subsets_average_to_the_full_gradient(protonets):
 
 def test_later_query_batches_reuse_the_cache_and_count_the_penalty_once():
   """Kills _accumulate_query_batches mutant 14 (later batches given no cache: they rebuild it
-  and add the penalty to the reported loss again). Three query batches, |H| = N: the reported
-  loss is the full-set loss, penalty once."""
+  and add the penalty to the reported loss again; since issue #31 the batches are
+  _all_query_batches' loop, the first batch's role a bool tensor). Three query batches,
+  |H| = N: the reported loss is the full-set loss, penalty once."""
   from lite_tf.studies import subset_pairs  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(5)
   model = simple_cnaps.SimpleCnaps(backbone='conv4', image_size=16)

@@ -14,6 +14,8 @@ from lite_tf.lite import estimator
 from lite_tf.lite import fused_adam
 from lite_tf.lite import grappler
 
+_is_lean = grappler._is_lean  # pylint: disable=protected-access
+
 
 def _trace(fn, *specs):
   """fn traced as Keras' train step is (no AutoGraph); returns the concrete function."""
@@ -90,9 +92,9 @@ def test_lean_grappler_passes_on_a_cpu(monkeypatch):
   """The traced LITE step sets LEAN_CPU_PASSES for the thread's function calls, on top of the
   ArithmeticOptimizer being off; grappler.lean_on_cpu = False and a GPU leave TF's passes."""
   tf.config.optimizer.set_experimental_options({})  # resets the thread's options
-  assert not grappler._is_lean(grappler.current_rewrite_options())  # pylint: disable=protected-access
+  assert not _is_lean(grappler.current_rewrite_options())
   assert not grappler.configure(lean_on_cpu=False)
-  assert not grappler._is_lean(grappler.current_rewrite_options())  # pylint: disable=protected-access
+  assert not _is_lean(grappler.current_rewrite_options())
   learner = small_protonets(0)
   _trace(lambda: estimator.lite_task_gradients(learner, small_episode(),
                                                learner.trainable_variables, 2, 3, 7))
@@ -105,7 +107,7 @@ def test_lean_grappler_passes_on_a_cpu(monkeypatch):
   monkeypatch.setattr(tf.config, 'list_logical_devices',
                       lambda kind=None: ['/device:GPU:0'] if kind == 'GPU' else [])
   assert not grappler.configure()
-  assert not grappler._is_lean(grappler.current_rewrite_options())  # pylint: disable=protected-access
+  assert not _is_lean(grappler.current_rewrite_options())
 
 
 @pytest.fixture(autouse=True)
