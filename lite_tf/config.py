@@ -1,5 +1,7 @@
-"""gin parsing shared by the binaries, with errors that name the file or binding at fault."""
+"""gin parsing shared by the binaries, with errors that name the file or binding at fault, and
+the comparison of a resumed run's configuration with its saved one (run_changes)."""
 
+import inspect
 import os
 import tokenize
 
@@ -115,6 +117,67 @@ def changed_bindings(old_text, new_text):
   return [(name, old.get(name, missing), new.get(name, missing))
           for name in sorted(set(old) | set(new))
           if old.get(name, missing) != new.get(name, missing)]
+
+
+# Parameters whose default changed, with the default before: a run whose operative config
+# lacks the binding trained with that earlier value (not with today's default).
+EARLIER_DEFAULTS = {
+    # 'task' since issue #28: the set encoder's BatchNorm with the whole context set's
+    # statistics; runs before it normalised with each call's ('batch').
+    'cnaps.set_encoder_norm': 'batch',
+    'simple_cnaps.set_encoder_norm': 'batch',
+    # Added with its default 'floor' (the reference's max pool) in issue #28; runs before it
+    # pooled with padding 'same'.
+    'cnaps.set_encoder_pooling': 'same',
+    'simple_cnaps.set_encoder_pooling': 'same',
+    # 'loop' since issue #31 (the same gradient, traced as one while-loop per pass).
+    'lite.recompute_mode': 'unrolled',
+}
+
+# Bindings that change nothing a run computes while the run recomputes no activations.
+_RECOMPUTATION_ONLY = ('lite.recompute_mode',)
+
+
+def run_changes(old_text, new_text):
+  """[(binding, value in the run, value now)] that differ between a run's saved operative
+  config and this one's (bin/train.py, bin/pretrain.py), bindings this run has not reached
+  yet left out. A binding the run
+  lacks counts as the value it trained with: its EARLIER_DEFAULTS entry, else today's default
+  (a setting added to lite_tf since that run)."""
+  changes = []
+  for name, before, now in changed_bindings(old_text, new_text):
+    if repr(now) == '<unbound>':
+      continue  # not called yet at this point of this run: compared when it is
+    if repr(before) == '<unbound>':
+      selector = name.rpartition('/')[2]
+      if selector in EARLIER_DEFAULTS:
+        before = EARLIER_DEFAULTS[selector]
+        if before == now:
+          continue
+      elif _is_default(name, now):
+        continue
+    changes.append((name, before, now))
+  if changes and not (_recomputes(old_text) or _recomputes(new_text)):
+    changes = [c for c in changes if c[0].rpartition('/')[2] not in _RECOMPUTATION_ONLY]
+  return changes
+
+
+def _recomputes(text):
+  """Whether a run with this operative config may recompute activations (recompute_batch
+  set, or a memory budget whose plan may turn recomputation on)."""
+  return any(value is not None for name, value in config_bindings(text).items()
+             if name.rpartition('/')[2] in ('lite.recompute_batch', 'lite.memory_budget_mb'))
+
+
+def _is_default(name, value):
+  """Whether `value` is the default of the configurable parameter `name` (scope/sel.param)."""
+  selector, _, parameter = name.rpartition('.')
+  try:
+    configurable = gin.config._REGISTRY.get_match(selector.rpartition('/')[2])  # pylint: disable=protected-access
+    default = inspect.signature(configurable.wrapped).parameters[parameter].default
+  except (KeyError, ValueError, TypeError, AttributeError):
+    return False
+  return default is not inspect.Parameter.empty and default == value
 
 
 def bound_value(name):

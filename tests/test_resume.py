@@ -110,6 +110,24 @@ def test_a_run_saved_before_the_set_encoder_default_changed_resumes_only_as_it_t
   assert train.run_changes('', 'cnaps.film_architecture = "reference"\n') == []
 
 
+def test_pretraining_compares_its_run_as_training_does(tmp_path, monkeypatch):
+  """bin/pretrain.py's resume check is config.run_changes too: a setting added to lite_tf since
+  the saved run, at its default, is no change (it was refused as one before); a changed value
+  is refused."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from lite_tf.learners import cnaps  # pylint: disable=g-import-not-at-top,unused-import
+  from lite_tf.training import pretrain  # pylint: disable=g-import-not-at-top
+  checkpoints = tmp_path / 'w.h5.checkpoints'
+  checkpoints.mkdir()
+  (checkpoints / 'operative_config.gin').write_text('run_pretraining.learning_rate = 0.001\n')
+  now = 'run_pretraining.learning_rate = 0.001\ncnaps.film_architecture = "reference"\n'
+  monkeypatch.setattr(gin, 'operative_config_str', lambda: now)
+  assert pretrain._check_same_run(str(tmp_path / 'w.h5'), str(checkpoints)) is None  # pylint: disable=protected-access
+  monkeypatch.setattr(gin, 'operative_config_str', lambda: now.replace('0.001', '0.01'))
+  with pytest.raises(ValueError, match='holds a pre-training with another configuration'):
+    pretrain._check_same_run(str(tmp_path / 'w.h5'), str(checkpoints))  # pylint: disable=protected-access
+
+
 @pytest.mark.slow  # the rule itself: test_run_changes..., above, in the default suite
 def test_resuming_a_batch_norm_simple_cnaps_run_under_the_task_default_is_refused(tmp_path,
                                                                                  glyph_cache):

@@ -75,8 +75,10 @@ def _check_same_run(output, checkpoint_dir):
     return None
   with open(config_path, encoding='utf-8') as f:
     old = f.read()
-  changes = [c for c in config_lib.changed_bindings(old, gin.operative_config_str())
-             if c[0] not in _SAFE_TO_CHANGE and repr(c[2]) != '<unbound>']
+  # As bin/train.py compares a run (lite_tf.config.run_changes): a binding the run lacks
+  # counts as the default it ran with, one this run has not reached yet is left out.
+  changes = [c for c in config_lib.run_changes(old, gin.operative_config_str())
+             if c[0] not in _SAFE_TO_CHANGE]
   if changes:
     listed = '; '.join(f'{name} = {before!r} in the run, {now!r} now'
                        for name, before, now in changes[:6])
