@@ -411,8 +411,9 @@ def test_single_image_subsets_average_to_the_full_gradient(protonets):
 def test_later_query_batches_reuse_the_cache_and_count_the_penalty_once():
   """Kills _accumulate_query_batches mutant 14 (later batches given no cache: they rebuild it
   and add the penalty to the reported loss again; since issue #31 the batches are
-  _all_query_batches' loop, the first batch's role a bool tensor). Three query batches,
-  |H| = N: the reported loss is the full-set loss, penalty once."""
+  _all_query_batches' loop, the first batch's role a bool tensor), and the one-batch task's
+  penalty dropped (_query_objective). Three query batches, and one, |H| = N: the reported
+  loss is the full-set loss, penalty once, and the gradient the full one."""
   from lite_tf.studies import subset_pairs  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(5)
   model = simple_cnaps.SimpleCnaps(backbone='conv4', image_size=16)
@@ -420,10 +421,13 @@ def test_later_query_batches_reuse_the_cache_and_count_the_penalty_once():
   subset_pairs.perturb_film(model, 0.5)
   assert float(model.regularization_loss()) > 1e-3
   episode = small_episode(num_support=6, num_query=7)
-  full_loss, _, _ = estimator.full_task_gradients(model, episode, model.trainable_variables)
-  loss, _, _ = estimator.lite_task_gradients(model, episode, model.trainable_variables, 6,
-                                             chunk_size=3, query_batch_size=3)
-  np.testing.assert_allclose(float(loss), float(full_loss), rtol=1e-5)
+  full_loss, full, _ = estimator.full_task_gradients(model, episode, model.trainable_variables)
+  for query_batch_size in (3, 7):
+    loss, grads, _ = estimator.lite_task_gradients(model, episode, model.trainable_variables, 6,
+                                                   chunk_size=3,
+                                                   query_batch_size=query_batch_size)
+    np.testing.assert_allclose(float(loss), float(full_loss), rtol=1e-5)
+    assert relative_error(grads, full) < 1e-5, query_batch_size
 
 
 def test_loss_scale_scales_the_lite_gradients_and_not_the_objective(protonets):

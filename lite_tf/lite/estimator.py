@@ -533,10 +533,10 @@ def _support_contributions(task, chosen, chosen_images, context, cache, scale):
 
 
 def _filled_support(task, first, chosen, chosen_contributions, support):
-  """cache['support'] for the batches after this one: the first batch (`first`: a Python
-  bool, or a bool tensor in the batch loop) fills H's rows with its values; the later
-  batches leave it as it is."""
-  if task.no_support_path or first is False:
+  """cache['support'] for the batches after this one: the first batch (`first`: True, or a
+  bool tensor in the batch loop) fills H's rows with its values; the later batches leave it
+  as it is."""
+  if task.no_support_path:
     return support
 
   def filled():
@@ -583,24 +583,24 @@ def _query_objective(task, start, end, adapted, cache, after, first, support_rat
   objective = cross_entropy if task.loss_accounting == 'reference' else loss
   if task.support_scaling == 'orbit':
     objective = objective * support_ratio
-  if task.loss_accounting == 'reference' or first is not False:
-    penalty = learner.regularization_loss()
-    # `first`: a Python bool, or a bool tensor in the batch loop (the penalty times 0 or 1).
-    once = penalty if first is True else tf.cast(first, penalty.dtype) * penalty
-    objective = objective + task.regularizer_scale * (
-        penalty if task.loss_accounting == 'reference' else once)
-    loss += once  # the reported loss counts the penalty once per task, whatever the scale
+  penalty = learner.regularization_loss()
+  # `first`: True, or a bool tensor in the batch loop: the penalty times 1 in the first batch
+  # and 0 in the others ('per_task', and the reported loss), or in every batch ('reference').
+  once = penalty if first is True else tf.cast(first, penalty.dtype) * penalty
+  objective = objective + task.regularizer_scale * (
+      penalty if task.loss_accounting == 'reference' else once)
+  loss += once  # the reported loss counts the penalty once per task, whatever the scale
   objective_value = objective
   if task.loss_scale is not None:  # float16: LossScaleOptimizer unscales the gradients
     objective = objective * task.loss_scale
   return loss, objective, objective_value, logits
 
 
-def _query_batch(task, b, cache, after=(), first=False):
+def _query_batch(task, b, cache, first, after=()):
   """(reported loss share, objective term), gradients, predictions and cache['support'] for
-  the batches after it, of query batch b. `first`: whether b is the first batch (a Python
-  bool, or a bool tensor in the batch loop), which fills H's rows of cache['support'] and
-  counts the penalty once per task.
+  the batches after it, of query batch b. `first`: whether b is the first batch (True, or a
+  bool tensor in the batch loop), which fills H's rows of cache['support'] and counts the
+  penalty once per task.
 
   `after`: tensors (the previous batches' gradients) that must exist before this batch's
   forward pass starts. In graph mode nothing else orders two query batches, and both
@@ -661,12 +661,12 @@ def _all_query_batches(task, cache):
     ((loss, objective), grads, predictions [num_query] int32).
   """
   if task.static_num_batches == 1:
-    losses, grads, predictions, _ = _query_batch(task, tf.constant(0), cache, first=True)
+    losses, grads, predictions, _ = _query_batch(task, tf.constant(0), cache, True)
     return losses, grads, predictions
 
   def body(b, loss, grads, predictions_array, support):
     batch_loss, batch_grads, batch_predictions, support = _query_batch(
-        task, b, {**cache, 'support': support}, after=grads, first=tf.equal(b, 0))
+        task, b, {**cache, 'support': support}, tf.equal(b, 0), after=grads)
     return (b + 1, tuple(a + b for a, b in zip(loss, batch_loss)),
             [g + bg for g, bg in zip(grads, batch_grads)],
             predictions_array.write(b, batch_predictions), support)
