@@ -15,6 +15,7 @@ from lite_tf.lite import fused_adam
 from lite_tf.lite import grappler
 
 _is_lean = grappler._is_lean  # pylint: disable=protected-access
+_watchable = estimator._watchable  # pylint: disable=protected-access
 
 
 def _trace(fn, *specs):
@@ -115,3 +116,15 @@ def _lean_again():
   yield
   tf.config.optimizer.set_experimental_options({})
   estimator.disable_grappler_add_rewrite()
+
+
+def test_the_query_batch_watches_tf_and_keras_variables():
+  """The query batch's tape watches only the differentiated variables: a Keras variable (a
+  learner's) through its tf.Variable, a tf.Variable as it is, anything else refused (never
+  left unwatched with a zero gradient)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  assert isinstance(_watchable(tf.Variable(1.0)), tf.Variable)
+  keras_variable = keras.Variable(1.0)
+  assert isinstance(_watchable(keras_variable), tf.Variable)
+  with pytest.raises(TypeError, match='cannot watch'):
+    _watchable(tf.constant(1.0))

@@ -596,6 +596,19 @@ def _query_objective(task, start, end, adapted, cache, after, first, support_rat
   return loss, objective, objective_value, logits
 
 
+def _watchable(variable):
+  """The tf.Variable that GradientTape.watch takes for a variable: itself, or a Keras
+  variable's (its `value` outside an autocast scope); refused otherwise, rather than left
+  unwatched with a zero gradient."""
+  if isinstance(variable, tf.Variable):
+    return variable
+  value = getattr(variable, 'value', None)
+  if isinstance(value, tf.Variable):
+    return value
+  raise TypeError(f'lite_task_gradients: cannot watch {variable!r} (a tf.Variable or a Keras '
+                  f'variable outside an autocast scope is expected)')
+
+
 def _query_batch(task, b, cache, first, after=()):
   """(reported loss share, objective term), gradients, predictions and cache['support'] for
   the batches after it, of query batch b. `first`: whether b is the first batch (True, or a
@@ -626,7 +639,7 @@ def _query_batch_in(task, b, cache, after, first, norm_scope):
   # Only the variables differentiated: a frozen backbone's would be watched too (they are
   # read under the tape), and the backward pass would be traced towards them and pruned.
   with tf.GradientTape(watch_accessed_variables=False) as tape:
-    tape.watch([getattr(v, 'value', v) for v in task.variables])  # Keras': the tf.Variable
+    tape.watch([_watchable(v) for v in task.variables])
     context = None
     if task.learner.has_context:
       context = _task_context(task, b, chosen, chosen_images, cache, after)
