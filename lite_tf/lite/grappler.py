@@ -9,9 +9,9 @@ Two settings, both process-wide for the functions called after them on the calli
   EfficientNet-B0 step at S = 84 on a CPU and changed nothing there that the step needs (the
   layout optimiser changed no node, the TFG conditional-code-motion passes none, the memory
   optimiser 8 of 28,000; the second round of every pass 400): the first run went from 15.6 to
-  9.3 s, the steady step and TF's allocator peak stayed within 1% (docs/BENCHMARKS.md, "The
-  first step"). With a GPU these passes stay as TF sets them (the layout optimiser picks GPU
-  data formats; the memory optimiser swaps to host memory).
+  9.3 s, the steady step was no slower (1.65 and 1.52 s) and TF's allocator peak within 2%
+  (docs/BENCHMARKS.md, "The first step"). With a GPU these passes stay as TF sets them (the
+  layout optimiser picks GPU data formats; the memory optimiser swaps to host memory).
 
 The settings travel in the thread's function-call options (what TF passes Grappler when it
 instantiates a function), since TF's public `tf.config.optimizer` API has no switch for them;
