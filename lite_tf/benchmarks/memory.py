@@ -19,10 +19,10 @@ import statistics
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from lite_tf import proc_status
+from lite_tf.benchmarks import reference_step
 from lite_tf.episode import Episode
 from lite_tf.episode import to_model_input
 from lite_tf.learners import cnaps
@@ -85,23 +85,11 @@ def _reset_allocator(device):
 
 
 def random_episode(num_support, num_query, image_size, way, seed=0, image_dtype='float32'):
-  rng = np.random.RandomState(seed)
-  def images(n, block=32):
-    # Drawn a block of images at a time into the task's dtype: one float64 draw of all of them
-    # (1.2 GB at N = 1000, S = 224, and as much again for its clipped copy) set the process's
-    # peak before the step, above the step's own with recomputation. RandomState's draws in
-    # blocks are the draws of one call, so the images are the same.
-    out = np.empty((n, image_size, image_size, 3),
-                   np.uint8 if image_dtype == 'uint8' else np.float32)
-    for start in range(0, n, block):
-      x = np.clip(rng.normal(0.0, 0.5, (min(block, n - start), image_size, image_size, 3)), -1, 1)
-      out[start:start + len(x)] = (np.round((x + 1.0) * 127.5) if image_dtype == 'uint8'
-                                   else x)
-    return out
-  support_labels = np.arange(num_support) % way
-  query_labels = np.arange(num_query) % min(way, num_support)
-  return Episode.from_numpy(images(num_support), support_labels, images(num_query),
-                            query_labels, way)
+  """reference_step.random_task's task (what bin/benchmark_reference.py's reference side gets
+  too) as an Episode."""
+  return Episode.from_numpy(*reference_step.random_task(num_support, num_query, image_size, way,
+                                                        seed=seed, image_dtype=image_dtype),
+                            way)
 
 
 def _timed(fn, steps):

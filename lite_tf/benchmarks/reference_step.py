@@ -42,12 +42,17 @@ import numpy as np
 
 
 def random_task(num_support, num_query, image_size, way, seed=0, image_dtype='float32'):
-  """The task lite_tf.benchmarks.memory.random_episode makes, in numpy alone: support images
-  [num_support, S, S, 3], support labels [num_support] (cycling over the way), query images
-  [num_query, S, S, 3] and query labels; uint8 pixels or float32 in [-1, 1]."""
+  """The benchmarks' random task (lite_tf.benchmarks.memory.random_episode's), in numpy alone,
+  so that this script needs no TensorFlow: support images [num_support, S, S, 3], support
+  labels [num_support] (cycling over the way), query images [num_query, S, S, 3] and query
+  labels; uint8 pixels or float32 in [-1, 1]."""
   rng = np.random.RandomState(seed)
 
   def images(n, block=32):
+    # Drawn a block of images at a time into the task's dtype: one float64 draw of all of them
+    # (1.2 GB at N = 1000, S = 224, and as much again for its clipped copy) set the process's
+    # peak before the step, above the step's own with recomputation. RandomState's draws in
+    # blocks are the draws of one call, so the images are the same.
     out = np.empty((n, image_size, image_size, 3),
                    np.uint8 if image_dtype == 'uint8' else np.float32)
     for start in range(0, n, block):

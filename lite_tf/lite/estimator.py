@@ -126,6 +126,19 @@ def _scatter_rows(base, indices, rows):
       lambda b, r: tf.tensor_scatter_nd_update(b, indices[:, None], r), base, rows)
 
 
+def _watchable(variable):
+  """The tf.Variable that GradientTape.watch takes for a variable: itself, or a Keras
+  variable's (its `value` outside an autocast scope); refused otherwise, rather than left
+  unwatched with a zero gradient."""
+  if isinstance(variable, tf.Variable):
+    return variable
+  value = getattr(variable, 'value', None)
+  if isinstance(value, tf.Variable):
+    return value
+  raise TypeError(f'lite_task_gradients: cannot watch {variable!r} (a tf.Variable or a Keras '
+                  f'variable outside an autocast scope is expected)')
+
+
 def _accumulator_dtype(t):
   """Sums of reduced-precision gradients are kept in float32."""
   return tf.float32 if t.dtype in (tf.float16, tf.bfloat16) else t.dtype
@@ -196,8 +209,7 @@ def _looped_recomputed_rows(fn, images, extra, batch_size, wrt=None):
   """
   # One identity per tensor: a tensor appearing twice in `extra` gets each slot's gradient once.
   flat = [] if extra is None else [tf.identity(t) for t in tf.nest.flatten(extra)]
-  wanted_ids = None if wrt is None else {id(getattr(v, 'value', v)) for v in wrt} | {
-      id(v) for v in wrt}
+  wanted_ids = None if wrt is None else {id(_watchable(v)) for v in wrt} | {id(v) for v in wrt}
 
   def call(x, flat_extra):
     return fn(x, None if extra is None else tf.nest.pack_sequence_as(extra, list(flat_extra)))
@@ -278,8 +290,8 @@ def recomputed_rows(fn, images, extra, batch_size, max_rows, mode='loop', wrt=No
   (_looped_recomputed_rows): one copy of fn's passes whatever the number of micro-batches,
   strictly one micro-batch at a time. 'unrolled': one tf.recompute_grad per micro-batch,
   unrolled in Python; the traced step holds a copy of fn's passes per micro-batch (long
-  tracing, a large graph in host memory), and TF may run micro-batches side by side. docs/BENCHMARKS.md
-  compares the two.
+  tracing, a large graph in host memory), and TF may run micro-batches side by side.
+  docs/BENCHMARKS.md compares the two.
 
   Args:
     fn: (images [m, ...], extra) -> tensor [m, ...] whose row i depends on image i (and extra).
@@ -594,19 +606,6 @@ def _query_objective(task, start, end, adapted, cache, after, first, support_rat
   if task.loss_scale is not None:  # float16: LossScaleOptimizer unscales the gradients
     objective = objective * task.loss_scale
   return loss, objective, objective_value, logits
-
-
-def _watchable(variable):
-  """The tf.Variable that GradientTape.watch takes for a variable: itself, or a Keras
-  variable's (its `value` outside an autocast scope); refused otherwise, rather than left
-  unwatched with a zero gradient."""
-  if isinstance(variable, tf.Variable):
-    return variable
-  value = getattr(variable, 'value', None)
-  if isinstance(value, tf.Variable):
-    return value
-  raise TypeError(f'lite_task_gradients: cannot watch {variable!r} (a tf.Variable or a Keras '
-                  f'variable outside an autocast scope is expected)')
 
 
 def _query_batch(task, b, cache, first, after=()):
