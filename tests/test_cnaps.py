@@ -389,3 +389,49 @@ def test_default_adaptation_in_chunks_is_the_one_pass_forward(default_learner):
   expected = default_learner(episode.to_dict())
   np.testing.assert_allclose(logits.numpy(), expected.numpy(),
                              atol=1e-4 * float(tf.reduce_max(tf.abs(expected))))
+
+
+def _top_level_ops(concrete, op_type):
+  return [op for op in concrete.graph.get_operations() if op.type == op_type]
+
+
+def test_default_recomputation_recomputes_the_context_subset_too(default_learner):
+  """With lite.recompute_batch and the default set encoder (each image normalised with the
+  task's fixed statistics), H_c's set-encoder rows are recomputed in micro-batches like H's
+  contributions: no convolution is left outside the while-loops of the traced step (without
+  recomputation, H_c's and H's are), and the gradient is the one without recomputation (the
+  micro-batches normalise with the whole context set's statistics, not their own)."""
+  episode = small_episode()
+  variables = default_learner.trainable_variables
+  subsets = tf.constant([[0, 4, 5]])
+  contexts = tf.constant([[1, 2, 4]])
+
+  def step(recompute_batch):
+    return tf.function(lambda: estimator.lite_task_gradients(
+        default_learner, episode, variables, 3, 4, 7, backprop_indices=subsets,
+        context_indices=contexts, recompute_batch=recompute_batch)).get_concrete_function()
+
+  plain, recomputed = step(None), step(2)
+  assert _top_level_ops(plain, 'Conv2D')
+  assert not _top_level_ops(recomputed, 'Conv2D')
+  reference, got = plain(), recomputed()
+  assert abs(float(got[0]) - float(reference[0])) < 1e-5
+  assert relative_error(got[1], reference[1]) < 1e-5
+
+
+def test_a_batch_normalised_set_encoder_is_not_recomputed():
+  """set_encoder_norm='batch' couples the images of a call: H_c's rows stay one call (only
+  the contributions are recomputed), so the gradient is the one without recomputation."""
+  keras.utils.set_random_seed(1)
+  model = simple_cnaps.SimpleCnaps(backbone='conv4', image_size=16, set_encoder_norm='batch')
+  episode = small_episode()
+  model(episode.to_dict())
+  assert not model.context_is_per_image()
+  variables = model.trainable_variables
+  subsets = tf.constant([[0, 4, 5]])
+  contexts = tf.constant([[1, 2, 4]])
+  results = [tf.function(lambda rb=rb: estimator.lite_task_gradients(
+      model, episode, variables, 3, 4, 7, backprop_indices=subsets, context_indices=contexts,
+      recompute_batch=rb))() for rb in (None, 2)]
+  assert abs(float(results[1][0]) - float(results[0][0])) < 1e-5
+  assert relative_error(results[1][1], results[0][1]) < 1e-5

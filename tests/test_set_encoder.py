@@ -61,3 +61,87 @@ def _reference_weights():
   encoder = set_encoder.SetEncoder(norm='batch')
   encoder.build((None, 84, 84, 3))
   return encoder.weights
+
+
+def _generic_statistics(encoder, images, chunk_size):
+  """The one-pass-per-layer statistics (task_norm.task_statistics) and the embeddings of
+  one more chunked pass with them: what the staged passes replace."""
+  from lite_tf.backbones import task_norm  # pylint: disable=g-import-not-at-top
+  from lite_tf.lite import chunking  # pylint: disable=g-import-not-at-top
+  statistics = task_norm.task_statistics(encoder.norm_state, encoder, images, chunk_size,
+                                         chunking.chunked_apply)
+  with encoder.norm_state.fixed(statistics):
+    return statistics, chunking.chunked_apply(encoder, images, chunk_size)
+
+
+@pytest.mark.parametrize('size,kb,stashed_from', [(40, 256, 1), (40, 8, 3), (40, 4, 4),
+                                                  (40, 0, None), (84, 256, 2)])
+@pytest.mark.parametrize('graph', [False, True])
+def test_staged_statistics_are_the_one_pass_per_layer_ones(size, kb, stashed_from, graph):
+  """The staged passes (a stash of block k's inputs once they fit kb per image) give the
+  statistics and embeddings of one pass per layer from the images, in eager mode and in a
+  traced function with the number of images unknown; the stash starts where the bound says."""
+  from lite_tf.lite import chunking  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(3)
+  encoder = set_encoder.SetEncoder(norm='task')
+  encoder.build((None, size, size, 3))
+  for norm in encoder.norms:  # away from the initial unit scale and zero shift
+    norm.gamma.assign(tf.random.uniform(norm.gamma.shape, 0.5, 1.5))
+    norm.beta.assign(tf.random.uniform(norm.beta.shape, -0.5, 0.5))
+  images = tf.random.uniform([7, size, size, 3], -1.0, 1.0)
+  sides = encoder.block_input_sides(size)
+  fits = [k for k in range(1, 5) if sides[k] ** 2 * 64 * 4 <= kb * 1024]
+  assert (fits[0] if fits else None) == stashed_from
+
+  def staged(x):
+    return encoder.staged_task_statistics(tf.identity, x, 3, chunking.chunked_apply, kb)
+
+  if graph:
+    staged = tf.function(staged, input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32)])
+  calls = _count_conv_calls(encoder)
+  statistics, embeddings = staged(images)
+  if not graph:  # 3 chunks per pass; pass k runs convs level..k, the embeddings level..4
+    assert calls == _staged_conv_calls(stashed_from, 3), calls
+  expected_statistics, expected = _generic_statistics(encoder, images, 3)
+  assert len(statistics) == len(expected_statistics) == 5
+  for (mean, variance), (mean_e, variance_e) in zip(statistics, expected_statistics):
+    np.testing.assert_allclose(mean.numpy(), mean_e.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(variance.numpy(), variance_e.numpy(), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(embeddings.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _count_conv_calls(encoder):
+  calls = [0] * len(encoder.convs)
+  for i, conv in enumerate(encoder.convs):
+    original = conv.call
+
+    def counted(x, i=i, original=original):
+      calls[i] += 1
+      return original(x)
+
+    conv.call = counted
+  return calls
+
+
+def _staged_conv_calls(stashed_from, chunks, num_blocks=5):
+  """Each conv's calls in the staged passes when block `stashed_from`'s inputs are the first
+  kept (None: none kept, one pass from the images per layer and one for the embeddings)."""
+  calls = [0] * num_blocks
+  level = 0
+  for k in range(num_blocks):
+    for j in range(level, k + 1):
+      calls[j] += chunks
+    if stashed_from is not None and k >= stashed_from:
+      level = k
+  for j in range(level, num_blocks):
+    calls[j] += chunks
+  return calls
+
+
+def test_stash_limit_refuses_what_is_not_a_size():
+  with pytest.raises(ValueError, match='set_encoder_statistics.kb_per_image'):
+    set_encoder.stash_limit(-1)
+  with pytest.raises(ValueError, match='set_encoder_statistics.kb_per_image'):
+    set_encoder.stash_limit('256')
+  assert set_encoder.stash_limit(0) == 0

@@ -131,6 +131,14 @@ class NormState:
     finally:
       self._mode = self._fixed = self._target = None
 
+  @contextlib.contextmanager
+  def single_layer(self, index, statistics):
+    """The next BatchNorm call is layer `index` alone, normalised with `statistics` (a set
+    encoder's staged passes run its blocks one at a time)."""
+    with self._entered('fixed', fixed=[None] * index + [statistics]):
+      self._index = index
+      yield
+
   def fixed(self, statistics):
     """Every BatchNorm layer normalises with statistics[l] (l: call order)."""
     if len(statistics) != self.num_layers:

@@ -233,6 +233,32 @@ class Learner(keras.Model):
       return None
     return task_norm.task_statistics(state, context_fn, images, chunk_size, chunked_apply)
 
+  def context_is_per_image(self):
+    """Whether the first stage computes each image's row on its own (so that its rows can be
+    recomputed in micro-batches, lite.recompute_batch); False for one that couples the images
+    of a call (CNAPs' set_encoder_norm='batch')."""
+    return True
+
+  def context_rows(self, prepare, images, chunk_size, chunked_apply):
+    """The first stage over the whole context (support) set without gradient, in chunks:
+    (its rows [n, ...], what context_contributions(prepare(images)) gives, and its
+    whole-context-set statistics, or None unless it normalises with them). The rows are
+    computed with those statistics fixed.
+
+    Args:
+      prepare: stored images -> model input (lite_tf.episode.to_model_input).
+      images: [n, ...] the support images as stored.
+      chunk_size: rows per gradient-free chunk.
+      chunked_apply: lite_tf.lite.chunking.chunked_apply.
+    """
+
+    def fn(x):
+      return self.context_contributions(prepare(x))
+
+    statistics = self.context_norm_statistics(fn, images, chunk_size, chunked_apply)
+    with self.fixed_context_norm_statistics(statistics):
+      return chunked_apply(fn, images, chunk_size), statistics
+
   def fixed_context_norm_statistics(self, statistics):
     """Context in which the first stage normalises with `statistics` (a no-op for None)."""
     if statistics is None:

@@ -80,6 +80,20 @@ class FilmAdaptedLearner(base.Learner):
   def _context_norm_state(self):
     return self.set_encoder.norm_state
 
+  def context_is_per_image(self):
+    return self.set_encoder.norm != 'batch'
+
+  def context_rows(self, prepare, images, chunk_size, chunked_apply):
+    """Learner.context_rows; with set_encoder_norm='task' and more than one chunk, the set
+    encoder's staged passes (SetEncoder.staged_task_statistics), which give the same values
+    for less work."""
+    static_n = images.shape[0]
+    if self.set_encoder.norm != 'task' or (static_n is not None and static_n <= chunk_size):
+      return super().context_rows(prepare, images, chunk_size, chunked_apply)
+    statistics, embeddings = self.set_encoder.staged_task_statistics(
+        prepare, images, chunk_size, chunked_apply, set_encoder.stash_limit())
+    return precision.to_float32(embeddings), statistics
+
   def task_context(self, context_contributions):
     """FiLM parameters of the task: generators applied to the mean set embedding."""
     return self.film_generator(set_encoder.task_embedding(context_contributions))

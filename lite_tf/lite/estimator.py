@@ -466,15 +466,12 @@ def _cache_task_constants(task):
   if task.learner.has_context:
     # A first stage normalised with the whole context set's statistics (set_encoder_norm
     # 'task') gets them first, so that these chunks and H_c's rows see the same constants.
-    context_norm = task.learner.context_norm_statistics(
-        lambda x: _context_fn(task, x), task.images, task.chunk_size, chunking.chunked_apply)
-    if context_norm is not None:
-      cache['context_norm'] = context_norm
     # Every contribution depends on the task context, whose value needs the first stage
     # of all N support images: computed without gradient, chunked.
-    with task.learner.fixed_context_norm_statistics(context_norm):
-      cache['context'] = chunking.chunked_apply(lambda x: _context_fn(task, x), task.images,
-                                                task.chunk_size)
+    cache['context'], context_norm = task.learner.context_rows(
+        to_model_input, task.images, task.chunk_size, chunking.chunked_apply)
+    if context_norm is not None:
+      cache['context_norm'] = context_norm
     context_value = tf.nest.map_structure(tf.stop_gradient,
                                           task.learner.task_context(cache['context']))
   statistics = task.learner.norm_statistics(
@@ -498,10 +495,21 @@ def _gradient_free_rows(task, context_value, rest):
       rest, rest_contributions)
 
 
-def _task_context(task, b, chosen, chosen_images, cache, after):
+def _max_subset_rows(task, given):
+  """A static bound on the rows of H (or of H_c, given: context_indices): the given indices'
+  width, else |H| (in images: |H| clips of backprop_clip_length)."""
+  if given is not None:
+    return int(given.shape[1])
+  return task.num_backprop * (task.backprop_clip_length or 1)
+
+
+def _task_context(task, b, chosen, chosen_images, cache, after, norm_scope):
   """Nested LITE, under the tape (learners with a task context): the task context from all N
   first-stage rows, those of H_c (_context_subset) computed with gradient weighted by N/|H_c|
-  (scale_gradient), the others cache['context'] without gradient."""
+  (scale_gradient), the others cache['context'] without gradient. With recompute_batch and a
+  first stage that computes each image on its own (Learner.context_is_per_image), H_c's rows
+  are recomputed in micro-batches too; `norm_scope` keeps the first stage's statistics fixed
+  until the gradients are taken."""
   context_chosen = _context_subset(task, b, chosen)
   if task.context_subset == 'shared':
     context_images = chosen_images
@@ -511,7 +519,14 @@ def _task_context(task, b, chosen, chosen_images, cache, after):
   context_scale = (tf.cast(task.n, tf.float32)
                    / tf.cast(tf.shape(context_chosen)[0], tf.float32)
                    if task.support_scaling == 'paper' else 1.0)
-  with task.learner.fixed_context_norm_statistics(cache.get('context_norm')):
+  norm_scope.enter_context(task.learner.fixed_context_norm_statistics(cache.get('context_norm')))
+  if task.recompute_batch and task.learner.context_is_per_image():
+    chosen_rows = recomputed_rows(
+        lambda x, _: _context_fn(task, x), context_images, None, task.recompute_batch,
+        _max_subset_rows(task, task.context_indices if task.context_subset == 'independent'
+                         else task.backprop_indices),
+        task.recompute_mode, task.variables)
+  else:
     chosen_rows = _context_fn(task, context_images)
   context_rows = _scatter_rows(
       tf.nest.map_structure(tf.stop_gradient, cache['context']), context_chosen,
@@ -529,11 +544,10 @@ def _support_contributions(task, chosen, chosen_images, context, cache, scale):
   if task.no_support_path:  # every row came from the gradient-free chunks
     return tf.nest.map_structure(tf.stop_gradient, cache['support']), None
   if task.recompute_batch:
-    max_rows = (int(task.backprop_indices.shape[1]) if task.backprop_indices is not None
-                else task.num_backprop * (task.backprop_clip_length or 1))
     chosen_contributions = recomputed_rows(
         lambda x, c: _contributions_fn(task, x, c), chosen_images, context,
-        task.recompute_batch, max_rows, task.recompute_mode, task.variables)
+        task.recompute_batch, _max_subset_rows(task, task.backprop_indices),
+        task.recompute_mode, task.variables)
   else:
     # TaskNorm-I: this call's moments become LITE's estimate, used by the query batch too.
     with task.learner.estimating_norm_statistics(scale):
@@ -641,7 +655,7 @@ def _query_batch_in(task, b, cache, after, first, norm_scope):
     tape.watch([_watchable(v) for v in task.variables])
     context = None
     if task.learner.has_context:
-      context = _task_context(task, b, chosen, chosen_images, cache, after)
+      context = _task_context(task, b, chosen, chosen_images, cache, after, norm_scope)
     contributions, chosen_contributions = _support_contributions(
         task, chosen, chosen_images, context, cache, scale)
     adapted = task.learner.adapt_support(contributions, task.labels, task.way, context)
@@ -800,13 +814,9 @@ def adapt_task(learner, episode, chunk_size=64):
   context = None
   if learner.has_context:
 
-    def context_fn(x):
-      return learner.context_contributions(to_model_input(x))
-
-    with learner.fixed_context_norm_statistics(learner.context_norm_statistics(
-        context_fn, episode.support_images, chunk_size, chunking.chunked_apply)):
-      context = learner.task_context(chunking.chunked_apply(context_fn, episode.support_images,
-                                                            chunk_size))
+    rows, _ = learner.context_rows(to_model_input, episode.support_images, chunk_size,
+                                   chunking.chunked_apply)
+    context = learner.task_context(rows)
 
   def contributions_fn(x):
     return learner.support_contributions(to_model_input(x), context, training=False)
