@@ -61,7 +61,7 @@ flags.DEFINE_integer('child_support_size', None, 'Internal.')
 
 # lite_tf's step as it ships (bin/benchmark_memory.py's defaults): this benchmark compares the
 # defaults, so it has no flags for them.
-SHIPPED = {'precision': 'float32', 'recompute_batch': None, 'recompute_mode': 'loop',
+SHIPPED = {'precision': 'float32', 'recompute_batch': 'auto', 'recompute_mode': 'loop',
            'set_encoder_size': None}
 
 

@@ -41,7 +41,7 @@ flags.DEFINE_integer('num_steps', 4, 'Training tasks (run_training.num_steps).')
 flags.DEFINE_integer('test_episodes', 1, 'Test tasks evaluated at the end.')
 step_flags.define_step_flags('uint8', {
     'precision': 'precision.policy (lite_tf.precision).',
-    'recompute_batch': 'lite.recompute_batch (none by default).',
+    'recompute_batch': "lite.recompute_batch (default: the shipped 'auto'; 0: none).",
     'recompute_mode': 'lite.recompute_mode, with --recompute_batch.',
     'set_encoder_size': '*cnaps.set_encoder_size (default: the config\'s).',
     'image_dtype': 'records_episodes.image_dtype: how the pipeline holds the tasks.'})

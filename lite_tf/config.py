@@ -132,6 +132,9 @@ EARLIER_DEFAULTS = {
     'simple_cnaps.set_encoder_pooling': 'same',
     # 'loop' since issue #31 (the same gradient, traced as one while-loop per pass).
     'lite.recompute_mode': 'unrolled',
+    # 'auto' since issue #31 (micro-batches of 8 for large back-propagated images); runs
+    # before it never recomputed unless told.
+    'lite.recompute_batch': None,
 }
 
 # Bindings that change nothing a run computes while the run recomputes no activations.

@@ -190,3 +190,51 @@ def test_fit_with_the_usual_keras_callbacks(tmp_path):
   for a, b in zip(model.learner.weights, restored.learner.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
   assert int(restored.tasks_seen.numpy()) == 6
+
+
+@pytest.mark.parametrize('side,num_backprop,clip,expected', [
+    (224, 40, None, 8), (128, 40, None, None), (84, 40, None, None), (16, 40, None, None),
+    (129, 40, None, 8), (224, 1, None, None), (84, 10, 8, None), (84, 20, 8, 8)])
+def test_auto_recomputation_follows_the_back_propagated_pixels(side, num_backprop, clip,
+                                                               expected):
+  """lite.recompute_batch = 'auto' (the default): micro-batches of 8 once |H| (in images, clips
+  counted in frames) times the image's pixels passes 40 images of 128x128, else none."""
+  model = lite_model.LiteModel(_fresh_learner(), num_backprop=num_backprop,
+                               backprop_clip_length=clip)
+  assert model.recompute_batch == 'auto'
+  assert model.resolved_recompute_batch(side) == expected
+  assert model.resolved_recompute_batch(None) is None
+  model.recompute_batch = 5  # set (or planned by lite.memory_budget_mb): taken as it is
+  assert model.resolved_recompute_batch(side) == 5
+
+
+def test_auto_recomputation_reaches_the_estimator(monkeypatch):
+  """The step passes the resolved size to the estimator: 8 for a task of 224x224 images with
+  |H| = 40, none for the same model on 16x16 images."""
+  seen = []
+  real = estimator.lite_task_gradients
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs['recompute_batch'])
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(estimator, 'lite_task_gradients', spy)
+  learner = _fresh_learner()
+  model = lite_model.LiteModel(learner, num_backprop=40, chunk_size=4, query_batch_size=4)
+  model.compile(optimizer=lite_model.make_optimizer(), jit_compile=False)
+  model.task_gradients(Episode.from_dict(_episode_dict(0)), learner.trainable_variables, tf.constant([0, 0]))
+  big = Episode.from_numpy(np.zeros((2, 224, 224, 3), np.float32), np.array([0, 1]),
+                           np.zeros((1, 224, 224, 3), np.float32), np.array([0]), 2)
+  spy_only = []
+  monkeypatch.setattr(estimator, 'lite_task_gradients',
+                      lambda *a, **k: spy_only.append(k['recompute_batch']))
+  model.task_gradients(big, learner.trainable_variables, tf.constant([0, 0]))
+  assert seen == [None] and spy_only == [8]
+
+
+def test_recompute_batch_refuses_what_is_not_a_size():
+  with pytest.raises(ValueError, match="lite.recompute_batch must be None, 'auto' or a "
+                                       'positive integer'):
+    lite_model.LiteModel(_fresh_learner(), recompute_batch='yes')
+  with pytest.raises(ValueError, match="lite.recompute_batch must be None, 'auto'"):
+    lite_model.LiteModel(_fresh_learner(), recompute_batch=0)

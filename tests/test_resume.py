@@ -190,3 +190,19 @@ def test_the_recompute_mode_default_change_matters_only_to_runs_that_recompute()
   budget_now = "lite.memory_budget_mb = 2048\nlite.recompute_mode = 'loop'\n"
   assert train.run_changes("lite.memory_budget_mb = 2048\nlite.recompute_mode = 'unrolled'\n",
                            budget_now) == [('lite.recompute_mode', 'unrolled', 'loop')]
+
+
+def test_runs_from_before_auto_recomputation_resume_only_as_they_trained():
+  """lite.recompute_batch's default became 'auto'. A run that trained without recomputation
+  (None in its operative config, or no binding at all: EARLIER_DEFAULTS) is refused on
+  resume under 'auto', naming the binding (its gradient would change by round-off from the
+  step on), and resumes with lite.recompute_batch = None bound."""
+  from lite_tf.lite import model  # pylint: disable=g-import-not-at-top,unused-import
+  from lite_tf.training import train  # pylint: disable=g-import-not-at-top
+  now = "lite.recompute_batch = 'auto'\nlite.recompute_mode = 'loop'\n"
+  change = [('lite.recompute_batch', None, 'auto')]
+  assert train.run_changes("lite.recompute_batch = None\nlite.recompute_mode = 'loop'\n",
+                           now) == change
+  assert train.run_changes("lite.recompute_mode = 'loop'\n", now) == change
+  assert train.run_changes("lite.recompute_batch = None\nlite.recompute_mode = 'unrolled'\n",
+                           "lite.recompute_batch = None\nlite.recompute_mode = 'loop'\n") == []

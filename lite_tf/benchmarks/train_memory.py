@@ -101,6 +101,8 @@ def gin_bindings(records_dir, image_size, way, shot, query_shot, num_steps, prec
   if recompute_batch:
     bindings += [f'lite.recompute_batch = {recompute_batch}',
                  f'lite.recompute_mode = {recompute_mode!r}']
+  elif recompute_batch == 0:  # none, whatever the default ('auto') would choose
+    bindings.append('lite.recompute_batch = None')
   if set_encoder_size is not None:
     bindings += [f'simple_cnaps.set_encoder_size = {set_encoder_size}',
                  f'cnaps.set_encoder_size = {set_encoder_size}']

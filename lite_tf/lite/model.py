@@ -158,6 +158,15 @@ def _multi_worker(strategy):
 REGULARIZER_ACCOUNTING = estimator.LOSS_ACCOUNTINGS
 
 
+# lite.recompute_batch = 'auto': recompute in micro-batches of 8 images when a task's
+# back-propagated images hold more than 40 images of 128x128 in pixels. EfficientNet-B0 with
+# FiLM keeps about 60 MB of activations per image at 224x224 and the set encoder about 50 MB
+# (|H| = 40: some 4 GB, against 0.8 GB in micro-batches of 8, for 20-25% more time per step);
+# at 84x84 it is 7x less, and recomputation's time would buy little (docs/TRAINING.md).
+AUTO_RECOMPUTE_BATCH = 8
+AUTO_RECOMPUTE_PIXELS = 40 * 128 * 128
+
+
 class LiteModel(EpisodicModel):
   """Meta-trains a lite_tf.learners.base.Learner with LITE.
 
@@ -168,8 +177,11 @@ class LiteModel(EpisodicModel):
     chunk_size: support examples per chunk of the gradient-free forward pass.
     query_batch_size: query examples per batch; gradients are accumulated over batches.
     seed: base seed of the subset draws; draw t of a run uses (seed, t), so runs repeat exactly.
-    recompute_batch: None, or micro-batch size for recomputing the activations of the
-      back-propagated images in the backward pass (see estimator.recomputed_rows).
+    recompute_batch: None, a micro-batch size for recomputing the activations of the
+      back-propagated images in the backward pass (see estimator.recomputed_rows), or 'auto'
+      (default): micro-batches of AUTO_RECOMPUTE_BATCH when a task's back-propagated images
+      hold more than AUTO_RECOMPUTE_PIXELS pixels (|H| = 40 at 224x224: on; at 84x84 or
+      128x128: off), none otherwise or with TaskNorm-I (resolved_recompute_batch).
     recompute_mode: 'loop' (default: one while-loop per pass over the micro-batches: far less
       tracing and host memory, docs/BENCHMARKS.md) or 'unrolled' (a tf.recompute_grad per
       micro-batch, unrolled in Python; the default before issue #31). Both are exact.
@@ -197,7 +209,7 @@ class LiteModel(EpisodicModel):
   """
 
   def __init__(self, learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
-               recompute_batch=None, context_subset='independent',
+               recompute_batch='auto', context_subset='independent',
                regularizer_accounting='reference', backprop_clip_length=None,
                memory_budget_mb=None, memory_plan_support_size=1000,
                memory_plan_query_size=500, memory_plan_margin=0.1, recompute_mode='loop',
@@ -215,9 +227,10 @@ class LiteModel(EpisodicModel):
     self.num_backprop = num_backprop
     self.chunk_size = chunk_size
     self.query_batch_size = query_batch_size
-    if recompute_batch is not None and (not isinstance(recompute_batch, int)
-                                        or recompute_batch <= 0):
-      raise ValueError(f'LiteModel.recompute_batch must be None or a positive integer; got '
+    if recompute_batch not in (None, 'auto') and (
+        isinstance(recompute_batch, bool) or not isinstance(recompute_batch, int)
+        or recompute_batch <= 0):
+      raise ValueError(f"lite.recompute_batch must be None, 'auto' or a positive integer; got "
                        f'{recompute_batch!r}')
     self.recompute_batch = recompute_batch
     if recompute_mode not in estimator.RECOMPUTE_MODES:
@@ -265,10 +278,23 @@ class LiteModel(EpisodicModel):
     replica = tf.distribute.get_replica_context()
     return float(steps * (replica.num_replicas_in_sync if replica else 1))
 
+  def resolved_recompute_batch(self, image_side):
+    """The micro-batch size a step on images of `image_side` recomputes in (None: none):
+    recompute_batch, or with 'auto' AUTO_RECOMPUTE_BATCH when |H| (in images) times the
+    image's pixels exceeds AUTO_RECOMPUTE_PIXELS (never with TaskNorm-I, which needs H in one
+    call, nor for an image side unknown when tracing)."""
+    if self.recompute_batch != 'auto':
+      return self.recompute_batch
+    if image_side is None or self.learner.uses_task_norm_i():
+      return None
+    rows = self.num_backprop * (self.backprop_clip_length or 1)
+    return AUTO_RECOMPUTE_BATCH if rows * image_side ** 2 > AUTO_RECOMPUTE_PIXELS else None
+
   def task_gradients(self, episode, variables, seed, loss_scale=None):
     return estimator.lite_task_gradients(
         self.learner, episode, variables, self.num_backprop, self.chunk_size,
-        self.query_batch_size, seed=seed, recompute_batch=self.recompute_batch,
+        self.query_batch_size, seed=seed,
+        recompute_batch=self.resolved_recompute_batch(episode.support_images.shape[1]),
         context_subset=self.context_subset, regularizer_scale=self._regularizer_scale(),
         loss_accounting=self.regularizer_accounting, support_scaling=self.support_scaling,
         backprop_clip_length=self.backprop_clip_length, loss_scale=loss_scale,
@@ -309,7 +335,7 @@ class SelfAdaptingModel(EpisodicModel):
 
 @gin.configurable('lite')
 def make_lite_model(learner, num_backprop=40, chunk_size=40, query_batch_size=40, seed=0,
-                    recompute_batch=None, context_subset='independent',
+                    recompute_batch='auto', context_subset='independent',
                     regularizer_accounting='reference', backprop_clip_length=None,
                     memory_budget_mb=None, memory_plan_support_size=1000,
                     memory_plan_query_size=500, memory_plan_margin=0.1,
