@@ -162,9 +162,10 @@ class SetEncoder(keras.Model):
     by compute at 84 and at 224), the pass for layer k keeps block k's input maps of all n
     images (the stash) once they take at most `stash_kb_per_image` KB per image, and the later
     passes start there: at 224 (256 KB) the stash is block 3's input, 28 x 28 x 64 float32
-    (196 KB per image), and a step's set-encoder work falls from about 4.8 to 2.9 passes; at
-    84, block 2's (21 x 21 x 64, 110 KB), to 2.1. The same operations on the same rows in
-    chunks of the same size: the values of the one-pass-per-layer computation.
+    (196 KB per image), and a step's set-encoder convolutions fall from about 4.8 to 2.9
+    passes' worth (measured on 2 cores: 44.7 to 22.3 ms per image, one pass taking 6.9); at 84,
+    block 2's (21 x 21 x 64, 110 KB), to 2.1. The same operations on the same rows in chunks of
+    the same size: the values of the one-pass-per-layer computation.
 
     Args:
       prepare: model input from the stored images (lite_tf.episode.to_model_input).
