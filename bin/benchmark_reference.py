@@ -59,8 +59,8 @@ flags.DEFINE_string('output', None, 'Write the raw rows here (JSON, atomically, 
 flags.DEFINE_integer('child_image_size', None, 'Internal: run lite_tf\'s step in this process.')
 flags.DEFINE_integer('child_support_size', None, 'Internal.')
 
-# lite_tf's step as it ships (bin/benchmark_memory.py's defaults): this benchmark compares the
-# defaults, so it has no flags for them.
+# lite_tf's step as it ships (LiteModel's and the learners' defaults; bin/benchmark_memory.py
+# takes these as flags): this benchmark compares the defaults, so it has no flags for them.
 SHIPPED = {'precision': 'float32', 'recompute_batch': 'auto', 'recompute_mode': 'loop',
            'set_encoder_size': None}
 

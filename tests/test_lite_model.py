@@ -238,3 +238,13 @@ def test_recompute_batch_refuses_what_is_not_a_size():
     lite_model.LiteModel(_fresh_learner(), recompute_batch='yes')
   with pytest.raises(ValueError, match="lite.recompute_batch must be None, 'auto'"):
     lite_model.LiteModel(_fresh_learner(), recompute_batch=0)
+
+
+def test_auto_recomputation_leaves_exact_back_propagation_alone():
+  """train_method 'small_task' / 'no_lite' back-propagate every support image (|H| = 2^30):
+  'auto' does not recompute them, at any image size."""
+  model = lite_model.make_meta_model(_fresh_learner(), exact=True)
+  assert model.num_backprop == lite_model.EXACT_BACKPROP
+  assert model.recompute_batch == 'auto'
+  for side in (16, 84, 224):
+    assert model.resolved_recompute_batch(side) is None

@@ -145,3 +145,44 @@ def test_stash_limit_refuses_what_is_not_a_size():
   with pytest.raises(ValueError, match='set_encoder_statistics.kb_per_image'):
     set_encoder.stash_limit('256')
   assert set_encoder.stash_limit(0) == 0
+
+
+def test_relu_after_the_pool_is_the_reference_block():
+  """Each block is the reference's Conv -> BatchNorm -> ReLU -> MaxPool: applying the ReLU
+  after the pool (as the set encoder does, on a quarter of the pixels) gives the same maps."""
+  tf.keras.utils.set_random_seed(4)
+  encoder = set_encoder.SetEncoder(norm='batch')
+  encoder.build((None, 40, 40, 3))
+  for norm in encoder.norms:
+    norm.beta.assign(tf.random.uniform(norm.beta.shape, -1.0, 1.0))
+  images = tf.random.uniform([3, 40, 40, 3], -1.0, 1.0)
+  x = images
+  for conv, norm in zip(encoder.convs, encoder.norms):
+    x = tf.nn.relu(norm(conv(x)))
+    if x.shape[1] > 1:
+      x = tf.nn.max_pool2d(x, 2, 2, 'VALID')
+  np.testing.assert_array_equal(encoder(images).numpy(), tf.reduce_mean(x, [1, 2]).numpy())
+
+
+def test_staged_statistics_under_mixed_precision_with_a_resize():
+  """mixed_bfloat16 with the set encoder at a smaller side: the staged passes cast the images
+  to the compute dtype before resizing, as the layer's call does, so their statistics and
+  embeddings are those of the one-pass-per-layer computation through the call."""
+  from lite_tf.lite import chunking  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(5)
+  policy = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy('mixed_bfloat16')
+  try:
+    encoder = set_encoder.SetEncoder(norm='task', image_size=24)
+    encoder.build((None, 40, 40, 3))
+    images = tf.random.uniform([7, 40, 40, 3], -1.0, 1.0)
+    statistics, embeddings = encoder.staged_task_statistics(
+        tf.identity, images, 3, chunking.chunked_apply, 256)
+    expected_statistics, expected = _generic_statistics(encoder, images, 3)
+  finally:
+    tf.keras.mixed_precision.set_global_policy(policy)
+  for (mean, variance), (mean_e, variance_e) in zip(statistics, expected_statistics):
+    np.testing.assert_allclose(mean.numpy(), mean_e.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(variance.numpy(), variance_e.numpy(), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(tf.cast(embeddings, tf.float32).numpy(),
+                             tf.cast(expected, tf.float32).numpy(), rtol=1e-5, atol=1e-6)

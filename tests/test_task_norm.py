@@ -162,3 +162,22 @@ def test_bad_settings_are_named():
   with pytest.raises(ValueError,
                      match="batch_norm.statistics='frozen_support' is for the LITE learners"):
     maml.Maml(backbone='conv4', image_size=16)
+
+
+@pytest.mark.parametrize('gpu', [False, True])
+def test_image_moments_match_float64(monkeypatch, gpu):
+  """Per-image means and centred sums of squares of [m, h, w, c] maps, by matrix products
+  (CPU) or by reductions (where a GPU is visible, as TF32 could round a product's inputs),
+  against numpy in float64; the channel count may be unknown when tracing."""
+  monkeypatch.setattr(task_norm, '_GPU_VISIBLE', [gpu])
+  rng = np.random.RandomState(0)
+  x = (rng.normal(size=(3, 9, 7, 5)) * 3 + 5).astype(np.float32)
+  traced = tf.function(task_norm.image_moments,
+                       input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)])
+  for moments in (task_norm.image_moments(tf.constant(x)), traced(tf.constant(x))):
+    mean, m2, count = (t.numpy() for t in moments)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        m2, ((x64 - x64.mean(axis=(1, 2), keepdims=True)) ** 2).sum(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_array_equal(count, [63.0] * 3)

@@ -183,8 +183,8 @@ class SetEncoder(keras.Model):
     source, level = images, 0  # source's rows are block `level`'s inputs (0: stored images)
 
     def blocks(x, start, stop):
-      if start == 0:
-        x = self._prepared(prepare(x))
+      if start == 0:  # cast first, as Keras' call does (the resize runs in the compute dtype)
+        x = self._prepared(tf.cast(prepare(x), self.compute_dtype))
       for j in range(start, stop):
         y = self.convs[j](x)
         with state.single_layer(j, statistics[j]):

@@ -181,7 +181,8 @@ class LiteModel(EpisodicModel):
       back-propagated images in the backward pass (see estimator.recomputed_rows), or 'auto'
       (default): micro-batches of AUTO_RECOMPUTE_BATCH when a task's back-propagated images
       hold more than AUTO_RECOMPUTE_PIXELS pixels (|H| = 40 at 224x224: on; at 84x84 or
-      128x128: off), none otherwise or with TaskNorm-I (resolved_recompute_batch).
+      128x128: off), none otherwise, with TaskNorm-I or for exact back-propagation
+      (resolved_recompute_batch).
     recompute_mode: 'loop' (default: one while-loop per pass over the micro-batches: far less
       tracing and host memory, docs/BENCHMARKS.md) or 'unrolled' (a tf.recompute_grad per
       micro-batch, unrolled in Python; the default before issue #31). Both are exact.
@@ -282,10 +283,13 @@ class LiteModel(EpisodicModel):
     """The micro-batch size a step on images of `image_side` recomputes in (None: none):
     recompute_batch, or with 'auto' AUTO_RECOMPUTE_BATCH when |H| (in images) times the
     image's pixels exceeds AUTO_RECOMPUTE_PIXELS (never with TaskNorm-I, which needs H in one
-    call, nor for an image side unknown when tracing)."""
+    call, for exact back-propagation, nor for an image side unknown when tracing)."""
     if self.recompute_batch != 'auto':
       return self.recompute_batch
-    if image_side is None or self.learner.uses_task_norm_i():
+    if (image_side is None or self.learner.uses_task_norm_i()
+        or self.num_backprop >= EXACT_BACKPROP):
+      # Exact back-propagation (train_method 'small_task' / 'no_lite': |H| is every support
+      # image, however many) is left as it is: recomputing there is asked for by a size.
       return None
     rows = self.num_backprop * (self.backprop_clip_length or 1)
     return AUTO_RECOMPUTE_BATCH if rows * image_side ** 2 > AUTO_RECOMPUTE_PIXELS else None
