@@ -45,5 +45,5 @@ $(MUTMUT_LIB)/.installed: | setup
 	touch $@
 
 mutation: setup $(MUTMUT_LIB)/.installed
-	PYTHONPATH=$(MUTMUT_LIB) nice -n 10 $(PY) tests/mutation_run.py \
+	PYTHONPATH=$(abspath $(MUTMUT_LIB)) nice -n 10 $(PY) tests/mutation_run.py \
 	  --max_children=$(MUTATION_CHILDREN) $(MUTATION_GROUPS)

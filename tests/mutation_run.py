@@ -226,6 +226,9 @@ for path, statuses in out.items():
 def _prepare(group):
   files, selection = GROUPS[group]
   work = os.path.join(WORK_ROOT, group)
+  # A new run starts clean: mutmut keeps a mutant's verdict in mutants/ while its function's
+  # source is unchanged, so new tests would not be run against an earlier survivor.
+  shutil.rmtree(work, ignore_errors=True)
   os.makedirs(work, exist_ok=True)
   ignore = shutil.ignore_patterns('__pycache__', '*.pyc')
   for name in ('lite_tf', 'tests', 'gin'):

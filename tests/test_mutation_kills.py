@@ -6,6 +6,7 @@ precision sums, given context subsets, the documented seed fold-ins, every refus
 and edge cases of ORBIT's metrics."""
 
 import types
+import warnings
 
 import gin
 import keras
@@ -355,6 +356,26 @@ def test_orbit_empty_averages_and_one_frame_labels():
   assert orbit_metrics.video_accuracy(np.array([2]), [2, 2, 1]) == 1.0
   assert orbit_metrics.video_accuracy(np.array([[2]]), [1]) == 0.0
   assert orbit_metrics.video_accuracy(np.array([1, 1]), [1, 1]) is None
+
+
+def test_orbit_empty_averages_warn_nothing_and_float32_scores_count_in_float64():
+  """mutmut's orbit_metrics survivors _mean_ci 12 and confidence_interval 7 (an empty average
+  computed anyway: NaN with numpy's empty-slice warnings), 3 and 5 (scores left in their own
+  dtype: ORBIT's code takes the std of Python floats, i.e. in float64)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    assert np.isnan(orbit_metrics._mean_ci([])['mean'])  # pylint: disable=protected-access
+    assert np.isnan(orbit_metrics.confidence_interval([]))
+  scores = np.random.RandomState(0).uniform(0.0, 1.0, 1001).astype(np.float32)
+  expected = 1.96 * np.std(scores.astype(np.float64)) / np.sqrt(len(scores))
+  assert orbit_metrics.confidence_interval(scores) == float(expected)
+
+
+def test_orbit_summary_of_no_video_names_it():
+  """summarize 11: the refusal of tasks without any target video says so."""
+  task = orbit_metrics.TaskResult('P1', 0, ['pen'], [])
+  with pytest.raises(ValueError, match=r'^no target videos to score \(every task is empty\)$'):
+    orbit_metrics.summarize([task])
 
 
 def test_orbit_predictions_json_orders_tasks_by_user_and_index():
