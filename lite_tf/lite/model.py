@@ -161,8 +161,9 @@ REGULARIZER_ACCOUNTING = estimator.LOSS_ACCOUNTINGS
 # lite.recompute_batch = 'auto': recompute in micro-batches of 8 images when a task's
 # back-propagated images hold more than 40 images of 128x128 in pixels. EfficientNet-B0 with
 # FiLM keeps about 60 MB of activations per image at 224x224 and the set encoder about 50 MB
-# (|H| = 40: some 4 GB, against 0.8 GB in micro-batches of 8, for 20-25% more time per step);
-# at 84x84 it is 7x less, and recomputation's time would buy little (docs/TRAINING.md).
+# (|H| = 40: some 4 GB, against 0.8 GB in micro-batches of 8, for little more time per step
+# at 224); at 84x84 it is 7x less, and recomputing would cost more of a shorter step
+# (docs/TRAINING.md "Recomputation").
 AUTO_RECOMPUTE_BATCH = 8
 AUTO_RECOMPUTE_PIXELS = 40 * 128 * 128
 
