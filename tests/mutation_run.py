@@ -45,6 +45,9 @@ GROUPS = {
          '[cnaps]',
          _CNAPS + 'test_set_encoder_task_statistics_are_the_whole_context_sets[cnaps]',
          _CNAPS + 'test_default_adaptation_in_chunks_is_the_one_pass_forward[cnaps]',
+         # H_c's recomputation (issue #31): the context path's recompute branch.
+         _CNAPS + 'test_default_recomputation_recomputes_the_context_subset_too[cnaps]',
+         _CNAPS + 'test_a_batch_normalised_set_encoder_is_not_recomputed',
          '--deselect',
          _ESTIMATOR + 'test_random_subsets_depend_on_seed_and_average_towards_full']),
     'orbit_metrics': (
