@@ -169,7 +169,7 @@ def test_image_moments_match_float64(monkeypatch, gpu):
   """Per-image means and centred sums of squares of [m, h, w, c] maps, by matrix products
   (CPU) or by reductions (where a GPU is visible, as TF32 could round a product's inputs),
   against numpy in float64; the channel count may be unknown when tracing."""
-  monkeypatch.setattr(task_norm, '_GPU_VISIBLE', [gpu])
+  monkeypatch.setattr(task_norm, '_gpu_visible', lambda: gpu)
   rng = np.random.RandomState(0)
   x = (rng.normal(size=(3, 9, 7, 5)) * 3 + 5).astype(np.float32)
   traced = tf.function(task_norm.image_moments,

@@ -192,8 +192,10 @@ class SetEncoder(keras.Model):
       return x
 
     for k, conv in enumerate(self.convs):
-      stash = sides is not None and k > level and (sides[k] ** 2 * self.embedding_dim * itemsize
-                             <= stash_kb_per_image * 1024)
+      block_input_bytes = (None if sides is None
+                           else sides[k] ** 2 * self.embedding_dim * itemsize)
+      stash = (k > level and block_input_bytes is not None
+               and block_input_bytes <= stash_kb_per_image * 1024)
 
       def rows(x, k=k, start=level, stash=stash, conv=conv):
         x = blocks(x, start, k)

@@ -446,8 +446,8 @@ def plan_for_model(model, budget_mb, support_size, query_size, image_dtype=np.fl
   first = plan(costs, budget_mb, support_size, query_size, model.num_backprop,
                model.chunk_size, model.query_batch_size, tasks_held, margin=margin)
   if first.num_backprop < min(model.num_backprop, support_size):
-    requested = model.recompute_batch if isinstance(model.recompute_batch, int) else None
-    add_recompute_costs(model, costs, requested or recompute_batch, image_dtype)
+    add_recompute_costs(model, costs, model.requested_recompute_batch() or recompute_batch,
+                        image_dtype)
   fitted, measurements = fit_plan(model, costs, budget_mb, support_size, query_size,
                                   tasks_held, image_dtype, report=report, margin=margin)
   return fitted, costs, measurements

@@ -280,6 +280,11 @@ class LiteModel(EpisodicModel):
     replica = tf.distribute.get_replica_context()
     return float(steps * (replica.num_replicas_in_sync if replica else 1))
 
+  def requested_recompute_batch(self):
+    """recompute_batch when it is a size, else None ('auto' or None): the micro-batch the
+    memory planner calibrates, if one was asked for."""
+    return self.recompute_batch if isinstance(self.recompute_batch, int) else None
+
   def resolved_recompute_batch(self, image_side):
     """The micro-batch size a step on images of `image_side` recomputes in (None: none):
     recompute_batch, or with 'auto' AUTO_RECOMPUTE_BATCH when |H| (in images) times the

@@ -51,7 +51,7 @@ def run(budgets, support_size=None, query_size=None, image_dtype='float32', task
   first = [memory_plan.plan(costs, b, support_size, query_size, *requested, tasks_held,
                             margin=margin) for b in budgets]
   if any(p.num_backprop < min(requested[0], support_size) for p in first):
-    memory_plan.add_recompute_costs(model, costs, (model.recompute_batch if isinstance(model.recompute_batch, int) else 8), dtype)
+    memory_plan.add_recompute_costs(model, costs, model.requested_recompute_batch() or 8, dtype)
   calibration_seconds = time.perf_counter() - start
   report(f'calibrated on {costs.device} in {calibration_seconds:.0f} s; requested |H| = '
          f'{requested[0]}, chunk {requested[1]}, query batch {requested[2]}')
